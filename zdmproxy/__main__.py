@@ -1,0 +1,3 @@
+from zdmproxy.cli import main
+
+raise SystemExit(main())

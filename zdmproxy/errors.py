@@ -1,0 +1,115 @@
+"""One error hierarchy for every layer.
+
+Each class carries a stable ``code`` (machine-readable, exposed by the CLI and
+later the HTTP API) and the process exit code a command that runs migrations
+must return for it, so a Kubernetes Job can retry only what is worth retrying
+(69 unreachable, 75 lock budget ran out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit codes every migration-running command keeps (documented in the README)."""
+
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    CONFLICT = 3
+    WAIT_TIMED_OUT = 4
+    CANCELLED = 5
+    UNREACHABLE = 69
+    LOCK_BUDGET_EXHAUSTED = 75
+    BAD_CONFIG = 78
+
+
+@dataclass(frozen=True)
+class PgErrorInfo:
+    """What PostgreSQL said, kept verbatim so an operator can search for it."""
+
+    sqlstate: str | None
+    message: str
+    detail: str | None = None
+    hint: str | None = None
+    position: int | None = None
+
+
+class ZdmError(Exception):
+    """Base of every error zdmproxy reports on purpose."""
+
+    code = "error"
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, *, pg: PgErrorInfo | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pg = pg
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.pg is not None:
+            out["sqlstate"] = self.pg.sqlstate
+            if self.pg.position is not None:
+                out["position"] = self.pg.position
+        return out
+
+
+class UsageError(ZdmError):
+    code = "usage"
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(ZdmError):
+    code = "bad_configuration"
+    exit_code = ExitCode.BAD_CONFIG
+
+
+class SqlParseError(ZdmError):
+    """The input is not valid SQL; ``position`` is a 0-based character offset into the script."""
+
+    code = "parse_error"
+
+    def __init__(self, message: str, *, position: int, line: int, column: int) -> None:
+        super().__init__(
+            f"syntax error at line {line}, column {column}: {message}",
+            pg=PgErrorInfo(sqlstate="42601", message=message, position=position),
+        )
+        self.position = position
+        self.line = line
+        self.column = column
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "line": self.line, "column": self.column}
+
+
+class UnsupportedStatement(ZdmError):
+    """A statement zdmproxy refuses to run as written, with what to write instead."""
+
+    code = "unsupported_statement"
+
+
+class DatabaseUnreachable(ZdmError):
+    code = "database_unreachable"
+    exit_code = ExitCode.UNREACHABLE
+
+
+class StepFailed(ZdmError):
+    """A step failed for a reason retrying cannot fix (syntax, missing object, permission...)."""
+
+    code = "step_failed"
+
+
+class StatementTimedOut(StepFailed):
+    """The statement held its locks and ran past statement_timeout: retrying would hurt again."""
+
+    code = "statement_timeout"
+
+
+class LockBudgetExhausted(ZdmError):
+    """Every attempt was refused its lock before the deadline or attempt limit: retry later."""
+
+    code = "lock_budget_exhausted"
+    exit_code = ExitCode.LOCK_BUDGET_EXHAUSTED

@@ -1,0 +1,1 @@
+"""Understanding SQL statements: pure, no I/O."""

@@ -1,0 +1,67 @@
+"""What only the database's catalog knows, handed to the pure classifier as data.
+
+The classifier never queries anything: the engine reads these facts from a
+live server (``zdmproxy.engine.catalog``) and passes them in. Without a
+server, ``CatalogFacts()`` knows nothing and every answer that depends on the
+catalog falls back to the conservative one (assume a rewrite, assume a scan,
+leave the schema unqualified), and says so in the statement's notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zdmproxy.sql.locks import RelationName
+
+
+@dataclass(frozen=True)
+class ConstraintInfo:
+    name: str
+    kind: str  # pg_constraint.contype: c, f, p, u, x, n
+    validated: bool
+    referenced: RelationName | None = None  # for foreign keys
+    not_null_column: str | None = None  # a CHECK (col IS NOT NULL), usable by SET NOT NULL on 12+
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's type as ``pg_type.typname`` plus its decoded type modifiers."""
+
+    typname: str
+    modifiers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RelationInfo:
+    name: RelationName  # schema-qualified
+    relkind: str  # pg_class.relkind: r, p, i, I, v, m, S, f
+    table: RelationName | None = None  # for an index: the table it belongs to
+    indexes: tuple[RelationName, ...] = ()
+    constraints: tuple[ConstraintInfo, ...] = ()
+    fk_parents: tuple[RelationName, ...] = ()  # tables this one references
+    fk_children: tuple[RelationName, ...] = ()  # tables that reference this one
+    default_partition: RelationName | None = None
+    columns: dict[str, ColumnType] = field(default_factory=dict)
+    rows_estimate: int | None = None
+    total_bytes: int | None = None
+    views: tuple[RelationName, ...] = ()  # views and materialized views that depend on it
+
+    def constraint(self, name: str) -> ConstraintInfo | None:
+        return next((c for c in self.constraints if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class CatalogFacts:
+    """Facts for the relations a script names, keyed by the name as written."""
+
+    server_version_num: int | None = None
+    relations: dict[RelationName, RelationInfo] = field(default_factory=dict)
+    volatile_functions: frozenset[str] = frozenset()
+    known_functions: frozenset[str] = frozenset()
+
+    def resolve(self, name: RelationName) -> RelationInfo | None:
+        return self.relations.get(name)
+
+    def qualify(self, name: RelationName) -> RelationName:
+        info = self.resolve(name)
+        return info.name if info is not None else name

@@ -1,0 +1,34 @@
+"""Relation names out of parse trees, and the one quoting function for identifiers."""
+
+from __future__ import annotations
+
+from pglast import ast
+from pglast.stream import RawStream
+
+from zdmproxy.sql.locks import RelationName
+
+
+def range_var_name(node: ast.RangeVar) -> RelationName:
+    return RelationName(node.schemaname or None, node.relname)
+
+
+def dotted_name(parts: tuple[ast.String, ...] | list[ast.String]) -> RelationName:
+    """A name written as a list of String nodes (DROP INDEX, DROP TABLE ...)."""
+    values = [part.sval for part in parts]
+    return RelationName(values[-2] if len(values) > 1 else None, values[-1])
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier the way PostgreSQL's quote_ident() would, always."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_relation(name: RelationName) -> str:
+    if name.schema is None:
+        return quote_ident(name.name)
+    return f"{quote_ident(name.schema)}.{quote_ident(name.name)}"
+
+
+def deparse(node: ast.Node) -> str:
+    """SQL text for a tree, for statements zdmproxy writes itself (cleanup, finalize)."""
+    return str(RawStream()(node))

@@ -1,0 +1,70 @@
+"""Split a script into statements with PostgreSQL's own parser (pglast).
+
+Positions are 0-based character offsets into the original script, so an
+editor or a plan can point at the exact statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError
+
+from zdmproxy.errors import SqlParseError
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a script: its text exactly as written, where it starts, and its tree."""
+
+    text: str
+    position: int
+    line: int
+    node: ast.Node = field(compare=False, repr=False)
+
+
+def parse_script(script: str) -> tuple[Statement, ...]:
+    """Parse ``script``; a syntax error raises SqlParseError with PostgreSQL's message and position."""
+    try:
+        raws = parse_sql(script)
+    except ParseError as exc:
+        raise _located_error(script, exc) from None
+    statements = []
+    for raw in raws:
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else len(script)
+        chunk = script[start:end]
+        lead = len(chunk) - len(chunk.lstrip())
+        position = start + lead
+        statements.append(
+            Statement(
+                text=chunk.strip(),
+                position=position,
+                line=script.count("\n", 0, position) + 1,
+                node=raw.stmt,
+            )
+        )
+    return tuple(statements)
+
+
+def _located_error(script: str, exc: ParseError) -> SqlParseError:
+    """Build the error with a trustworthy character position.
+
+    pglast converts libpg_query's byte offset to a character index, but the
+    conversion drifts when multi-byte characters precede the error. Re-parsing
+    a copy with every non-ASCII character replaced by one ASCII letter keeps
+    every character index and makes bytes equal characters, so the second
+    error's offset is exact. If the copy happens to parse, keep pglast's offset.
+    """
+    message, position = exc.args[0], exc.args[1]
+    ascii_copy = "".join(ch if ch.isascii() else "x" for ch in script)
+    if ascii_copy != script:
+        try:
+            parse_sql(ascii_copy)
+        except ParseError as again:
+            position = again.args[1]
+    position = max(0, min(int(position or 0), len(script)))
+    line = script.count("\n", 0, position) + 1
+    column = position - (script.rfind("\n", 0, position) + 1) + 1
+    return SqlParseError(message, position=position, line=line, column=column)

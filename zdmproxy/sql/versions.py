@@ -1,0 +1,19 @@
+"""Server-version thresholds the lock catalogue depends on (server_version_num)."""
+
+from __future__ import annotations
+
+# The version a plan is made for when no server tells us: the newest we test on.
+DEFAULT_VERSION_NUM = 180000
+
+INSTANT_NON_VOLATILE_DEFAULT = 110000  # ADD COLUMN ... DEFAULT const is a catalog-only change
+SET_NOT_NULL_USES_CHECK = 120000  # a valid CHECK (col IS NOT NULL) lets SET NOT NULL skip its scan
+REINDEX_CONCURRENTLY = 120000
+ATTACH_PARTITION_SUE = 120000  # before 12, ATTACH took ACCESS EXCLUSIVE on the parent
+ENUM_ADD_VALUE_IN_TRANSACTION = 120000
+DETACH_PARTITION_CONCURRENTLY = 140000
+NOT_NULL_NOT_VALID = 180000  # ADD CONSTRAINT n NOT NULL col NOT VALID, then VALIDATE
+VIRTUAL_GENERATED_COLUMNS = 180000
+
+
+def major(version_num: int) -> int:
+    return version_num // 10000

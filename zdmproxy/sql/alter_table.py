@@ -45,14 +45,11 @@ PLAIN_MODES: dict[AT, LockMode] = {
             AT.AT_DropNotNull,
             AT.AT_SetStorage,
             AT.AT_SetCompression,
-            AT.AT_SetExpression,
             AT.AT_DropExpression,
             AT.AT_AddIdentity,
             AT.AT_SetIdentity,
             AT.AT_DropIdentity,
             AT.AT_ChangeOwner,
-            AT.AT_AddInherit,
-            AT.AT_DropInherit,
             AT.AT_AddOf,
             AT.AT_DropOf,
             AT.AT_ReplicaIdentity,
@@ -123,9 +120,7 @@ class AlterContext:
 Handler = Callable[[AlterContext, ast.AlterTableCmd], None]
 
 
-def classify_alter_table(
-    stmt: ast.AlterTableStmt, facts: CatalogFacts, version_num: int
-) -> EffectsBuilder:
+def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_num: int) -> EffectsBuilder:
     target_kind = _KIND_BY_OBJECT.get(stmt.objtype, "table")
     written = range_var_name(stmt.relation)
     info = facts.resolve(written)
@@ -155,9 +150,9 @@ def _add_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     for con in column.constraints or ():
         if con.contype == ConstrType.CONSTR_FOREIGN:
             ctx.out.lock(ctx.other(con.pktable), SRE)
-        elif con.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
-            ctx.out.scan(ctx.target)
-        elif con.contype == ConstrType.CONSTR_CHECK and not why:
+        elif con.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE) or (
+            con.contype == ConstrType.CONSTR_CHECK and not why
+        ):
             ctx.out.scan(ctx.target)
 
 
@@ -219,10 +214,16 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
             ctx.out.scan(parent)
         return
     ctx.out.lock(ctx.target, AEL)
-    if con.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_EXCLUSION):
+    if con.contype in (
+        ConstrType.CONSTR_PRIMARY,
+        ConstrType.CONSTR_UNIQUE,
+        ConstrType.CONSTR_EXCLUSION,
+    ):
         if con.indexname:
             index = ctx.facts.qualify(RelationName(ctx.target.schema, con.indexname))
-            ctx.out.lock(index, SUE, kind="index")
+            # The index is renamed to the constraint's name, which takes SHARE UPDATE EXCLUSIVE.
+            renamed = bool(con.conname) and con.conname != con.indexname
+            ctx.out.lock(index, SUE if renamed else LockMode.ACCESS_SHARE, kind="index")
             if con.contype == ConstrType.CONSTR_PRIMARY:
                 ctx.out.scan(ctx.target)
                 ctx.out.note("PRIMARY KEY USING INDEX scans the table unless its columns are NOT NULL")
@@ -282,6 +283,9 @@ def _detach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     if not part.concurrent:
         ctx.out.lock(ctx.target, AEL)
         ctx.out.lock(partition, AEL)
+        default = ctx.info.default_partition if ctx.info is not None else None
+        if default is not None:
+            ctx.out.lock(default, AEL)  # its implicit constraint changes with the bounds
         return
     if ctx.version_num < versions.DETACH_PARTITION_CONCURRENTLY:
         raise UnsupportedStatement(
@@ -291,6 +295,18 @@ def _detach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.out.transactional = False
     ctx.out.lock(ctx.target, SUE)
     ctx.out.lock(partition, AEL)
+
+
+def _inherit(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+    ctx.out.lock(ctx.target, AEL)
+    parent_mode = SUE if cmd.subtype == AT.AT_AddInherit else LockMode.ACCESS_SHARE
+    ctx.out.lock(ctx.other(cmd.def_), parent_mode)
+
+
+def _set_expression(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+    ctx.out.lock(ctx.target, AEL)
+    ctx.out.rewrite(ctx.target)
+    ctx.out.note(f"column {cmd.name}: a new STORED expression is computed for every row")
 
 
 def _detach_finalize(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
@@ -309,6 +325,9 @@ _HANDLERS: dict[AT, Handler] = {
     AT.AT_AttachPartition: _attach_partition,
     AT.AT_DetachPartition: _detach_partition,
     AT.AT_DetachPartitionFinalize: _detach_finalize,
+    AT.AT_AddInherit: _inherit,
+    AT.AT_DropInherit: _inherit,
+    AT.AT_SetExpression: _set_expression,
 }
 _KIND_BY_OBJECT = {
     ObjectType.OBJECT_TABLE: "table",

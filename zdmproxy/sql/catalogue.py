@@ -212,7 +212,9 @@ def _cluster(node: ast.ClusterStmt, facts: CatalogFacts, version: int) -> Effect
 
 
 def _alter_enum(node: ast.AlterEnumStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    out = EffectsBuilder(kind="ALTER TYPE ADD VALUE" if node.newVal and not node.oldVal else "ALTER TYPE RENAME VALUE")
+    out = EffectsBuilder(
+        kind="ALTER TYPE ADD VALUE" if node.newVal and not node.oldVal else "ALTER TYPE RENAME VALUE"
+    )
     if node.oldVal is None and version < versions.ENUM_ADD_VALUE_IN_TRANSACTION:
         out.transactional = False
     out.note("locks the enum type, not any table; a new value is usable only after COMMIT")
@@ -323,3 +325,16 @@ _CLASSIFIERS: dict[type, Classifier] = {
         "attempt; configure them with ZDM_LOCK_TIMEOUT / ZDM_STATEMENT_TIMEOUT instead"
     ),
 }
+
+
+def mentioned_relations(statement: Statement) -> list[RelationName]:
+    """Every relation a statement names, as written: what the catalog must be asked about."""
+    found = _range_vars(statement.node)
+    if isinstance(statement.node, ast.DropStmt):
+        found += [dotted_name(p) for p in statement.node.objects or () if isinstance(p, tuple)]
+    if isinstance(statement.node, ast.AlterTableStmt):
+        for cmd in statement.node.cmds:
+            con = cmd.def_
+            if isinstance(con, ast.Constraint) and con.indexname:
+                found.append(RelationName(statement.node.relation.schemaname or None, con.indexname))
+    return list(dict.fromkeys(found))

@@ -53,19 +53,43 @@ _CONFLICTS: dict[LockMode, frozenset[LockMode]] = {
     _M.ROW_SHARE: frozenset({_M.EXCLUSIVE, _M.ACCESS_EXCLUSIVE}),
     _M.ROW_EXCLUSIVE: frozenset({_M.SHARE, _M.SHARE_ROW_EXCLUSIVE, _M.EXCLUSIVE, _M.ACCESS_EXCLUSIVE}),
     _M.SHARE_UPDATE_EXCLUSIVE: frozenset(
-        {_M.SHARE_UPDATE_EXCLUSIVE, _M.SHARE, _M.SHARE_ROW_EXCLUSIVE, _M.EXCLUSIVE, _M.ACCESS_EXCLUSIVE}
+        {
+            _M.SHARE_UPDATE_EXCLUSIVE,
+            _M.SHARE,
+            _M.SHARE_ROW_EXCLUSIVE,
+            _M.EXCLUSIVE,
+            _M.ACCESS_EXCLUSIVE,
+        }
     ),
     _M.SHARE: frozenset(
-        {_M.ROW_EXCLUSIVE, _M.SHARE_UPDATE_EXCLUSIVE, _M.SHARE_ROW_EXCLUSIVE, _M.EXCLUSIVE,
-         _M.ACCESS_EXCLUSIVE}
+        {
+            _M.ROW_EXCLUSIVE,
+            _M.SHARE_UPDATE_EXCLUSIVE,
+            _M.SHARE_ROW_EXCLUSIVE,
+            _M.EXCLUSIVE,
+            _M.ACCESS_EXCLUSIVE,
+        }
     ),
     _M.SHARE_ROW_EXCLUSIVE: frozenset(
-        {_M.ROW_EXCLUSIVE, _M.SHARE_UPDATE_EXCLUSIVE, _M.SHARE, _M.SHARE_ROW_EXCLUSIVE,
-         _M.EXCLUSIVE, _M.ACCESS_EXCLUSIVE}
+        {
+            _M.ROW_EXCLUSIVE,
+            _M.SHARE_UPDATE_EXCLUSIVE,
+            _M.SHARE,
+            _M.SHARE_ROW_EXCLUSIVE,
+            _M.EXCLUSIVE,
+            _M.ACCESS_EXCLUSIVE,
+        }
     ),
     _M.EXCLUSIVE: frozenset(
-        {_M.ROW_SHARE, _M.ROW_EXCLUSIVE, _M.SHARE_UPDATE_EXCLUSIVE, _M.SHARE,
-         _M.SHARE_ROW_EXCLUSIVE, _M.EXCLUSIVE, _M.ACCESS_EXCLUSIVE}
+        {
+            _M.ROW_SHARE,
+            _M.ROW_EXCLUSIVE,
+            _M.SHARE_UPDATE_EXCLUSIVE,
+            _M.SHARE,
+            _M.SHARE_ROW_EXCLUSIVE,
+            _M.EXCLUSIVE,
+            _M.ACCESS_EXCLUSIVE,
+        }
     ),
     _M.ACCESS_EXCLUSIVE: frozenset(LockMode),
 }

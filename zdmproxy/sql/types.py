@@ -8,7 +8,7 @@ careful, never cause an outage.
 
 from __future__ import annotations
 
-from pglast import ast
+from pglast import ast, parse_sql
 from pglast.visitors import Visitor
 
 from zdmproxy.sql.facts import ColumnType
@@ -119,3 +119,20 @@ def _widens(typname: str, old: tuple[int, ...], new: tuple[int, ...]) -> bool:
 def _numeric(mods: tuple[int, ...]) -> tuple[int, int]:
     """numeric(p) means numeric(p, 0)."""
     return (mods[0], mods[1] if len(mods) > 1 else 0)
+
+
+def not_null_check_column(check_expr: str) -> str | None:
+    """The column of a CHECK whose expression is exactly ``col IS NOT NULL``, else None.
+
+    Such a validated CHECK lets SET NOT NULL skip its full-table scan (PostgreSQL 12+).
+    """
+    select = parse_sql(f"SELECT {check_expr}")[0].stmt
+    expr = select.targetList[0].val
+    if (
+        isinstance(expr, ast.NullTest)
+        and expr.nulltesttype.name == "IS_NOT_NULL"
+        and isinstance(expr.arg, ast.ColumnRef)
+        and len(expr.arg.fields) == 1
+    ):
+        return str(expr.arg.fields[0].sval)
+    return None

@@ -1,0 +1,1 @@
+"""Running steps on PostgreSQL: pre-flight, timeouts, the watchdog, retries."""

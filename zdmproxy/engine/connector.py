@@ -1,0 +1,59 @@
+"""The one seam between the engine and a PostgreSQL driver.
+
+The engine needs only the few calls in ``Session``; asyncpg's Connection
+provides them. Who owns the connection (the CLI, the daemon, or later a
+relayed client of the wire-protocol front door) does not matter to the
+engine, which is why it takes sessions rather than DSNs where it can.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import asyncpg
+
+from zdmproxy.errors import DatabaseUnreachable
+
+
+class Session(Protocol):
+    async def execute(self, query: str, *args: Any) -> str: ...
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any) -> Any: ...
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    def get_server_pid(self) -> int: ...
+    def is_closed(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+# What a lost connection looks like from asyncpg: reconnect and re-check, never give up on these.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+async def connect(dsn: str, application_name: str, *, timeout: float = 10.0) -> Session:
+    """Open a dedicated connection named for zdmproxy (visible in pg_stat_activity)."""
+    try:
+        conn: Session = await asyncpg.connect(
+            dsn,
+            timeout=timeout,
+            server_settings={"application_name": application_name[:63]},
+            statement_cache_size=0,
+        )
+    except (OSError, asyncpg.exceptions.CannotConnectNowError, TimeoutError) as exc:
+        raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
+    except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
+        raise DatabaseUnreachable(f"the database refused the connection: {exc}") from exc
+    except asyncpg.exceptions.InvalidCatalogNameError as exc:
+        raise DatabaseUnreachable(f"no such database: {exc}") from exc
+    return conn
+
+
+async def server_version_num(session: Session) -> int:
+    return int(await session.fetchval("SELECT current_setting('server_version_num')::int"))

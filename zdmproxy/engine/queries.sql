@@ -1,0 +1,115 @@
+-- Every catalog query zdmproxy sends, in one place. Blocks start with "-- name: <name>".
+
+-- name: resolve_relations
+-- Resolve names as written ($1 schemas, NULL = search_path; $2 names) to relations.
+SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
+       c.reltuples::bigint AS rows_estimate,
+       CASE WHEN c.relkind IN ('r', 'p', 'm', 'i') THEN pg_total_relation_size(c.oid) END AS total_bytes,
+       ti.nspname AS index_table_schema, tc.relname AS index_table_name,
+       dn.nspname AS default_partition_schema, dc.relname AS default_partition_name
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema, name, ord)
+  JOIN pg_class c
+    ON c.oid = to_regclass(CASE WHEN w.schema IS NULL THEN quote_ident(w.name)
+                                ELSE quote_ident(w.schema) || '.' || quote_ident(w.name) END)
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_index ix ON ix.indexrelid = c.oid
+  LEFT JOIN pg_class tc ON tc.oid = ix.indrelid
+  LEFT JOIN pg_namespace ti ON ti.oid = tc.relnamespace
+  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+  LEFT JOIN pg_class dc ON dc.oid = pt.partdefid
+  LEFT JOIN pg_namespace dn ON dn.oid = dc.relnamespace;
+
+-- name: relation_indexes
+SELECT n.nspname, c.relname
+  FROM pg_index ix
+  JOIN pg_class c ON c.oid = ix.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE ix.indrelid = $1
+ ORDER BY c.relname;
+
+-- name: relation_constraints
+-- For CHECK constraints the expression is returned so the caller can recognise col IS NOT NULL.
+SELECT con.conname, con.contype::text AS contype, con.convalidated,
+       fn.nspname AS ref_schema, fc.relname AS ref_name,
+       CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END AS check_expr
+  FROM pg_constraint con
+  LEFT JOIN pg_class fc ON fc.oid = con.confrelid
+  LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+ WHERE con.conrelid = $1
+ ORDER BY con.conname;
+
+-- name: relation_fk_children
+SELECT DISTINCT n.nspname, c.relname
+  FROM pg_constraint con
+  JOIN pg_class c ON c.oid = con.conrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1;
+
+-- name: relation_columns
+SELECT a.attname, t.typname, a.atttypmod
+  FROM pg_attribute a
+  JOIN pg_type t ON t.oid = a.atttypid
+ WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum;
+
+-- name: relation_views
+SELECT DISTINCT n.nspname, v.relname
+  FROM pg_depend d
+  JOIN pg_rewrite r ON r.oid = d.objid
+  JOIN pg_class v ON v.oid = r.ev_class
+  JOIN pg_namespace n ON n.oid = v.relnamespace
+ WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1;
+
+-- name: function_volatility
+-- A name counts as volatile if any overload of it is.
+SELECT p.proname, bool_or(p.provolatile = 'v') AS volatile
+  FROM pg_proc p
+ WHERE p.proname = ANY($1::text[])
+ GROUP BY p.proname;
+
+-- name: conflicting_locks
+-- Everyone else holding or waiting for a lock on the given relations, with what they are doing.
+SELECT l.pid, l.mode, l.granted, l.relation::regclass::text AS relation,
+       a.application_name, a.state, a.backend_type, a.wait_event_type,
+       EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8 AS xact_age_s,
+       EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::float8 AS state_age_s,
+       left(a.query, 200) AS query
+  FROM pg_locks l
+  JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'relation'
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.relation = ANY($1::oid[])
+   AND l.pid <> ALL($2::int[])
+ ORDER BY a.xact_start NULLS LAST, l.pid;
+
+-- name: relation_oids
+SELECT to_regclass(x) AS oid FROM unnest($1::text[]) AS x;
+
+-- name: watch
+-- One poll of the watchdog: is the watched backend waiting for a lock, who blocks it,
+-- and how long has the longest of the sessions queued behind it been waiting (ms)?
+SELECT a.wait_event_type, a.wait_event, pg_blocking_pids($1) AS blocked_by,
+       (SELECT coalesce(max(EXTRACT(EPOCH FROM clock_timestamp()
+                                    - coalesce(l.waitstart, clock_timestamp())) * 1000), 0)::float8
+          FROM pg_locks l
+         WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))) AS queued_ms,
+       (SELECT count(DISTINCT l.pid)
+          FROM pg_locks l
+         WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))) AS queued
+  FROM pg_stat_activity a
+ WHERE a.pid = $1;
+
+-- name: cancel_if_waiting
+-- Cancel the watched backend only if it is still waiting for a lock: never a statement that got its lock.
+SELECT pg_cancel_backend(a.pid)
+  FROM pg_stat_activity a
+ WHERE a.pid = $1 AND a.wait_event_type = 'Lock';
+
+-- name: terminate
+SELECT pg_terminate_backend($1);
+
+-- name: invalid_index
+SELECT c.oid::regclass::text AS name
+  FROM pg_index ix
+  JOIN pg_class c ON c.oid = ix.indexrelid
+ WHERE c.oid = to_regclass($1) AND NOT ix.indisvalid;

@@ -69,7 +69,7 @@ SELECT p.proname, bool_or(p.provolatile = 'v') AS volatile
 
 -- name: conflicting_locks
 -- Everyone else holding or waiting for a lock on the given relations, with what they are doing.
-SELECT l.pid, l.mode, l.granted, l.relation::regclass::text AS relation,
+SELECT l.pid, l.mode, l.granted, l.relation::int8 AS relation_oid, l.relation::regclass::text AS relation,
        a.application_name, a.state, a.backend_type, a.wait_event_type,
        EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8 AS xact_age_s,
        EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::float8 AS state_age_s,
@@ -78,24 +78,33 @@ SELECT l.pid, l.mode, l.granted, l.relation::regclass::text AS relation,
   JOIN pg_stat_activity a ON a.pid = l.pid
  WHERE l.locktype = 'relation'
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND l.relation = ANY($1::oid[])
+   AND l.relation = ANY($1::int8[]::oid[])
    AND l.pid <> ALL($2::int[])
  ORDER BY a.xact_start NULLS LAST, l.pid;
 
 -- name: relation_oids
-SELECT to_regclass(x) AS oid FROM unnest($1::text[]) AS x;
+SELECT to_regclass(x)::int8 AS oid FROM unnest($1::text[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord;
 
 -- name: watch
--- One poll of the watchdog: is the watched backend waiting for a lock, who blocks it,
--- and how long has the longest of the sessions queued behind it been waiting (ms)?
-SELECT a.wait_event_type, a.wait_event, pg_blocking_pids($1) AS blocked_by,
-       (SELECT coalesce(max(EXTRACT(EPOCH FROM clock_timestamp()
-                                    - coalesce(l.waitstart, clock_timestamp())) * 1000), 0)::float8
-          FROM pg_locks l
-         WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))) AS queued_ms,
-       (SELECT count(DISTINCT l.pid)
-          FROM pg_locks l
-         WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))) AS queued
+-- One poll of the watchdog (cheap: see POSTGRES-FACTS.md 3.4). Is the watched backend waiting
+-- for a lock; who blocks it (with what they are doing); how many sessions queue behind it and
+-- how long the longest of them has waited (ms).
+WITH queued AS (
+    SELECT l.pid, clock_timestamp() - coalesce(l.waitstart, clock_timestamp()) AS waited
+      FROM pg_locks l
+     WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))
+)
+SELECT a.wait_event_type,
+       (SELECT count(DISTINCT pid) FROM queued) AS queued,
+       (SELECT coalesce(max(EXTRACT(EPOCH FROM waited) * 1000), 0)::float8 FROM queued) AS queued_ms,
+       (SELECT coalesce(json_agg(json_build_object(
+                  'pid', b.pid, 'application_name', b.application_name, 'state', b.state,
+                  'backend_type', b.backend_type,
+                  'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - b.xact_start)::float8,
+                  'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - b.state_change)::float8,
+                  'query', left(b.query, 200))), '[]')::text
+          FROM pg_stat_activity b
+         WHERE a.wait_event_type = 'Lock' AND b.pid = ANY(pg_blocking_pids($1))) AS blockers
   FROM pg_stat_activity a
  WHERE a.pid = $1;
 

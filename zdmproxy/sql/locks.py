@@ -44,7 +44,9 @@ class LockMode(IntEnum):
             return "reads and writes"
         if self.conflicts_with(LockMode.ROW_EXCLUSIVE):
             return "writes"
-        return "no reads or writes (only other DDL and VACUUM)"
+        if self.conflicts_with(LockMode.SHARE_UPDATE_EXCLUSIVE):
+            return "no reads or writes (only DDL, VACUUM and ANALYZE)"
+        return "no reads or writes (only DDL)"
 
 
 _M = LockMode

@@ -1,0 +1,225 @@
+"""The command line: ``zdmproxy plan`` and ``zdmproxy apply``.
+
+Exit codes are part of the interface (README, "Exit codes") so a Kubernetes
+Job can retry only 69 (unreachable) and 75 (lock budget ran out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from zdmproxy import __version__
+from zdmproxy.engine.catalog import read_facts
+from zdmproxy.engine.connector import connect
+from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.errors import ExitCode, UsageError, ZdmError
+from zdmproxy.plan.model import Plan
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.settings import Settings, load_settings
+from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.parse import parse_script
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ZdmError as exc:
+        _report_error(exc, json_output=getattr(args, "json", False))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]: the current step was rolled back; re-run to resume")
+        return int(ExitCode.CANCELLED)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zdmproxy", description="Run PostgreSQL schema changes without lock-queue outages."
+    )
+    parser.add_argument("--version", action="version", version=f"zdmproxy {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    plan = commands.add_parser("plan", help="show the locks, rewrites and steps of a SQL file")
+    plan.add_argument("file", help="SQL file, or - for standard input")
+    plan.add_argument("--dsn", help="resolve schemas, constraints and sizes from this database")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md contract)")
+    plan.set_defaults(handler=_plan)
+
+    apply = commands.add_parser("apply", help="run a SQL file through the lock-aware engine")
+    apply.add_argument("file", help="SQL file, or - for standard input")
+    apply.add_argument("--id", required=True, help="migration id (names the connections, dedupes runs)")
+    apply.add_argument(
+        "--dsn", help="target database (default: ZDM_DATABASE_URL, else a throwaway embedded server)"
+    )
+    apply.add_argument("--allow-destructive", action="store_true", help="permit DROP TABLE, TRUNCATE ...")
+    apply.add_argument("--queue-budget-ms", type=float, help="longest wait we may cause (default 100)")
+    apply.add_argument("--lock-timeout-ms", type=float, help="hard bound on one lock wait (default 1000)")
+    apply.add_argument("--statement-timeout-s", type=float, help="bound on one transactional step")
+    apply.add_argument("--deadline-s", type=float, help="total time a step may keep trying (default 900)")
+    apply.add_argument(
+        "--terminate-idle-blockers-after-s",
+        type=float,
+        help="opt-in: terminate sessions idle in transaction longer than this that block a step",
+    )
+    apply.add_argument("--json", action="store_true", help="print the attempts report as JSON")
+    apply.set_defaults(handler=_apply)
+    return parser
+
+
+def _read(file: str) -> str:
+    if file == "-":
+        return sys.stdin.read()
+    path = Path(file)
+    if not path.is_file():
+        raise UsageError(f"{file}: no such file")
+    return path.read_text(encoding="utf-8")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    script = _read(args.file)
+    dsn = args.dsn
+    plan = asyncio.run(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
+    if args.json:
+        out.print_json(json.dumps(plan.as_dict()))
+    else:
+        _print_plan(plan)
+    return int(ExitCode.OK)
+
+
+async def _plan_with_catalog(script: str, dsn: str) -> Plan:
+    statements = parse_script(script)  # a syntax error is reported before connecting
+    session = await connect(dsn, "zdmproxy:plan")
+    try:
+        facts: CatalogFacts = await read_facts(session, statements)
+    finally:
+        await session.close()
+    return make_plan(script, facts)
+
+
+def _print_plan(plan: Plan) -> None:
+    source = "from the database catalog" if plan.from_catalog else "without a database (assumptions noted)"
+    out.print(f"[bold]Plan[/bold] for PostgreSQL {plan.server_version_num // 10000}, {source}")
+    for number, planned in enumerate(plan.statements, start=1):
+        effects = planned.effects
+        out.print(f"\n[bold]{number}.[/bold] line {planned.statement.line}: {planned.statement.text}")
+        table = Table(show_header=True, header_style="dim", box=None, padding=(0, 2))
+        table.add_column("relation")
+        table.add_column("lock")
+        table.add_column("blocks")
+        for lock in effects.locks:
+            blocks = "nobody (created by this statement)" if lock.created else lock.mode.blocks()
+            table.add_row(str(lock.relation), lock.mode.pg_name, blocks)
+        out.print(table)
+        for step in planned.steps:
+            out.print(f"   [cyan]{step.phase.value}[/cyan]: {step.reason}")
+            if step.destructive:
+                out.print(f"   [red]destructive[/red]: {step.destructive} (needs --allow-destructive)")
+        for note in effects.notes:
+            out.print(f"   [yellow]note[/yellow]: {note}")
+
+
+def _apply(args: argparse.Namespace) -> int:
+    script = _read(args.file)
+    overrides = {
+        "allow_destructive": True if args.allow_destructive else None,
+        "queue_budget_ms": args.queue_budget_ms,
+        "lock_timeout_ms": args.lock_timeout_ms,
+        "statement_timeout_s": args.statement_timeout_s,
+        "deadline_s": args.deadline_s,
+        "terminate_idle_blockers_after_s": args.terminate_idle_blockers_after_s,
+    }
+    settings = load_settings()
+    policy = settings.policy(**{k: v for k, v in overrides.items() if v is not None})
+    parse_script(script)  # refuse bad SQL before touching any database
+    with ExitStack() as stack:
+        dsn = args.dsn or settings.database_url
+        if dsn is None:
+            from zdmproxy.embedded import throwaway_server
+
+            err.print("[dim]no database configured: using a throwaway embedded PostgreSQL[/dim]")
+            dsn = stack.enter_context(throwaway_server())
+        report = MigrationReport(args.id)
+        runner = Runner(dsn, args.id, policy, sink=_print_event)
+        try:
+            asyncio.run(_apply_async(runner, script, report, settings))
+        finally:
+            if args.json:
+                out.print_json(json.dumps(_report_dict(report)))
+            _print_summary(report)
+    return int(ExitCode.OK)
+
+
+async def _apply_async(runner: Runner, script: str, report: MigrationReport, settings: Settings) -> None:
+    plan = await _plan_with_catalog(script, runner.dsn)
+    await runner.run(plan, report)
+
+
+def _print_event(event: Event) -> None:
+    style = {
+        EventKind.STEP_STARTED: "bold",
+        EventKind.WAITING_FOR_BLOCKERS: "yellow",
+        EventKind.BLOCKER_TERMINATED: "red",
+        EventKind.ATTEMPT_FAILED: "yellow",
+        EventKind.STEP_SUCCEEDED: "green",
+        EventKind.STEP_FAILED: "red",
+    }.get(event.kind, "dim")
+    err.print(f"[{style}]step {event.step + 1}: {event.message}[/{style}]")
+
+
+def _print_summary(report: MigrationReport) -> None:
+    for step in report.steps:
+        for line in step.blocked_summary():
+            err.print(f"step {step.index + 1}: {line}")
+    done = sum(1 for s in report.steps if s.outcome and s.outcome.value == "succeeded")
+    err.print(f"{report.migration_id}: {done} step(s) succeeded")
+
+
+def _report_dict(report: MigrationReport) -> dict[str, object]:
+    return {
+        "id": report.migration_id,
+        "succeeded": report.succeeded,
+        "steps": [
+            {
+                "sql": s.step.sql,
+                "outcome": s.outcome.value if s.outcome else None,
+                "blocked": s.blocked_summary(),
+                "terminated": [b.pid for b in s.terminated],
+                "debris_dropped": s.debris_dropped,
+                "attempts": [
+                    {
+                        "number": a.number,
+                        "started_at": a.started_at,
+                        "ended_at": a.ended_at,
+                        "outcome": a.outcome.value if a.outcome else None,
+                        "sqlstate": a.error.sqlstate if a.error else None,
+                        "message": a.error.message if a.error else None,
+                        "lock_timeout_ms": a.lock_timeout_ms,
+                        "queued_behind_us": a.queued_behind_us,
+                        "blockers": [b.describe() for b in a.blockers],
+                    }
+                    for a in s.attempts
+                ],
+            }
+            for s in report.steps
+        ],
+    }
+
+
+def _report_error(exc: ZdmError, *, json_output: bool) -> None:
+    if json_output:
+        out.print_json(json.dumps({"error": exc.as_dict()}))
+    err.print(f"[red]error[/red] [{exc.code}]: {exc.message}")

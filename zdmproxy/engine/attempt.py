@@ -1,0 +1,114 @@
+"""One attempt at one step: timeouts set, locks taken first, the watchdog on guard.
+
+The attempt does not care who owns the connection or who asked for the
+step: it takes two sessions (one to run on, one to watch from) and reports a
+record of what happened. Transactional steps take their table locks first,
+strongest first, with ``LOCK TABLE ONLY``: a statement that needs several
+locks would otherwise wait up to lock_timeout for each, and a timeout during
+the LOCK phase is known to be a lock wait, not a slow statement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from zdmproxy.engine.blockers import Target
+from zdmproxy.engine.connector import Session
+from zdmproxy.engine.events import Blocker
+from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
+from zdmproxy.engine.watchdog import Watchdog
+from zdmproxy.errors import PgErrorInfo
+from zdmproxy.plan.model import Step
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.sql.names import quote_relation
+
+
+@dataclass
+class AttemptRecord:
+    number: int
+    lock_timeout_ms: float
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    error: PgErrorInfo | None = None
+    blockers: tuple[Blocker, ...] = ()
+    queued_behind_us: int = 0
+
+    @property
+    def duration_s(self) -> float:
+        return (self.ended_at or time.time()) - self.started_at
+
+
+class AttemptFailed(Exception):
+    def __init__(self, record: AttemptRecord) -> None:
+        assert record.outcome is not None
+        super().__init__(f"attempt {record.number}: {record.outcome.value}")
+        self.record = record
+
+
+def lock_statements(targets: Sequence[Target]) -> list[str]:
+    """LOCK TABLE statements for a step's existing tables, strongest mode first."""
+    tables = [t.request for t in targets if t.request.kind == "table"]
+    tables.sort(key=lambda req: req.mode, reverse=True)
+    return [f"LOCK TABLE ONLY {quote_relation(req.relation)} IN {req.mode.sql_name} MODE" for req in tables]
+
+
+async def run_attempt(
+    session: Session,
+    watch: Session,
+    step: Step,
+    targets: Sequence[Target],
+    policy: MigrationPolicy,
+    number: int,
+) -> AttemptRecord:
+    """Run ``step`` once; return its record, or raise AttemptFailed carrying it."""
+    if step.transactional:
+        lock_timeout_ms = policy.lock_timeout_for(number)
+        statement_timeout_ms = policy.statement_timeout_s * 1000
+    else:
+        lock_timeout_ms = policy.concurrent_lock_timeout_s * 1000
+        statement_timeout_ms = policy.concurrent_statement_timeout_s * 1000
+    record = AttemptRecord(number=number, lock_timeout_ms=lock_timeout_ms)
+    dog = Watchdog(watch, session.get_server_pid(), policy.queue_budget_ms, policy.watchdog_interval_ms)
+    in_lock_phase = False
+    try:
+        async with dog:
+            if step.transactional:
+                await session.execute("BEGIN")
+                await session.execute(
+                    f"SET LOCAL lock_timeout = {int(lock_timeout_ms)};"
+                    f" SET LOCAL statement_timeout = {int(statement_timeout_ms)}"
+                )
+                in_lock_phase = True
+                for statement in lock_statements(targets):
+                    await session.execute(statement)
+                in_lock_phase = False
+                await session.execute(step.sql)
+                await session.execute("COMMIT")
+            else:
+                await session.execute(
+                    f"SET lock_timeout = {int(lock_timeout_ms)};"
+                    f" SET statement_timeout = {int(statement_timeout_ms)}"
+                )
+                try:
+                    await session.execute(step.sql)
+                finally:
+                    if not session.is_closed():
+                        await session.execute("RESET lock_timeout; RESET statement_timeout")
+    except Exception as exc:
+        record.outcome = classify_failure(
+            exc, we_cancelled=dog.cancelled, waiting_for_lock=in_lock_phase or dog.waiting_for_lock
+        )
+        record.error = pg_error_info(exc)
+        if step.transactional and not session.is_closed():
+            await session.execute("ROLLBACK")
+        raise AttemptFailed(record) from exc
+    else:
+        record.outcome = Outcome.SUCCEEDED
+    finally:
+        record.ended_at = time.time()
+        record.blockers = tuple(dog.blockers.values())
+        record.queued_behind_us = dog.max_queued
+    return record

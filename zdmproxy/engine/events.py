@@ -1,0 +1,85 @@
+"""Everything the engine decides, as events: who blocked us, what we cancelled, what we retried.
+
+The CLI renders them, the daemon will journal them and turn them into
+metrics; the engine itself never prints.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class EventKind(StrEnum):
+    STEP_STARTED = "step_started"
+    WAITING_FOR_BLOCKERS = "waiting_for_blockers"
+    BLOCKER_TERMINATED = "blocker_terminated"
+    DEBRIS_DROPPED = "debris_dropped"
+    ATTEMPT_STARTED = "attempt_started"
+    ATTEMPT_FAILED = "attempt_failed"
+    STEP_SUCCEEDED = "step_succeeded"
+    STEP_FAILED = "step_failed"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session in our way, as pg_stat_activity described it when we saw it."""
+
+    pid: int
+    application_name: str
+    state: str | None
+    backend_type: str | None
+    xact_age_s: float | None
+    state_age_s: float | None
+    query: str
+    mode: str | None = None
+    relation: str | None = None
+
+    @property
+    def idle_in_transaction(self) -> bool:
+        return (self.state or "").startswith("idle in transaction")
+
+    def describe(self) -> str:
+        who = f"pid {self.pid}"
+        if self.application_name:
+            who += f" app '{self.application_name}'"
+        if self.backend_type and self.backend_type != "client backend":
+            who += f" ({self.backend_type})"
+        if self.idle_in_transaction and self.state_age_s is not None:
+            doing = f"{self.state} for {_duration(self.state_age_s)}"
+        else:
+            doing = self.state or "unknown state"
+        if self.xact_age_s is not None:
+            doing += f", transaction open {_duration(self.xact_age_s)}"
+        held = f", {self.mode} on {self.relation}" if self.mode and self.relation else ""
+        query = " ".join(self.query.split())[:80]
+        return f"{who}, {doing}{held}: {query}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    step: int  # 0-based index of the step in its plan
+    message: str
+    attempt: int | None = None
+    blockers: tuple[Blocker, ...] = ()
+    at: float = field(default_factory=time.time)
+
+
+EventSink = Callable[[Event], None]
+
+
+def ignore(event: Event) -> None:
+    """The sink for callers that only want the result."""

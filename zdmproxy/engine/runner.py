@@ -1,0 +1,269 @@
+"""Running a plan's steps in order, each until it succeeds, fails for good, or runs out of budget.
+
+Per step: a dedicated connection named for zdmproxy and the migration, and a
+second one for watching. Before every attempt, pre-flight looks for sessions
+whose locks we would queue behind and waits for them (polling, so the step
+starts within one poll of the blocker ending) instead of queueing; between
+attempts tenacity supplies exponential backoff with jitter, cut short as soon
+as the way is clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
+from zdmproxy.engine.blockers import Target, find_blockers, resolve_targets, terminate
+from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
+from zdmproxy.engine.debris import drop_invalid_indexes
+from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.errors import LockBudgetExhausted, StatementTimedOut, StepFailed, UnsupportedStatement
+from zdmproxy.plan.model import Plan, Step
+from zdmproxy.policy import MigrationPolicy
+
+
+@dataclass
+class StepReport:
+    index: int
+    step: Step
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    waits: list[tuple[Blocker, ...]] = field(default_factory=list)  # one entry per pre-flight wait
+    terminated: list[Blocker] = field(default_factory=list)
+    debris_dropped: list[str] = field(default_factory=list)
+    outcome: Outcome | None = None
+
+    def blocked_summary(self) -> list[str]:
+        """'blocked 14 times by pid 4711, app 'reporting', idle in transaction for 35 min: ...'"""
+        counts: Counter[int] = Counter()
+        latest: dict[int, Blocker] = {}
+        for seen in [*self.waits, *(a.blockers for a in self.attempts)]:
+            for blocker in seen:
+                counts[blocker.pid] += 1
+                latest[blocker.pid] = blocker
+        return [
+            f"blocked {n} time{'s' if n > 1 else ''} by {latest[pid].describe()}"
+            for pid, n in counts.most_common()
+        ]
+
+
+@dataclass
+class MigrationReport:
+    migration_id: str
+    steps: list[StepReport] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self.steps) and all(s.outcome is Outcome.SUCCEEDED for s in self.steps)
+
+
+class Runner:
+    """Runs plans against one database for one migration id."""
+
+    def __init__(
+        self, dsn: str, migration_id: str, policy: MigrationPolicy, sink: EventSink = ignore
+    ) -> None:
+        self.dsn = dsn
+        self.migration_id = migration_id
+        self.policy = policy
+        self.sink = sink
+
+    async def run(self, plan: Plan, report: MigrationReport | None = None) -> MigrationReport:
+        """Run every step; raises a ZdmError on the first step that cannot complete.
+
+        ``report`` (filled in as steps run) stays readable after an error.
+        """
+        report = report if report is not None else MigrationReport(self.migration_id)
+        refused = [s for s in plan.steps if s.destructive and not self.policy.allow_destructive]
+        if refused:
+            raise UnsupportedStatement(
+                f"refusing a destructive statement ({refused[0].destructive}): {refused[0].sql!r}; "
+                "pass --allow-destructive (ZDM_ALLOW_DESTRUCTIVE=true) if this is intended"
+            )
+        for index, step in enumerate(plan.steps):
+            step_report = StepReport(index, step)
+            report.steps.append(step_report)
+            await _StepRun(self, step_report).run()
+        return report
+
+
+class _StepRun:
+    """The state of one step while it runs: its sessions, deadline and report."""
+
+    def __init__(self, runner: Runner, report: StepReport) -> None:
+        self.runner = runner
+        self.policy = runner.policy
+        self.report = report
+        self.step = report.step
+        self.deadline = time.monotonic() + self.policy.deadline_s
+        self.session: Session | None = None
+        self.watch: Session | None = None
+        self.targets: list[Target] = []
+
+    def emit(self, kind: EventKind, message: str, **extra: object) -> None:
+        self.runner.sink(Event(kind, self.report.index, message, **extra))  # type: ignore[arg-type]
+
+    async def run(self) -> None:
+        self.emit(EventKind.STEP_STARTED, self.step.reason)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(
+                lambda exc: isinstance(exc, AttemptFailed) and exc.record.outcome.retryable  # type: ignore[union-attr]
+            ),
+            stop=stop_after_attempt(self.policy.max_attempts) | stop_after_delay(self.policy.deadline_s),
+            wait=wait_exponential_jitter(
+                initial=self.policy.backoff_initial_ms / 1000,
+                max=self.policy.backoff_max_ms / 1000,
+                jitter=self.policy.backoff_jitter_ms / 1000,
+            ),
+            sleep=self._pause,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(attempt.retry_state.attempt_number)
+        except AttemptFailed as failed:
+            self.report.outcome = failed.record.outcome
+            raise self._final_error(failed.record) from failed
+        except BaseException:
+            self.report.outcome = Outcome.FAILED
+            raise
+        finally:
+            await self._close()
+        self.report.outcome = Outcome.SUCCEEDED
+        self.emit(EventKind.STEP_SUCCEEDED, f"done after {len(self.report.attempts)} attempt(s)")
+
+    async def _attempt(self, number: int) -> None:
+        session, watch = await self._sessions()
+        self.targets = await resolve_targets(watch, self.step.locks)
+        await self._preflight()
+        if not self.step.transactional:
+            dropped = await drop_invalid_indexes(watch, self.step, self.policy.concurrent_lock_timeout_s * 1000)
+            for name in dropped:
+                self.report.debris_dropped.append(name)
+                self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
+        self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
+        try:
+            record = await run_attempt(session, watch, self.step, self.targets, self.policy, number)
+        except AttemptFailed as failed:
+            self.report.attempts.append(failed.record)
+            self._after_failure(failed.record)
+            raise
+        self.report.attempts.append(record)
+
+    def _after_failure(self, record: AttemptRecord) -> None:
+        assert record.outcome is not None
+        message = f"attempt {record.number}: {record.outcome.value}"
+        if record.error is not None:
+            message += f" ({record.error.sqlstate}: {record.error.message})"
+        if record.outcome is Outcome.CONNECTION_LOST:
+            self.session = None  # reconnect for the next attempt
+        self.emit(EventKind.ATTEMPT_FAILED, message, attempt=record.number, blockers=record.blockers)
+
+    async def _sessions(self) -> tuple[Session, Session]:
+        name = f"zdmproxy:{self.runner.migration_id}:step{self.report.index + 1}"
+        if self.session is None or self.session.is_closed():
+            self.session = await connect(self.runner.dsn, name)
+        if self.watch is None or self.watch.is_closed():
+            self.watch = await connect(self.runner.dsn, f"zdmproxy-watch:{self.runner.migration_id}")
+        return self.session, self.watch
+
+    def _own_pids(self) -> list[int]:
+        return [s.get_server_pid() for s in (self.session, self.watch) if s is not None]
+
+    async def _preflight(self) -> None:
+        """Wait, without asking for any lock, while a conflicting transaction older than
+        blocker_min_age is open: queueing behind it would stop every later query."""
+        assert self.watch is not None
+        seen: set[int] = set()
+        waited: dict[int, Blocker] = {}
+        while True:
+            blockers = await find_blockers(self.watch, self.targets, self._own_pids())
+            long = [b for b in blockers if (b.xact_age_s or 0) * 1000 >= self.policy.blocker_min_age_ms]
+            long = [b for b in long if not await self._maybe_terminate(b)]
+            waited.update((b.pid, b) for b in long)
+            if not long:
+                if waited:
+                    self.report.waits.append(tuple(waited.values()))
+                return
+            if {b.pid for b in long} - seen:
+                seen |= {b.pid for b in long}
+                self.emit(
+                    EventKind.WAITING_FOR_BLOCKERS,
+                    "waiting for " + "; ".join(b.describe() for b in long),
+                    blockers=tuple(long),
+                )
+            if time.monotonic() >= self.deadline:
+                self.report.waits.append(tuple(waited.values()))
+                raise LockBudgetExhausted(
+                    f"step {self.report.index + 1} waited {self.policy.deadline_s:.0f} s for blockers "
+                    "to finish: " + "; ".join(b.describe() for b in long) + ". Re-run when they are gone."
+                )
+            await asyncio.sleep(self.policy.blocker_poll_ms / 1000)
+
+    async def _maybe_terminate(self, blocker: Blocker) -> bool:
+        """The opt-in policy: end sessions idle in transaction for longer than the threshold."""
+        threshold = self.policy.terminate_idle_blockers_after_s
+        if threshold is None or not blocker.idle_in_transaction or (blocker.state_age_s or 0) < threshold:
+            return False
+        assert self.watch is not None
+        if not await terminate(self.watch, blocker.pid):
+            return False
+        self.report.terminated.append(blocker)
+        self.emit(
+            EventKind.BLOCKER_TERMINATED,
+            f"terminated {blocker.describe()} (idle in transaction longer than {threshold:g} s)",
+            blockers=(blocker,),
+        )
+        return True
+
+    async def _pause(self, seconds: float) -> None:
+        """tenacity's sleep: back off, but start again as soon as nobody is in the way."""
+        end = time.monotonic() + seconds
+        await asyncio.sleep(min(seconds, self.policy.backoff_initial_ms / 1000))
+        while time.monotonic() < end:
+            try:
+                assert self.watch is not None
+                if not await find_blockers(self.watch, self.targets, self._own_pids()):
+                    return
+            except CONNECTION_LOST:
+                self.watch = None
+                return
+            await asyncio.sleep(min(self.policy.blocker_poll_ms / 1000, max(0.0, end - time.monotonic())))
+
+    def _final_error(self, record: AttemptRecord) -> Exception:
+        summary = self.report.blocked_summary()
+        where = f"step {self.report.index + 1} ({self.step.sql[:60]!r})"
+        if record.outcome is not None and record.outcome.retryable:
+            return LockBudgetExhausted(
+                f"{where}: gave up after {len(self.report.attempts)} attempts without getting its locks"
+                + ("; " + "; ".join(summary) if summary else "")
+                + ". Retry later, or raise lock_timeout_max_ms / deadline_s."
+            )
+        error = record.error
+        message = f"{where} failed: {error.message if error else record.outcome}"
+        if error is not None and error.hint:
+            message += f" (hint: {error.hint})"
+        if record.outcome is Outcome.STATEMENT_TIMEOUT:
+            return StatementTimedOut(
+                message + ". It held its locks and was making progress, so it is not retried: raise "
+                "statement_timeout_s or split the statement into smaller steps.",
+                pg=error,
+            )
+        return StepFailed(message, pg=error)
+
+    async def _close(self) -> None:
+        for session in (self.session, self.watch):
+            if session is not None and not session.is_closed():
+                await session.close()

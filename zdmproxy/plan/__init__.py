@@ -1,0 +1,1 @@
+"""Turning statements into ordered, safe steps: pure, no I/O."""

@@ -1,0 +1,97 @@
+"""Plan and Step: the contract between planning and execution (DESIGN.md, "A plan")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from zdmproxy.sql.effects import Effects
+from zdmproxy.sql.locks import LockRequest, RelationName
+from zdmproxy.sql.parse import Statement
+
+
+class Phase(StrEnum):
+    EXPAND = "expand"
+    BACKFILL = "backfill"
+    VALIDATE = "validate"
+    CONTRACT = "contract"
+    SINGLE = "single"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit the engine runs and retries on its own: one transaction, or one
+    non-transactional statement."""
+
+    sql: str
+    phase: Phase
+    transactional: bool
+    locks: tuple[LockRequest, ...]
+    rewrites: tuple[RelationName, ...]
+    scans: tuple[RelationName, ...]
+    reason: str
+    destructive: str | None = None  # why the step loses data, when it does
+
+    @property
+    def rewrites_table(self) -> bool:
+        return bool(self.rewrites)
+
+    @property
+    def scans_table(self) -> bool:
+        return bool(self.scans)
+
+    @property
+    def concurrent(self) -> bool:
+        """CONCURRENTLY-family steps: their long waits queue nobody, their failures leave debris."""
+        return not self.transactional
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sql": self.sql,
+            "phase": self.phase.value,
+            "transactional": self.transactional,
+            "locks": [lock.as_dict() for lock in self.locks],
+            "rewrites_table": self.rewrites_table,
+            "scans_table": self.scans_table,
+            "reason": self.reason,
+            "destructive": self.destructive,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedStatement:
+    statement: Statement
+    effects: Effects
+    steps: tuple[Step, ...]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sql": self.statement.text,
+            "position": self.statement.position,
+            "line": self.statement.line,
+            "kind": self.effects.kind,
+            "transactional": self.effects.transactional,
+            "locks": [lock.as_dict() for lock in self.effects.locks],
+            "rewrites": [str(r) for r in self.effects.rewrites],
+            "scans": [str(r) for r in self.effects.scans],
+            "notes": list(self.effects.notes),
+            "steps": [step.as_dict() for step in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    statements: tuple[PlannedStatement, ...]
+    server_version_num: int
+    from_catalog: bool  # facts came from a live database, not assumptions
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        return tuple(step for planned in self.statements for step in planned.steps)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "server_version_num": self.server_version_num,
+            "from_catalog": self.from_catalog,
+            "statements": [planned.as_dict() for planned in self.statements],
+        }

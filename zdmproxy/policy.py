@@ -1,0 +1,55 @@
+"""How carefully one migration runs: the knobs a caller may set per migration.
+
+A pydantic model because it arrives from the edges (environment, TOML file,
+command line, later the HTTP body) and must be validated there; the engine
+reads it as an immutable value.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class MigrationPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue_budget_ms: float = Field(
+        100, gt=0, description="longest any session may wait queued behind our lock request"
+    )
+    lock_timeout_ms: float = Field(1000, gt=0, description="hard bound on one lock wait (first attempt)")
+    lock_timeout_max_ms: float = Field(2000, gt=0, description="lock_timeout may grow up to this")
+    lock_timeout_growth: float = Field(1.25, ge=1, description="factor applied per failed attempt")
+    statement_timeout_s: float = Field(300, gt=0, description="bound on a transactional step")
+    concurrent_lock_timeout_s: float = Field(
+        600, gt=0, description="lock_timeout for CONCURRENTLY steps, whose waits queue nobody"
+    )
+    concurrent_statement_timeout_s: float = Field(
+        7200, gt=0, description="bound on a CONCURRENTLY step (index builds take long)"
+    )
+    deadline_s: float = Field(900, gt=0, description="total time one step may spend trying")
+    max_attempts: int = Field(100, ge=1)
+    backoff_initial_ms: float = Field(50, ge=0)
+    backoff_max_ms: float = Field(5000, ge=0)
+    backoff_jitter_ms: float = Field(50, ge=0)
+    watchdog_interval_ms: float = Field(20, ge=2, description="watchdog poll period; never a tight loop")
+    blocker_poll_ms: float = Field(100, ge=10, description="how often a waiting step re-checks blockers")
+    blocker_min_age_ms: float = Field(
+        200, ge=0, description="pre-flight waits for conflicting transactions older than this"
+    )
+    terminate_idle_blockers_after_s: float | None = Field(
+        None, gt=0, description="opt-in: terminate blockers idle in transaction for longer than this"
+    )
+    allow_destructive: bool = Field(False, description="permit DROP TABLE, DROP COLUMN, TRUNCATE ...")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MigrationPolicy:
+        if self.lock_timeout_max_ms < self.lock_timeout_ms:
+            raise ValueError("lock_timeout_max_ms must be at least lock_timeout_ms")
+        if self.backoff_max_ms < self.backoff_initial_ms:
+            raise ValueError("backoff_max_ms must be at least backoff_initial_ms")
+        return self
+
+    def lock_timeout_for(self, attempt: int) -> float:
+        """lock_timeout (ms) for the n-th attempt (1-based): escalates, capped."""
+        grown = self.lock_timeout_ms * self.lock_timeout_growth ** (attempt - 1)
+        return min(grown, self.lock_timeout_max_ms)

@@ -1,0 +1,72 @@
+"""Configuration: environment variables prefixed ZDM_, then an optional TOML file.
+
+Every migration-policy knob is also a setting (ZDM_LOCK_TIMEOUT_MS ...), so
+operators set defaults once and callers override per migration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from zdmproxy.errors import ConfigError
+from zdmproxy.policy import MigrationPolicy
+
+CONFIG_ENV = "ZDM_CONFIG"
+DEFAULT_CONFIG = Path("zdmproxy.toml")
+
+
+class Settings(BaseSettings, MigrationPolicy):
+    model_config = SettingsConfigDict(env_prefix="ZDM_", extra="forbid", frozen=True)
+
+    database_url: str | None = None
+    application_name: str = "zdmproxy"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+    def policy(self, **overrides: object) -> MigrationPolicy:
+        fields = {name: getattr(self, name) for name in MigrationPolicy.model_fields}
+        try:
+            return MigrationPolicy(**{**fields, **overrides})
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings; a bad value becomes a ConfigError that names the setting."""
+    toml_file = os.environ.get(CONFIG_ENV)
+    if toml_file and not Path(toml_file).is_file():
+        raise ConfigError(f"{CONFIG_ENV}={toml_file}: no such file")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        name = ".".join(str(part) for part in err["loc"]) or "settings"
+        problems.append(f"ZDM_{name.upper()} ({name}): {err['msg']}")
+    return "bad configuration: " + "; ".join(problems)

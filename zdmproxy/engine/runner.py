@@ -122,7 +122,7 @@ class _StepRun:
             ),
             stop=stop_after_attempt(self.policy.max_attempts) | stop_after_delay(self.policy.deadline_s),
             wait=wait_exponential_jitter(
-                initial=self.policy.backoff_initial_ms / 1000,
+                multiplier=self.policy.backoff_initial_ms / 1000,
                 max=self.policy.backoff_max_ms / 1000,
                 jitter=self.policy.backoff_jitter_ms / 1000,
             ),

@@ -1,0 +1,128 @@
+"""What is retried and what fails at once, decided on real PostgreSQL errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from helpers import ITEMS, idle_blocker, run_cli, wait_until_blocked
+
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.errors import StatementTimedOut, StepFailed
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
+
+
+async def test_syntax_error_fails_at_once_with_its_position(dsn: str, tmp_path: Path) -> None:
+    sql = "ALTER TABLE items ADD COLUMN ok int;\nALTER TABLE items ADD COLUMN;"
+    started = time.monotonic()
+    result = await run_cli("apply", "--dsn", dsn, "--id", "bad", sql=sql, tmp_path=tmp_path)
+    assert result.code == 1
+    assert "line 2, column 29" in result.stderr and 'syntax error at or near ";"' in result.stderr
+    assert time.monotonic() - started < 10  # no retries, no waiting
+    admin = await asyncpg.connect(dsn)
+    try:  # nothing ran: the first statement was not applied either
+        assert await admin.fetchval("SELECT to_regclass('items')") is None
+    finally:
+        await admin.close()
+
+
+async def test_missing_table_fails_at_once(dsn: str) -> None:
+    report = MigrationReport("missing")
+    runner = Runner(dsn, "missing", MigrationPolicy())
+    with pytest.raises(StepFailed) as failure:
+        await runner.run(make_plan("ALTER TABLE nope ADD COLUMN x int"), report)
+    assert failure.value.pg is not None and failure.value.pg.sqlstate == "42P01"
+    assert [a.outcome for a in report.steps[0].attempts] == [Outcome.FAILED]
+
+
+async def test_lock_timeout_is_retried_until_the_lock_is_free(dsn: str) -> None:
+    """Pre-flight is told to ignore the blocker, so attempts really hit lock_timeout (55P03)."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    policy = MigrationPolicy(
+        lock_timeout_ms=100, lock_timeout_max_ms=100, blocker_min_age_ms=10**9, queue_budget_ms=10**6
+    )
+    report = MigrationReport("retry")
+    runner = Runner(dsn, "retry", policy)
+    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN x int"), report))
+    try:
+        async with asyncio.timeout(20):
+            while len(report.steps) == 0 or len(report.steps[0].attempts) < 2:
+                await asyncio.sleep(0.01)
+        await blocker.execute("COMMIT")
+        await asyncio.wait_for(task, 20)
+    finally:
+        await blocker.close()
+        await admin.close()
+    outcomes = [a.outcome for a in report.steps[0].attempts]
+    assert outcomes[:2] == [Outcome.LOCK_TIMEOUT, Outcome.LOCK_TIMEOUT]
+    assert outcomes[-1] == Outcome.SUCCEEDED
+    assert report.steps[0].attempts[0].error.sqlstate == "55P03"  # type: ignore[union-attr]
+
+
+async def test_watchdog_cancels_our_wait_when_traffic_queues_behind_it(dsn: str) -> None:
+    """lock_timeout is long; a reader queued behind our AccessExclusiveLock request makes the
+    watchdog cancel us within the budget, and the reader goes on."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    reader = await asyncpg.connect(dsn)
+    policy = MigrationPolicy(
+        lock_timeout_ms=10_000, lock_timeout_max_ms=10_000, blocker_min_age_ms=10**9, queue_budget_ms=50
+    )
+    report = MigrationReport("dog")
+    runner = Runner(dsn, "dog", policy)
+    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN y int"), report))
+    try:
+        ddl_pid = await _first_waiting_ddl(admin)
+        read = asyncio.create_task(reader.fetchval("SELECT count(*) FROM items WHERE id = 1"))
+        await wait_until_blocked(admin, reader.get_server_pid())
+        started = time.monotonic()
+        assert await asyncio.wait_for(read, 5) == 1
+        reader_waited = time.monotonic() - started
+        async with asyncio.timeout(10):
+            while not report.steps[0].attempts:
+                await asyncio.sleep(0.01)
+        await blocker.execute("COMMIT")
+        await asyncio.wait_for(task, 20)
+    finally:
+        await asyncio.gather(blocker.close(), reader.close())
+        await admin.close()
+    first = report.steps[0].attempts[0]
+    assert first.outcome == Outcome.WATCHDOG_CANCELLED, first
+    assert first.error is not None and first.error.sqlstate == "57014"
+    assert first.duration_s < 5  # far below lock_timeout: the watchdog, not the timeout, ended it
+    assert reader_waited < 1.0
+    assert ddl_pid > 0
+    assert report.steps[0].outcome == Outcome.SUCCEEDED
+
+
+async def test_statement_timeout_while_holding_locks_is_not_retried(dsn: str) -> None:
+    """57014 without our cancel, after the locks were granted: a slow statement, not a lock wait."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    await admin.close()
+    report = MigrationReport("slow")
+    runner = Runner(dsn, "slow", MigrationPolicy(statement_timeout_s=0.3))
+    with pytest.raises(StatementTimedOut) as failure:
+        await runner.run(make_plan("UPDATE items SET n = n + 1 WHERE pg_sleep(0.01) IS NOT NULL"), report)
+    assert "not retried" in failure.value.message
+    assert [a.outcome for a in report.steps[0].attempts] == [Outcome.STATEMENT_TIMEOUT]
+
+
+async def _first_waiting_ddl(admin: asyncpg.Connection) -> int:
+    async with asyncio.timeout(10):
+        while True:
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'zdmproxy:dog%'"
+                " AND wait_event_type = 'Lock'"
+            )
+            if pid:
+                return int(pid)
+            await asyncio.sleep(0.005)

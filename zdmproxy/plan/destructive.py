@@ -17,9 +17,9 @@ def destructive_reason(node: ast.Node) -> str | None:
     if isinstance(node, ast.TruncateStmt):
         return "TRUNCATE removes every row"
     if isinstance(node, ast.DropStmt):
-        return _DROPS_DATA.get(node.removeType)
+        return _DROPS_DATA.get(node.removeType) if node.removeType is not None else None
     if isinstance(node, ast.AlterTableStmt):
-        dropped = [c.name for c in node.cmds if c.subtype == AlterTableType.AT_DropColumn]
+        dropped = [str(c.name) for c in node.cmds or () if c.subtype == AlterTableType.AT_DropColumn]
         if dropped:
             return "drops column " + ", ".join(dropped) + " and its data"
     if isinstance(node, ast.DeleteStmt) and node.whereClause is None:

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from zdmproxy import __version__
@@ -29,8 +30,9 @@ from zdmproxy.settings import Settings, load_settings
 from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.parse import parse_script
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+# soft_wrap: messages are read by scripts and CI logs too; never break a line mid-message.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,21 +117,21 @@ def _print_plan(plan: Plan) -> None:
     out.print(f"[bold]Plan[/bold] for PostgreSQL {plan.server_version_num // 10000}, {source}")
     for number, planned in enumerate(plan.statements, start=1):
         effects = planned.effects
-        out.print(f"\n[bold]{number}.[/bold] line {planned.statement.line}: {planned.statement.text}")
+        out.print(f"\n[bold]{number}.[/bold] line {planned.statement.line}: {escape(planned.statement.text)}")
         table = Table(show_header=True, header_style="dim", box=None, padding=(0, 2))
         table.add_column("relation")
         table.add_column("lock")
         table.add_column("blocks")
         for lock in effects.locks:
             blocks = "nobody (created by this statement)" if lock.created else lock.mode.blocks()
-            table.add_row(str(lock.relation), lock.mode.pg_name, blocks)
+            table.add_row(escape(str(lock.relation)), lock.mode.pg_name, blocks)
         out.print(table)
         for step in planned.steps:
-            out.print(f"   [cyan]{step.phase.value}[/cyan]: {step.reason}")
+            out.print(f"   [cyan]{step.phase.value}[/cyan]: {escape(step.reason)}")
             if step.destructive:
                 out.print(f"   [red]destructive[/red]: {step.destructive} (needs --allow-destructive)")
         for note in effects.notes:
-            out.print(f"   [yellow]note[/yellow]: {note}")
+            out.print(f"   [yellow]note[/yellow]: {escape(note)}")
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -177,13 +179,13 @@ def _print_event(event: Event) -> None:
         EventKind.STEP_SUCCEEDED: "green",
         EventKind.STEP_FAILED: "red",
     }.get(event.kind, "dim")
-    err.print(f"[{style}]step {event.step + 1}: {event.message}[/{style}]")
+    err.print(f"[{style}]step {event.step + 1}: {escape(event.message)}[/{style}]")
 
 
 def _print_summary(report: MigrationReport) -> None:
     for step in report.steps:
         for line in step.blocked_summary():
-            err.print(f"step {step.index + 1}: {line}")
+            err.print(f"step {step.index + 1}: {escape(line)}")
     done = sum(1 for s in report.steps if s.outcome and s.outcome.value == "succeeded")
     err.print(f"{report.migration_id}: {done} step(s) succeeded")
 
@@ -222,4 +224,4 @@ def _report_dict(report: MigrationReport) -> dict[str, object]:
 def _report_error(exc: ZdmError, *, json_output: bool) -> None:
     if json_output:
         out.print_json(json.dumps({"error": exc.as_dict()}))
-    err.print(f"[red]error[/red] [{exc.code}]: {exc.message}")
+    err.print(f"[red]error[/red] {escape(f'[{exc.code}]')}: {escape(exc.message)}")

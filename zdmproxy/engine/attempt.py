@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from zdmproxy.engine.blockers import Target
-from zdmproxy.engine.connector import Session
+from zdmproxy.engine.connector import Session, execute_quietly
 from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.engine.watchdog import Watchdog
@@ -95,15 +95,14 @@ async def run_attempt(
                 try:
                     await session.execute(step.sql)
                 finally:
-                    if not session.is_closed():
-                        await session.execute("RESET lock_timeout; RESET statement_timeout")
+                    await execute_quietly(session, "RESET lock_timeout; RESET statement_timeout")
     except Exception as exc:
         record.outcome = classify_failure(
             exc, we_cancelled=dog.cancelled, waiting_for_lock=in_lock_phase or dog.waiting_for_lock
         )
         record.error = pg_error_info(exc)
-        if step.transactional and not session.is_closed():
-            await session.execute("ROLLBACK")
+        if step.transactional:
+            await execute_quietly(session, "ROLLBACK")
         raise AttemptFailed(record) from exc
     else:
         record.outcome = Outcome.SUCCEEDED

@@ -55,5 +55,18 @@ async def connect(dsn: str, application_name: str, *, timeout: float = 10.0) -> 
     return conn
 
 
+async def execute_quietly(session: Session, query: str) -> None:
+    """Best-effort clean-up (ROLLBACK, RESET) that must never hide the error being handled.
+
+    A broken connection is closed so the runner reconnects for the next attempt.
+    """
+    if session.is_closed():
+        return
+    try:
+        await session.execute(query)
+    except (*CONNECTION_LOST, asyncpg.PostgresError):
+        await session.close()
+
+
 async def server_version_num(session: Session) -> int:
     return int(await session.fetchval("SELECT current_setting('server_version_num')::int"))

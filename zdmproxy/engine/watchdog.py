@@ -16,7 +16,9 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 
-from zdmproxy.engine.connector import Session
+import asyncpg
+
+from zdmproxy.engine.connector import CONNECTION_LOST, Session
 from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.queries import QUERIES
 
@@ -47,9 +49,15 @@ class Watchdog:
 
     async def _run(self) -> None:
         interval = self.interval_ms / 1000
-        while not self.cancelled:
-            await self.poll()
-            await asyncio.sleep(interval)
+        try:
+            while not self.cancelled:
+                await self.poll()
+                await asyncio.sleep(interval)
+        except (*CONNECTION_LOST, asyncpg.PostgresError):
+            # Losing the watch connection must not fail the attempt: lock_timeout still
+            # bounds the wait. The runner reconnects the watcher for the next attempt.
+            self.waiting_for_lock = False
+            await self.session.close()
 
     async def poll(self) -> None:
         row = await self.session.fetchrow(QUERIES["watch"], self.pid)

@@ -1,0 +1,46 @@
+"""A failed CREATE INDEX CONCURRENTLY leaves an INVALID index: it is dropped before the retry."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from helpers import ITEMS
+
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
+
+INDEX_STATE = """
+SELECT ix.indisvalid FROM pg_index ix WHERE ix.indexrelid = to_regclass('items_a_idx')
+"""
+
+
+async def test_invalid_index_from_a_failed_build_is_dropped_and_rebuilt(dsn: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS + "CREATE TABLE other (id int); INSERT INTO other VALUES (1);")
+    # An old snapshot anywhere in the database makes CIC wait at "waiting for old snapshots".
+    snapshot = await asyncpg.connect(dsn)
+    await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM other")
+    policy = MigrationPolicy(concurrent_lock_timeout_s=0.3, backoff_max_ms=200)
+    report = MigrationReport("cic")
+    runner = Runner(dsn, "cic", policy)
+    task = asyncio.create_task(runner.run(make_plan("CREATE INDEX CONCURRENTLY items_a_idx ON items (a)"), report))
+    try:
+        async with asyncio.timeout(30):
+            while not (report.steps and report.steps[0].debris_dropped):
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+        await snapshot.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        assert await admin.fetchval(INDEX_STATE) is True
+    finally:
+        await snapshot.close()
+        await admin.close()
+    step = report.steps[0]
+    assert step.attempts[0].outcome == Outcome.LOCK_TIMEOUT
+    assert step.debris_dropped and step.debris_dropped[0].endswith("items_a_idx")
+    assert step.outcome == Outcome.SUCCEEDED
+    # The snapshot holder is named as what the build waited for.
+    assert any(b.pid == snapshot.get_server_pid() for b in step.attempts[0].blockers)

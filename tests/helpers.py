@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,14 @@ async def run_cli(*args: str, sql: str, tmp_path: Path, timeout: float = 60) -> 
     return await finish(proc, timeout)
 
 
-async def start_cli(*args: str, sql: str, tmp_path: Path) -> asyncio.subprocess.Process:
-    path = tmp_path / f"migration-{len(list(tmp_path.iterdir()))}.sql"
+def write_sql(tmp_path: Path, sql: str) -> Path:
+    path = tmp_path / f"migration-{uuid.uuid4().hex[:8]}.sql"
     path.write_text(sql)
+    return path
+
+
+async def start_cli(*args: str, sql: str, tmp_path: Path) -> asyncio.subprocess.Process:
+    path = write_sql(tmp_path, sql)
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

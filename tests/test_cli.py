@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
-from helpers import ITEMS, run_cli
+from helpers import ITEMS, run_cli, write_sql
 
 FK_SCRIPT = """
 ALTER TABLE orders ADD CONSTRAINT orders_buyer_fk FOREIGN KEY (buyer_id) REFERENCES items (id) NOT VALID;
@@ -63,11 +63,20 @@ async def test_destructive_statement_needs_explicit_permission(dsn: str, tmp_pat
     admin = await asyncpg.connect(dsn)
     try:
         await admin.execute(ITEMS)
-        refused = await run_cli("apply", "--dsn", dsn, "--id", "drop", sql="DROP TABLE items", tmp_path=tmp_path)
+        refused = await run_cli(
+            "apply", "--dsn", dsn, "--id", "drop", sql="DROP TABLE items", tmp_path=tmp_path
+        )
         assert refused.code == 1 and "--allow-destructive" in refused.stderr
         assert await admin.fetchval("SELECT count(*) FROM items") == 10000  # nothing lost
         allowed = await run_cli(
-            "apply", "--dsn", dsn, "--id", "drop", "--allow-destructive", sql="DROP TABLE items", tmp_path=tmp_path
+            "apply",
+            "--dsn",
+            dsn,
+            "--id",
+            "drop",
+            "--allow-destructive",
+            sql="DROP TABLE items",
+            tmp_path=tmp_path,
         )
         assert allowed.code == 0, allowed.stderr
         assert await admin.fetchval("SELECT to_regclass('items')") is None
@@ -95,13 +104,12 @@ async def test_bad_configuration_exits_78(tmp_path: Path) -> None:
     assert "ZDM_LOCK_TIMEOUT_MS" in result.stderr
 
 
-async def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    no_id = await run_cli("apply", sql="SELECT 1", tmp_path=tmp_path)
-    assert no_id.code == 2 and "--id" in no_id.stderr
-    missing = subprocess.run(
-        [sys.executable, "-m", "zdmproxy", "plan", str(tmp_path / "nope.sql")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "zdmproxy", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    no_id = cli("apply", str(write_sql(tmp_path, "SELECT 1")))
+    assert no_id.returncode == 2 and "--id" in no_id.stderr
+    missing = cli("plan", str(tmp_path / "nope.sql"))
     assert missing.returncode == 2 and "nope.sql: no such file" in missing.stderr

@@ -26,7 +26,9 @@ async def test_invalid_index_from_a_failed_build_is_dropped_and_rebuilt(dsn: str
     policy = MigrationPolicy(concurrent_lock_timeout_s=0.3, backoff_max_ms=200)
     report = MigrationReport("cic")
     runner = Runner(dsn, "cic", policy)
-    task = asyncio.create_task(runner.run(make_plan("CREATE INDEX CONCURRENTLY items_a_idx ON items (a)"), report))
+    task = asyncio.create_task(
+        runner.run(make_plan("CREATE INDEX CONCURRENTLY items_a_idx ON items (a)"), report)
+    )
     try:
         async with asyncio.timeout(30):
             while not (report.steps and report.steps[0].debris_dropped):

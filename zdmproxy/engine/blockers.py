@@ -33,7 +33,9 @@ async def resolve_targets(session: Session, locks: Sequence[LockRequest]) -> lis
     return [Target(row["oid"], lock) for row, lock in zip(rows, wanted, strict=True) if row["oid"]]
 
 
-async def find_blockers(session: Session, targets: Sequence[Target], own_pids: Sequence[int]) -> list[Blocker]:
+async def find_blockers(
+    session: Session, targets: Sequence[Target], own_pids: Sequence[int]
+) -> list[Blocker]:
     """Sessions holding, or queued ahead for, a lock that conflicts with one of ours."""
     if not targets:
         return []

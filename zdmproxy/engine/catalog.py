@@ -7,26 +7,33 @@ itself creates are unknown to them and get the catalogue's conservative answers.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from zdmproxy.engine.connector import Session, server_version_num
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.sql.catalogue import mentioned_relations
-from zdmproxy.sql.facts import CatalogFacts, ColumnType, ConstraintInfo, RelationInfo
+from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ColumnType, ConstraintInfo, RelationInfo
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.parse import Statement
 from zdmproxy.sql.types import function_names, not_null_check_column
 
 
 async def read_facts(session: Session, statements: Iterable[Statement]) -> CatalogFacts:
+    """Facts for every relation the statements name, plus the table of every index they name.
+
+    The index's table is needed to know what dropping or reindexing it locks:
+    for an index on a partitioned table that includes every partition.
+    """
     statements = list(statements)
     written = list(dict.fromkeys(n for s in statements for n in mentioned_relations(s)))
     relations: dict[RelationName, RelationInfo] = {}
-    if written:
-        rows = await session.fetch(
-            QUERIES["resolve_relations"], [n.schema for n in written], [n.name for n in written]
-        )
-        for row in rows:
-            relations[written[row["ord"] - 1]] = await _relation_info(session, row)
+    for name, info in zip(written, await _resolve(session, written), strict=True):
+        if info is not None:
+            relations[name] = info
+    tables = [i.table for i in relations.values() if i.table is not None and i.table not in relations]
+    for name, info in zip(tables, await _resolve(session, tables), strict=True):
+        if info is not None:
+            relations[name] = info
     functions = sorted({f for s in statements for f in function_names(s.node)})
     volatility = await session.fetch(QUERIES["function_volatility"], functions) if functions else []
     return CatalogFacts(
@@ -37,17 +44,30 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
     )
 
 
+async def _resolve(session: Session, names: list[RelationName]) -> list[RelationInfo | None]:
+    """One RelationInfo per name, in order; None where the name resolves to nothing."""
+    found: list[RelationInfo | None] = [None] * len(names)
+    if names:
+        rows = await session.fetch(
+            QUERIES["resolve_relations"], [n.schema for n in names], [n.name for n in names]
+        )
+        for row in rows:
+            found[row["ord"] - 1] = await _relation_info(session, row)
+    return found
+
+
 def _name(schema: str | None, name: str | None) -> RelationName | None:
     return RelationName(schema, name) if name is not None else None
 
 
-async def _relation_info(session: Session, row: object) -> RelationInfo:
-    oid = row["oid"]  # type: ignore[index]
+async def _relation_info(session: Session, row: Any) -> RelationInfo:
+    oid = row["oid"]
     indexes = await session.fetch(QUERIES["relation_indexes"], oid)
     constraints = await session.fetch(QUERIES["relation_constraints"], oid)
-    children = await session.fetch(QUERIES["relation_fk_children"], oid)
+    fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
+    children = await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in "rpf" else []
     cons = tuple(
         ConstraintInfo(
             name=c["conname"],
@@ -59,30 +79,31 @@ async def _relation_info(session: Session, row: object) -> RelationInfo:
         for c in constraints
     )
     return RelationInfo(
-        name=RelationName(row["nspname"], row["relname"]),  # type: ignore[index]
-        relkind=row["relkind"],  # type: ignore[index]
-        table=_name(row["index_table_schema"], row["index_table_name"]),  # type: ignore[index]
+        name=RelationName(row["nspname"], row["relname"]),
+        relkind=row["relkind"],
+        table=_name(row["index_table_schema"], row["index_table_name"]),
         indexes=tuple(RelationName(i["nspname"], i["relname"]) for i in indexes),
         constraints=cons,
         fk_parents=tuple(dict.fromkeys(c.referenced for c in cons if c.referenced is not None)),
-        fk_children=tuple(RelationName(c["nspname"], c["relname"]) for c in children),
-        default_partition=_name(
-            row["default_partition_schema"],
-            row["default_partition_name"],  # type: ignore[index]
-        ),
-        columns={c["attname"]: _column_type(c["typname"], c["atttypmod"]) for c in columns},
-        rows_estimate=max(int(row["rows_estimate"]), 0),  # type: ignore[index]
-        total_bytes=row["total_bytes"],  # type: ignore[index]
+        fk_children=tuple(RelationName(c["nspname"], c["relname"]) for c in fk_children),
+        default_partition=_name(row["default_partition_schema"], row["default_partition_name"]),
+        columns={
+            c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns
+        },
+        rows_estimate=max(int(row["rows_estimate"]), 0),
+        total_bytes=row["total_bytes"],
         views=tuple(RelationName(v["nspname"], v["relname"]) for v in views),
+        children=tuple(ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"]) for c in children),
+        partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
     )
 
 
-def _column_type(typname: str, typmod: int) -> ColumnType:
+def _column_type(typname: str, typmod: int, not_null: bool = False) -> ColumnType:
     """Decode atttypmod the way format_type() does for the types whose widening is free."""
     if typmod < 0:
-        return ColumnType(typname)
+        return ColumnType(typname, not_null=not_null)
     if typname in ("varchar", "bpchar"):
-        return ColumnType(typname, (typmod - 4,))
+        return ColumnType(typname, (typmod - 4,), not_null)
     if typname == "numeric":
-        return ColumnType(typname, ((typmod - 4) >> 16, (typmod - 4) & 0xFFFF))
-    return ColumnType(typname, (typmod,))
+        return ColumnType(typname, ((typmod - 4) >> 16, (typmod - 4) & 0xFFFF), not_null)
+    return ColumnType(typname, (typmod,), not_null)

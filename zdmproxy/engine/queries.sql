@@ -6,7 +6,8 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
        c.reltuples::bigint AS rows_estimate,
        CASE WHEN c.relkind IN ('r', 'p', 'm', 'i') THEN pg_total_relation_size(c.oid) END AS total_bytes,
        ti.nspname AS index_table_schema, tc.relname AS index_table_name,
-       dn.nspname AS default_partition_schema, dc.relname AS default_partition_name
+       dn.nspname AS default_partition_schema, dc.relname AS default_partition_name,
+       pn.nspname AS partition_of_schema, pc.relname AS partition_of_name
   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema, name, ord)
   JOIN pg_class c
     ON c.oid = to_regclass(CASE WHEN w.schema IS NULL THEN quote_ident(w.name)
@@ -17,7 +18,10 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
   LEFT JOIN pg_namespace ti ON ti.oid = tc.relnamespace
   LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
   LEFT JOIN pg_class dc ON dc.oid = pt.partdefid
-  LEFT JOIN pg_namespace dn ON dn.oid = dc.relnamespace;
+  LEFT JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+  LEFT JOIN pg_inherits pi ON c.relispartition AND pi.inhrelid = c.oid
+  LEFT JOIN pg_class pc ON pc.oid = pi.inhparent
+  LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace;
 
 -- name: relation_indexes
 SELECT n.nspname, c.relname
@@ -46,11 +50,26 @@ SELECT DISTINCT n.nspname, c.relname
  WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1;
 
 -- name: relation_columns
-SELECT a.attname, t.typname, a.atttypmod
+SELECT a.attname, t.typname, a.atttypmod, a.attnotnull
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
+
+-- name: relation_children
+-- Every partition or inheritance child below $1, at any depth, parents before their children.
+WITH RECURSIVE tree(oid, depth) AS (
+    SELECT i.inhrelid, 1 FROM pg_inherits i WHERE i.inhparent = $1
+    UNION ALL
+    SELECT i.inhrelid, t.depth + 1 FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
+)
+-- A child of two parents (multiple inheritance) is listed once, at its shallowest depth.
+SELECT n.nspname, c.relname, c.relkind::text AS relkind
+  FROM tree t
+  JOIN pg_class c ON c.oid = t.oid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ GROUP BY n.nspname, c.relname, c.relkind
+ ORDER BY min(t.depth), n.nspname, c.relname;
 
 -- name: relation_views
 SELECT DISTINCT n.nspname, v.relname

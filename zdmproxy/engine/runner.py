@@ -149,7 +149,9 @@ class _StepRun:
         self.targets = await resolve_targets(watch, self.step.locks)
         await self._preflight()
         if not self.step.transactional:
-            dropped = await drop_invalid_indexes(watch, self.step, self.policy.concurrent_lock_timeout_s * 1000)
+            dropped = await drop_invalid_indexes(
+                watch, self.step, self.policy.concurrent_lock_timeout_s * 1000
+            )
             for name in dropped:
                 self.report.debris_dropped.append(name)
                 self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")

@@ -9,7 +9,7 @@ here, per statement, and produce several Steps instead of one.
 from __future__ import annotations
 
 from zdmproxy.plan.destructive import destructive_reason
-from zdmproxy.plan.model import Phase, PlannedStatement, Plan, Step
+from zdmproxy.plan.model import Phase, Plan, PlannedStatement, Step
 from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects

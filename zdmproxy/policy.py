@@ -39,6 +39,9 @@ class MigrationPolicy(BaseModel):
     terminate_idle_blockers_after_s: float | None = Field(
         None, gt=0, description="opt-in: terminate blockers idle in transaction for longer than this"
     )
+    cancel_autovacuum: bool = Field(
+        True, description="cancel a (non-wraparound) autovacuum in the way, as PostgreSQL would"
+    )
     allow_destructive: bool = Field(False, description="permit DROP TABLE, DROP COLUMN, TRUNCATE ...")
 
     @model_validator(mode="after")

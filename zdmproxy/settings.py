@@ -67,6 +67,7 @@ def load_settings(**overrides: object) -> Settings:
 def _explain(exc: ValidationError) -> str:
     problems = []
     for err in exc.errors():
-        name = ".".join(str(part) for part in err["loc"]) or "settings"
-        problems.append(f"ZDM_{name.upper()} ({name}): {err['msg']}")
+        name = ".".join(str(part) for part in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"ZDM_{name.upper()} ({name}): {message}" if name else message)
     return "bad configuration: " + "; ".join(problems)

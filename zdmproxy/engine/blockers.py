@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import asyncpg
+
 from zdmproxy.engine.connector import Session
 from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.queries import QUERIES
@@ -63,6 +65,26 @@ async def find_blockers(
 
 async def terminate(session: Session, pid: int) -> bool:
     return bool(await session.fetchval(QUERIES["terminate"], pid))
+
+
+def is_cancellable_autovacuum(blocker: Blocker) -> bool:
+    """An autovacuum worker PostgreSQL itself would cancel for a waiting lock request.
+
+    PostgreSQL cancels a (non-wraparound) autovacuum that blocks a lock request once the
+    request has waited deadlock_timeout; since zdmproxy waits *without* requesting the lock,
+    it does the same on its own, before requesting, instead of queueing traffic for that
+    second (POSTGRES-FACTS.md 2.4). Anti-wraparound vacuums are never cancelled.
+    """
+    return blocker.backend_type == "autovacuum worker" and "to prevent wraparound" not in blocker.query
+
+
+async def cancel_autovacuum(session: Session, blocker: Blocker) -> bool:
+    """Cancel the worker; False when not permitted (needs superuser, or in PostgreSQL 17+
+    the pg_signal_autovacuum_worker role)."""
+    try:
+        return bool(await session.fetchval(QUERIES["cancel"], blocker.pid))
+    except asyncpg.exceptions.InsufficientPrivilegeError:
+        return False
 
 
 _PG_NAMES = {mode.pg_name for mode in LockMode}

@@ -30,7 +30,8 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
     for name, info in zip(written, await _resolve(session, written), strict=True):
         if info is not None:
             relations[name] = info
-    tables = [i.table for i in relations.values() if i.table is not None and i.table not in relations]
+    known = {info.name for info in relations.values()}
+    tables = list(dict.fromkeys(i.table for i in relations.values() if i.table and i.table not in known))
     for name, info in zip(tables, await _resolve(session, tables), strict=True):
         if info is not None:
             relations[name] = info
@@ -67,7 +68,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
-    children = await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in "rpf" else []
+    children = await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in ("r", "p", "f") else []
     cons = tuple(
         ConstraintInfo(
             name=c["conname"],
@@ -87,9 +88,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         fk_parents=tuple(dict.fromkeys(c.referenced for c in cons if c.referenced is not None)),
         fk_children=tuple(RelationName(c["nspname"], c["relname"]) for c in fk_children),
         default_partition=_name(row["default_partition_schema"], row["default_partition_name"]),
-        columns={
-            c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns
-        },
+        columns={c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns},
         rows_estimate=max(int(row["rows_estimate"]), 0),
         total_bytes=row["total_bytes"],
         views=tuple(RelationName(v["nspname"], v["relname"]) for v in views),

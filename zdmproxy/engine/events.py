@@ -16,6 +16,7 @@ class EventKind(StrEnum):
     STEP_STARTED = "step_started"
     WAITING_FOR_BLOCKERS = "waiting_for_blockers"
     BLOCKER_TERMINATED = "blocker_terminated"
+    AUTOVACUUM_CANCELLED = "autovacuum_cancelled"
     DEBRIS_DROPPED = "debris_dropped"
     ATTEMPT_STARTED = "attempt_started"
     ATTEMPT_FAILED = "attempt_failed"

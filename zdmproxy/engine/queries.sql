@@ -136,6 +136,9 @@ SELECT pg_cancel_backend(a.pid)
 -- name: terminate
 SELECT pg_terminate_backend($1);
 
+-- name: cancel
+SELECT pg_cancel_backend($1);
+
 -- name: invalid_index
 SELECT c.oid::regclass::text AS name
   FROM pg_index ix

@@ -24,7 +24,14 @@ from tenacity import (
 )
 
 from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
-from zdmproxy.engine.blockers import Target, find_blockers, resolve_targets, terminate
+from zdmproxy.engine.blockers import (
+    Target,
+    cancel_autovacuum,
+    find_blockers,
+    is_cancellable_autovacuum,
+    resolve_targets,
+    terminate,
+)
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
@@ -193,7 +200,7 @@ class _StepRun:
         while True:
             blockers = await find_blockers(self.watch, self.targets, self._own_pids())
             long = [b for b in blockers if (b.xact_age_s or 0) * 1000 >= self.policy.blocker_min_age_ms]
-            long = [b for b in long if not await self._maybe_terminate(b)]
+            long = [b for b in long if not await self._clear(b)]
             waited.update((b.pid, b) for b in long)
             if not long:
                 if waited:
@@ -213,6 +220,20 @@ class _StepRun:
                     "to finish: " + "; ".join(b.describe() for b in long) + ". Re-run when they are gone."
                 )
             await asyncio.sleep(self.policy.blocker_poll_ms / 1000)
+
+    async def _clear(self, blocker: Blocker) -> bool:
+        """Whether the blocker was removed: an autovacuum cancelled, or an idle session terminated."""
+        if self.policy.cancel_autovacuum and is_cancellable_autovacuum(blocker):
+            assert self.watch is not None
+            if await cancel_autovacuum(self.watch, blocker):
+                self.emit(
+                    EventKind.AUTOVACUUM_CANCELLED,
+                    f"cancelled {blocker.describe()} (it restarts later)",
+                    blockers=(blocker,),
+                )
+                return True
+            return False
+        return await self._maybe_terminate(blocker)
 
     async def _maybe_terminate(self, blocker: Blocker) -> bool:
         """The opt-in policy: end sessions idle in transaction for longer than the threshold."""

@@ -22,6 +22,7 @@ from zdmproxy import __version__
 from zdmproxy.engine.catalog import read_facts
 from zdmproxy.engine.connector import connect
 from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.errors import ExitCode, UsageError, ZdmError
 from zdmproxy.plan.model import Plan
@@ -186,8 +187,17 @@ def _print_summary(report: MigrationReport) -> None:
     for step in report.steps:
         for line in step.blocked_summary():
             err.print(f"step {step.index + 1}: {escape(line)}")
-    done = sum(1 for s in report.steps if s.outcome and s.outcome.value == "succeeded")
-    err.print(f"{report.migration_id}: {done} step(s) succeeded")
+    done = [s for s in report.steps if s.outcome is Outcome.SUCCEEDED]
+    if report.succeeded and len(done) == report.planned:
+        err.print(f"{report.migration_id}: all {report.planned} step(s) applied")
+        return
+    err.print(f"{report.migration_id}: {len(done)} of {report.planned} step(s) applied")
+    if done:
+        # Until the journal remembers applied steps, re-running the whole file would repeat them.
+        err.print(
+            "steps applied so far stay applied; re-run only the statements from step "
+            f"{len(done) + 1} on: {escape(report.steps[len(done)].step.sql[:80])}"
+        )
 
 
 def _report_dict(report: MigrationReport) -> dict[str, object]:

@@ -69,6 +69,7 @@ class StepReport:
 class MigrationReport:
     migration_id: str
     steps: list[StepReport] = field(default_factory=list)
+    planned: int = 0  # steps in the plan; fewer reports mean the run stopped early
 
     @property
     def succeeded(self) -> bool:
@@ -92,6 +93,7 @@ class Runner:
         ``report`` (filled in as steps run) stays readable after an error.
         """
         report = report if report is not None else MigrationReport(self.migration_id)
+        report.planned = len(plan.steps)
         refused = [s for s in plan.steps if s.destructive and not self.policy.allow_destructive]
         if refused:
             raise UnsupportedStatement(

@@ -172,15 +172,26 @@ async def _apply_async(runner: Runner, script: str, report: MigrationReport, set
 
 
 def _print_event(event: Event) -> None:
+    """One short line per decision; attempts are shown only when one failed."""
+    number = f"[{event.step + 1}]"
+    if event.kind is EventKind.STEP_STARTED:
+        sql = " ".join(event.message.split())
+        err.print(f"[bold]{escape(number)} {escape(sql[:120])}[/bold]")
+        err.print(f"    [dim]{escape(event.detail)}[/dim]")
+        return
+    if event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1:
+        return
     style = {
-        EventKind.STEP_STARTED: "bold",
         EventKind.WAITING_FOR_BLOCKERS: "yellow",
         EventKind.BLOCKER_TERMINATED: "red",
+        EventKind.AUTOVACUUM_CANCELLED: "yellow",
         EventKind.ATTEMPT_FAILED: "yellow",
+        EventKind.DEBRIS_DROPPED: "yellow",
         EventKind.STEP_SUCCEEDED: "green",
         EventKind.STEP_FAILED: "red",
     }.get(event.kind, "dim")
-    err.print(f"[{style}]step {event.step + 1}: {escape(event.message)}[/{style}]")
+    mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
+    err.print(f"    [{style}]{mark}{escape(event.message)}[/{style}]")
 
 
 def _print_summary(report: MigrationReport) -> None:

@@ -68,7 +68,9 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
-    children = await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in ("r", "p", "f") else []
+    children = (
+        await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in ("r", "p", "f") else []
+    )
     cons = tuple(
         ConstraintInfo(
             name=c["conname"],

@@ -76,6 +76,7 @@ class Event:
     message: str
     attempt: int | None = None
     blockers: tuple[Blocker, ...] = ()
+    detail: str = ""
     at: float = field(default_factory=time.time)
 
 

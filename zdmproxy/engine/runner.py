@@ -124,7 +124,8 @@ class _StepRun:
         self.runner.sink(Event(kind, self.report.index, message, **extra))  # type: ignore[arg-type]
 
     async def run(self) -> None:
-        self.emit(EventKind.STEP_STARTED, self.step.reason)
+        started = time.monotonic()
+        self.emit(EventKind.STEP_STARTED, self.step.sql, detail=self.step.reason)
         retrying = AsyncRetrying(
             retry=retry_if_exception(
                 lambda exc: isinstance(exc, AttemptFailed) and exc.record.outcome.retryable  # type: ignore[union-attr]
@@ -151,7 +152,12 @@ class _StepRun:
         finally:
             await self._close()
         self.report.outcome = Outcome.SUCCEEDED
-        self.emit(EventKind.STEP_SUCCEEDED, f"done after {len(self.report.attempts)} attempt(s)")
+        attempts = len(self.report.attempts)
+        self.emit(
+            EventKind.STEP_SUCCEEDED,
+            f"done in {(time.monotonic() - started) * 1000:.0f} ms"
+            + (f" after {attempts} attempts" if attempts > 1 else ""),
+        )
 
     async def _attempt(self, number: int) -> None:
         session, watch = await self._sessions()

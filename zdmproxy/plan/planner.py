@@ -14,6 +14,7 @@ from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects
 from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.locks import LockMode
 from zdmproxy.sql.parse import Statement, parse_script
 
 
@@ -52,7 +53,7 @@ def describe(effects: Effects) -> str:
         text += "; rewrites " + ", ".join(map(str, effects.rewrites)) + " while holding it"
     elif effects.scans:
         text += "; scans " + ", ".join(map(str, effects.scans)) + " while holding it"
-    else:
+    elif strongest.mode.conflicts_with(LockMode.ROW_EXCLUSIVE):
         text += " briefly (no scan, no rewrite)"
     if not effects.transactional:
         text += "; runs outside a transaction"

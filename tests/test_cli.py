@@ -36,9 +36,9 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
     plan = json.loads(result.stdout)
     assert plan["server_version_num"] == version and plan["from_catalog"] is True
     add_fk, validate, retype = plan["statements"]
-    assert add_fk["locks"] == [
-        {"relation": "public.orders", "mode": "ShareRowExclusiveLock"},
+    assert sorted(add_fk["locks"], key=lambda lock: lock["relation"]) == [
         {"relation": "public.items", "mode": "ShareRowExclusiveLock"},
+        {"relation": "public.orders", "mode": "ShareRowExclusiveLock"},
     ]
     assert add_fk["position"] == FK_SCRIPT.index("ALTER") and add_fk["rewrites"] == []
     step = add_fk["steps"][0]

@@ -80,7 +80,7 @@ async def test_watchdog_cancels_our_wait_when_traffic_queues_behind_it(dsn: str)
     runner = Runner(dsn, "dog", policy)
     task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN y int"), report))
     try:
-        ddl_pid = await _first_waiting_ddl(admin)
+        ddl_pid = await _first_waiting(admin, "dog")
         read = asyncio.create_task(reader.fetchval("SELECT count(*) FROM items WHERE id = 1"))
         await wait_until_blocked(admin, reader.get_server_pid())
         started = time.monotonic()
@@ -116,13 +116,40 @@ async def test_statement_timeout_while_holding_locks_is_not_retried(dsn: str) ->
     assert [a.outcome for a in report.steps[0].attempts] == [Outcome.STATEMENT_TIMEOUT]
 
 
-async def _first_waiting_ddl(admin: asyncpg.Connection) -> int:
+async def _first_waiting(admin: asyncpg.Connection, migration_id: str) -> int:
+    """The pid of the migration's step connection once it waits for a lock."""
     async with asyncio.timeout(10):
         while True:
             pid = await admin.fetchval(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'zdmproxy:dog%'"
-                " AND wait_event_type = 'Lock'"
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'zdmproxy:' || $1 || ':%'"
+                " AND wait_event_type = 'Lock'",
+                migration_id,
             )
             if pid:
                 return int(pid)
             await asyncio.sleep(0.005)
+
+
+async def test_lost_connection_reconnects_and_retries(dsn: str) -> None:
+    """Our step's backend is terminated while it waits: the next attempt runs on a new connection."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    policy = MigrationPolicy(
+        lock_timeout_ms=10_000, lock_timeout_max_ms=10_000, blocker_min_age_ms=10**9, queue_budget_ms=10**6
+    )
+    report = MigrationReport("lost")
+    runner = Runner(dsn, "lost", policy)
+    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN z int"), report))
+    try:
+        first_pid = await _first_waiting(admin, "lost")
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", first_pid)
+        second_pid = await _first_waiting(admin, "lost")
+        await blocker.execute("COMMIT")
+        await asyncio.wait_for(task, 20)
+    finally:
+        await blocker.close()
+        await admin.close()
+    assert second_pid != first_pid
+    outcomes = [a.outcome for a in report.steps[0].attempts]
+    assert outcomes == [Outcome.CONNECTION_LOST, Outcome.SUCCEEDED]

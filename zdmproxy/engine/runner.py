@@ -35,7 +35,7 @@ from zdmproxy.engine.blockers import (
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
-from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.outcomes import Outcome, pg_error_info
 from zdmproxy.errors import LockBudgetExhausted, StatementTimedOut, StepFailed, UnsupportedStatement
 from zdmproxy.plan.model import Plan, Step
 from zdmproxy.policy import MigrationPolicy
@@ -160,6 +160,26 @@ class _StepRun:
         )
 
     async def _attempt(self, number: int) -> None:
+        try:
+            session, watch = await self._prepare()
+        except CONNECTION_LOST as exc:
+            # Losing a connection before the attempt proper is retried like losing it during one.
+            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=Outcome.CONNECTION_LOST)
+            record.error, record.ended_at = pg_error_info(exc), time.time()
+            self.report.attempts.append(record)
+            self._after_failure(record)
+            raise AttemptFailed(record) from exc
+        self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
+        try:
+            record = await run_attempt(session, watch, self.step, self.targets, self.policy, number)
+        except AttemptFailed as failed:
+            self.report.attempts.append(failed.record)
+            self._after_failure(failed.record)
+            raise
+        self.report.attempts.append(record)
+
+    async def _prepare(self) -> tuple[Session, Session]:
+        """Connect, find our relations, wait out blockers, clean up debris: all before locking."""
         session, watch = await self._sessions()
         self.targets = await resolve_targets(watch, self.step.locks)
         await self._preflight()
@@ -170,14 +190,7 @@ class _StepRun:
             for name in dropped:
                 self.report.debris_dropped.append(name)
                 self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
-        self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
-        try:
-            record = await run_attempt(session, watch, self.step, self.targets, self.policy, number)
-        except AttemptFailed as failed:
-            self.report.attempts.append(failed.record)
-            self._after_failure(failed.record)
-            raise
-        self.report.attempts.append(record)
+        return session, watch
 
     def _after_failure(self, record: AttemptRecord) -> None:
         assert record.outcome is not None
@@ -185,7 +198,7 @@ class _StepRun:
         if record.error is not None:
             message += f" ({record.error.sqlstate}: {record.error.message})"
         if record.outcome is Outcome.CONNECTION_LOST:
-            self.session = None  # reconnect for the next attempt
+            self.session = self.watch = None  # reconnect both for the next attempt
         self.emit(EventKind.ATTEMPT_FAILED, message, attempt=record.number, blockers=record.blockers)
 
     async def _sessions(self) -> tuple[Session, Session]:
@@ -264,8 +277,9 @@ class _StepRun:
         end = time.monotonic() + seconds
         await asyncio.sleep(min(seconds, self.policy.backoff_initial_ms / 1000))
         while time.monotonic() < end:
+            if self.watch is None:
+                return  # the connection was lost: reconnecting is the next attempt's first move
             try:
-                assert self.watch is not None
                 if not await find_blockers(self.watch, self.targets, self._own_pids()):
                     return
             except CONNECTION_LOST:

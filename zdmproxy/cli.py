@@ -7,13 +7,13 @@ Job can retry only 69 (unreachable) and 75 (lock budget ran out).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
+import uvloop
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -95,7 +95,7 @@ def _read(file: str) -> str:
 def _plan(args: argparse.Namespace) -> int:
     script = _read(args.file)
     dsn = args.dsn
-    plan = asyncio.run(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
+    plan = uvloop.run(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
     if args.json:
         out.print_json(json.dumps(plan.as_dict()))
     else:
@@ -158,7 +158,7 @@ def _apply(args: argparse.Namespace) -> int:
         report = MigrationReport(args.id)
         runner = Runner(dsn, args.id, policy, sink=_print_event)
         try:
-            asyncio.run(_apply_async(runner, script, report, settings))
+            uvloop.run(_apply_async(runner, script, report, settings))
         finally:
             if args.json:
                 out.print_json(json.dumps(_report_dict(report)))

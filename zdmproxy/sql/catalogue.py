@@ -9,6 +9,8 @@ relation they name, with a note saying so.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
+from typing import Any
 
 from pglast import ast
 from pglast.enums import ConstrType, DropBehavior, ObjectType, ReindexObjectType
@@ -18,10 +20,11 @@ from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.sql import versions
 from zdmproxy.sql.alter_table import classify_alter_table
 from zdmproxy.sql.effects import Effects, EffectsBuilder
-from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, range_var_name
 from zdmproxy.sql.parse import Statement
+from zdmproxy.sql.trees import PARTITIONS, Tree
 
 AS = LockMode.ACCESS_SHARE
 RE = LockMode.ROW_EXCLUSIVE
@@ -30,7 +33,8 @@ S = LockMode.SHARE
 SRE = LockMode.SHARE_ROW_EXCLUSIVE
 AEL = LockMode.ACCESS_EXCLUSIVE
 
-Classifier = Callable[[ast.Node, CatalogFacts, int], EffectsBuilder]
+# Each classifier takes the node type it is registered for in _CLASSIFIERS.
+Classifier = Callable[[Any, CatalogFacts, int], EffectsBuilder]
 
 
 def classify(
@@ -48,35 +52,76 @@ def _q(facts: CatalogFacts, name: RelationName) -> RelationName:
     return facts.qualify(name)
 
 
+def _words(value: Enum | None, prefix: str = "OBJECT_") -> str:
+    """An enum member as the SQL words it stands for: ObjectType.OBJECT_TABLE is "TABLE"."""
+    return value.name.removeprefix(prefix).replace("_", " ") if value is not None else "?"
+
+
+def _resolved(facts: CatalogFacts, written: RelationName) -> tuple[RelationName, RelationInfo | None]:
+    """The relation's qualified name when the facts know it, and what they know."""
+    info = facts.resolve(written)
+    return (info.name if info is not None else written), info
+
+
+def _tree(facts: CatalogFacts, node: ast.RangeVar | None, *, reaches: str | None = None) -> Tree:
+    """A relation named by ``node`` and the children it reaches unless written with ONLY.
+
+    ``reaches=PARTITIONS`` is for statements that recurse into partitions but
+    not into inheritance children (CREATE INDEX, triggers).
+    """
+    name, info = _resolved(facts, range_var_name(node))
+    recurse = node is not None and bool(node.inh)
+    if reaches == PARTITIONS:
+        recurse = recurse and (info is None or info.is_partitioned)
+        return Tree(name, info, recurse, reaches=PARTITIONS)
+    return Tree(name, info, recurse)
+
+
 def _alter_table(node: ast.AlterTableStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     return classify_alter_table(node, facts, version)
 
 
 def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     if node.relation is None:
-        return EffectsBuilder(kind=f"RENAME {node.renameType.name[7:]}")
+        return EffectsBuilder(kind=f"RENAME {_words(node.renameType)}")
     target = _q(facts, range_var_name(node.relation))
-    out = EffectsBuilder(kind=f"RENAME {node.renameType.name[7:]}")
+    out = EffectsBuilder(kind=f"RENAME {_words(node.renameType)}")
     is_index = node.renameType == ObjectType.OBJECT_INDEX
     # Renaming an index takes only SHARE UPDATE EXCLUSIVE since PostgreSQL 12.
     out.lock(target, SUE if is_index else AEL, kind="index" if is_index else "table")
+    # (RENAME CONSTRAINT leaves relationType unset; a view's columns have no children.)
+    renames_inherited = node.renameType == ObjectType.OBJECT_TABCONSTRAINT or (
+        node.renameType == ObjectType.OBJECT_COLUMN and node.relationType == ObjectType.OBJECT_TABLE
+    )
+    if renames_inherited:
+        # Columns and CHECK constraints are inherited: without ONLY, every child renames them too.
+        _tree(facts, node.relation).lock_children(out, AEL)
     return out
 
 
 def _create_index(node: ast.IndexStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    table = _q(facts, range_var_name(node.relation))
+    # Indexes are not inherited: only a partitioned table passes the index on (to every partition).
+    tree = _tree(facts, node.relation, reaches=PARTITIONS)
+    table = tree.name
     out = EffectsBuilder(kind="CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX")
-    out.scan(table)
     if node.concurrent:
         out.transactional = False
-        out.lock(table, SUE)
         if not node.idxname:
             raise UnsupportedStatement(
                 "CREATE INDEX CONCURRENTLY without an index name: a failed build leaves an "
                 "INVALID index that zdmproxy must find and drop before retrying; name the index"
             )
+        if tree.partitioned:
+            raise UnsupportedStatement(
+                f"CREATE INDEX CONCURRENTLY on partitioned table {table} is not supported by "
+                "PostgreSQL: create the index CONCURRENTLY on each partition, then CREATE INDEX ON "
+                "ONLY the parent and ALTER INDEX ... ATTACH PARTITION each partition's index"
+            )
+        out.lock(table, SUE)
+        out.scan(table)
     else:
-        out.lock(table, S)
+        tree.lock(out, S)
+        tree.scan(out)
         out.note("CREATE INDEX blocks writes for the whole build; CREATE INDEX CONCURRENTLY does not")
     if node.idxname:
         out.lock(RelationName(table.schema, node.idxname), AEL, kind="index", created=True)
@@ -85,31 +130,43 @@ def _create_index(node: ast.IndexStmt, facts: CatalogFacts, version: int) -> Eff
 
 def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     kind = node.removeType
-    out = EffectsBuilder(kind=f"DROP {kind.name[7:]}{' CONCURRENTLY' if node.concurrent else ''}")
+    out = EffectsBuilder(kind=f"DROP {_words(kind)}{' CONCURRENTLY' if node.concurrent else ''}")
     cascade = node.behavior == DropBehavior.DROP_CASCADE
     for parts in node.objects or ():
         if not isinstance(parts, (tuple, list)):
             continue
-        written = dotted_name(parts)
-        info = facts.resolve(written)
-        name = info.name if info is not None else written
+        name, info = _resolved(facts, dotted_name(parts))
         if kind == ObjectType.OBJECT_INDEX:
             mode = SUE if node.concurrent else AEL
             out.lock(name, mode, kind="index")
             if info is not None and info.table is not None:
                 out.lock(info.table, mode)
+                table_info = facts.resolve(info.table)
+                if info.relkind == "I" and table_info is not None:
+                    # An index on a partitioned table takes its partitions' indexes with it.
+                    Tree(info.table, table_info, recurse=True).lock_children(out, mode)
             else:
                 out.note(f"the table of index {name} is unknown without a database; it is locked too")
         elif kind in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
             out.lock(name, AEL)
             if info is None:
                 out.note(f"{name}: tables it references by foreign key are locked too (unknown here)")
+                if kind == ObjectType.OBJECT_TABLE:
+                    out.note(
+                        f"{name} is unknown without a database: if it is partitioned its partitions "
+                        "are dropped too, and if it is a partition its parent is locked as well"
+                    )
                 continue
             for parent in info.fk_parents:
                 out.lock(parent, AEL)
             if cascade:
                 for child in info.fk_children:
                     out.lock(child, AEL)
+            # Partitions go with their partitioned table; inheritance children only with CASCADE.
+            Tree(name, info, recurse=info.is_partitioned or cascade).lock_children(out, AEL)
+            if info.partition_of is not None:
+                # The parent's partition descriptor changes: dropping a partition blocks its readers.
+                out.lock(info.partition_of, AEL)
         else:
             out.lock(name, AEL)
     if node.concurrent:
@@ -141,7 +198,12 @@ def _reindex(node: ast.ReindexStmt, facts: CatalogFacts, version: int) -> Effect
             out.note(f"the table of index {name} is unknown without a database; it is locked too")
         return out
     out.lock(name, table_mode)
-    out.scan(name)
+    tree = Tree(name, info, recurse=info is not None and info.is_partitioned, reaches=PARTITIONS)
+    if tree.partitioned:
+        # Each partition is reindexed in a transaction of its own (PostgreSQL 14+).
+        out.transactional = False
+        tree.lock_children(out, table_mode)
+    tree.scan(out)
     for index in info.indexes if info is not None else ():
         out.lock(index, index_mode, kind="index")
     if not concurrent:
@@ -166,16 +228,15 @@ def _create_table(node: ast.CreateStmt, facts: CatalogFacts, version: int) -> Ef
 
 def _truncate(node: ast.TruncateStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="TRUNCATE")
-    for rel in node.relations:
-        written = range_var_name(rel)
-        info = facts.resolve(written)
-        name = info.name if info is not None else written
-        out.lock(name, AEL)
-        out.rewrite(name)
-        if node.behavior == DropBehavior.DROP_CASCADE and info is not None:
-            for child in info.fk_children:
+    for rel in node.relations or ():
+        tree = _tree(facts, rel)
+        tree.lock(out, AEL)
+        # New, empty storage: nothing of the old rows is read, so a TRUNCATE is no scan.
+        tree.rewrite(out, reads=False)
+        if node.behavior == DropBehavior.DROP_CASCADE and tree.info is not None:
+            for child in tree.info.fk_children:
                 out.lock(child, AEL)
-                out.rewrite(child)
+                out.rewrite(child, reads=False)
     out.note("TRUNCATE is not MVCC-safe: concurrent snapshots see the table empty")
     return out
 
@@ -188,12 +249,21 @@ def _vacuum(node: ast.VacuumStmt, facts: CatalogFacts, version: int) -> EffectsB
     else:
         out = EffectsBuilder(kind="VACUUM FULL" if full else "VACUUM", transactional=False)
     for rel in node.rels or ():
-        name = _q(facts, range_var_name(rel.relation))
-        out.lock(name, AEL if full else SUE)
+        tree = _tree(facts, rel.relation)
+        mode = AEL if full else SUE
+        out.lock(tree.name, mode)
+        if tree.partitioned or tree.info is None:
+            # VACUUM and ANALYZE of a partitioned table process every partition.
+            tree.lock_children(out, mode)
+        elif not node.is_vacuumcmd:
+            # ANALYZE of an inheritance parent also samples the children for the tree's statistics.
+            child_mode = SUE if version >= versions.ANALYZE_LOCKS_CHILDREN_SUE else AS
+            tree.lock_children(out, child_mode)
+        vacuumed = tree if tree.partitioned else Tree(tree.name, tree.info, recurse=False)
         if full:
-            out.rewrite(name)
+            vacuumed.rewrite(out)
         elif node.is_vacuumcmd:
-            out.scan(name)
+            vacuumed.scan(out)
     if not node.rels:
         out.note("without a table list every table of the database is processed")
     return out
@@ -221,29 +291,60 @@ def _alter_enum(node: ast.AlterEnumStmt, facts: CatalogFacts, version: int) -> E
     return out
 
 
-def _dml(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    target = _q(facts, range_var_name(node.relation))
+def _dml(
+    node: ast.UpdateStmt | ast.DeleteStmt | ast.InsertStmt, facts: CatalogFacts, version: int
+) -> EffectsBuilder:
     verb = {ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.InsertStmt: "INSERT"}[type(node)]
     out = EffectsBuilder(kind=verb)
-    out.lock(target, RE)
-    for other in _range_vars(node):
-        out.lock(_q(facts, other), AS)
+    if verb == "INSERT":
+        name, info = _resolved(facts, range_var_name(node.relation))
+        target = Tree(name, info, recurse=False)
+        out.lock(name, RE)
+        if info is not None and info.is_partitioned:
+            out.note(f"rows inserted into {name} lock the partitions they are routed to (RowExclusiveLock)")
+    else:
+        # The planner expands the parent into every child it cannot prune, and locks them all.
+        target = _tree(facts, node.relation)
+        target.lock(out, RE)
+    _read_relations(node, facts, out, skip=node.relation)
     if verb != "INSERT" and getattr(node, "whereClause", None) is None:
-        out.scan(target)
+        target.scan(out)
         out.note(f"{verb} without WHERE touches every row in one transaction: batch it")
+    if target.children and getattr(node, "whereClause", None) is not None:
+        out.note(f"children of {target.name} that the planner prunes for the WHERE clause are not locked")
     return out
 
 
 def _select(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="SELECT")
-    for rel in _range_vars(node):
-        out.lock(_q(facts, rel), AS)
+    _read_relations(node, facts, out)
     return out
+
+
+def _read_relations(
+    node: ast.Node, facts: CatalogFacts, out: EffectsBuilder, skip: ast.RangeVar | None = None
+) -> None:
+    """ACCESS SHARE on every relation the statement reads, and their children unless ONLY.
+
+    A relation in the FROM list of a query with no WHERE and no LIMIT is read in
+    full: that is the one case the tree alone proves (INSERT ... SELECT * FROM
+    old). With a WHERE clause the planner may still choose a full scan; that
+    the catalogue cannot know.
+    """
+    visitor = _range_var_visitor(node)
+    for rel in visitor.every:
+        if rel is skip:
+            continue
+        tree = _tree(facts, rel)
+        tree.lock(out, AS)
+        if id(rel) in visitor.read_in_full:
+            tree.scan(out)
 
 
 def _create_trigger(node: ast.CreateTrigStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="CREATE TRIGGER")
-    out.lock(_q(facts, range_var_name(node.relation)), SRE)
+    # A trigger on a partitioned table is cloned onto every partition; inheritance children get none.
+    _tree(facts, node.relation, reaches=PARTITIONS).lock(out, SRE)
     return out
 
 
@@ -271,27 +372,62 @@ def _unknown(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilde
     return out
 
 
-class _RangeVars(Visitor):  # type: ignore[misc]
+class _CteNames(Visitor):
+    """The names of a statement's WITH queries, which its FROM clauses may use like tables."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.found: list[RelationName] = []
-        self.ctes: set[str] = set()
+        self.names: set[str] = set()
 
     def visit_CommonTableExpr(self, ancestors: object, node: ast.CommonTableExpr) -> None:
-        self.ctes.add(node.ctename)
+        self.names.add(node.ctename or "")
+
+
+class _RangeVars(Visitor):
+    """Every relation a statement names (not CTE names), and which of them a query reads in full."""
+
+    def __init__(self, ctes: set[str]) -> None:
+        super().__init__()
+        self.found: list[RelationName] = []
+        self.every: list[ast.RangeVar] = []  # every occurrence: the same table may be target and source
+        self.ctes = ctes
+        self.read_in_full: set[int] = set()
+
+    def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:
+        if node.whereClause is None and node.limitCount is None:
+            for item in node.fromClause or ():
+                self.read_in_full.update(id(rel) for rel in _from_item_relations(item))
 
     def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
         name = range_var_name(node)
         if name.schema is None and name.name in self.ctes:
             return
+        self.every.append(node)
         if name not in self.found:
             self.found.append(name)
 
 
-def _range_vars(node: ast.Node) -> list[RelationName]:
-    visitor = _RangeVars()
+def _from_item_relations(item: ast.Node | None) -> list[ast.RangeVar]:
+    """The tables a FROM item reads directly: itself, or both sides of a join (not subqueries)."""
+    if isinstance(item, ast.RangeVar):
+        return [item]
+    if isinstance(item, ast.JoinExpr):
+        return _from_item_relations(item.larg) + _from_item_relations(item.rarg)
+    return []
+
+
+def _range_var_visitor(node: ast.Node) -> _RangeVars:
+    """The relations ``node`` names, after a first pass that learns its CTE names (the
+    visitor may meet a CTE's use in FROM before its definition in WITH)."""
+    ctes = _CteNames()
+    ctes(node)
+    visitor = _RangeVars(ctes.names)
     visitor(node)
-    return visitor.found
+    return visitor
+
+
+def _range_vars(node: ast.Node) -> list[RelationName]:
+    return _range_var_visitor(node).found
 
 
 _CLASSIFIERS: dict[type, Classifier] = {
@@ -333,8 +469,9 @@ def mentioned_relations(statement: Statement) -> list[RelationName]:
     if isinstance(statement.node, ast.DropStmt):
         found += [dotted_name(p) for p in statement.node.objects or () if isinstance(p, tuple)]
     if isinstance(statement.node, ast.AlterTableStmt):
-        for cmd in statement.node.cmds:
+        schema = range_var_name(statement.node.relation).schema
+        for cmd in statement.node.cmds or ():
             con = cmd.def_
             if isinstance(con, ast.Constraint) and con.indexname:
-                found.append(RelationName(statement.node.relation.schemaname or None, con.indexname))
+                found.append(RelationName(schema, con.indexname))
     return list(dict.fromkeys(found))

@@ -44,10 +44,13 @@ class EffectsBuilder:
     ) -> None:
         self.locks.append(LockRequest(relation, mode, kind, created))
 
-    def rewrite(self, relation: RelationName) -> None:
+    def rewrite(self, relation: RelationName, *, reads: bool = True) -> None:
+        """Record new storage for ``relation``; ``reads`` is False when the old rows are not
+        read at all (TRUNCATE), so the rewrite is no scan."""
         if relation not in self.rewrites:
             self.rewrites.append(relation)
-        self.scan(relation)
+        if reads:
+            self.scan(relation)
 
     def scan(self, relation: RelationName) -> None:
         if relation not in self.scans:

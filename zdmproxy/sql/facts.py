@@ -25,10 +25,32 @@ class ConstraintInfo:
 
 @dataclass(frozen=True)
 class ColumnType:
-    """A column's type as ``pg_type.typname`` plus its decoded type modifiers."""
+    """A column's type as ``pg_type.typname`` plus its decoded type modifiers.
+
+    ``not_null`` is ``pg_attribute.attnotnull``: SET NOT NULL on such a column
+    is a no-op that scans nothing.
+    """
 
     typname: str
     modifiers: tuple[int, ...] = ()
+    not_null: bool = False
+
+
+@dataclass(frozen=True)
+class ChildInfo:
+    """A table below another in its partition or inheritance tree, at any depth.
+
+    Statements that recurse (ALTER TABLE without ONLY, TRUNCATE, DROP of a
+    partitioned table, ...) lock every child too, and only children with
+    storage of their own (relkind ``r``) are scanned or rewritten.
+    """
+
+    name: RelationName
+    relkind: str  # pg_class.relkind: r (a table), p (partitioned: no storage), f (foreign)
+
+    @property
+    def has_storage(self) -> bool:
+        return self.relkind == "r"
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,13 @@ class RelationInfo:
     rows_estimate: int | None = None
     total_bytes: int | None = None
     views: tuple[RelationName, ...] = ()  # views and materialized views that depend on it
+    # Every partition or inheritance child below this relation (pg_inherits, recursively), parents first.
+    children: tuple[ChildInfo, ...] = ()
+    partition_of: RelationName | None = None  # the partitioned table this one is a partition of
+
+    @property
+    def is_partitioned(self) -> bool:
+        return self.relkind == "p"
 
     def constraint(self, name: str) -> ConstraintInfo | None:
         return next((c for c in self.constraints if c.name == name), None)

@@ -8,13 +8,15 @@ from pglast.stream import RawStream
 from zdmproxy.sql.locks import RelationName
 
 
-def range_var_name(node: ast.RangeVar) -> RelationName:
-    return RelationName(node.schemaname or None, node.relname)
+def range_var_name(node: ast.RangeVar | None) -> RelationName:
+    """The name a RangeVar spells; pglast types every field optional, PostgreSQL's grammar does not."""
+    assert node is not None, "a statement that names a relation always has its RangeVar"
+    return RelationName(node.schemaname or None, str(node.relname))
 
 
 def dotted_name(parts: tuple[ast.String, ...] | list[ast.String]) -> RelationName:
     """A name written as a list of String nodes (DROP INDEX, DROP TABLE ...)."""
-    values = [part.sval for part in parts]
+    values = [str(part.sval) for part in parts]
     return RelationName(values[-2] if len(values) > 1 else None, values[-1])
 
 

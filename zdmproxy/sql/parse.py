@@ -32,6 +32,8 @@ def parse_script(script: str) -> tuple[Statement, ...]:
         raise _located_error(script, exc) from None
     statements = []
     for raw in raws:
+        if raw.stmt is None:  # pglast types every field optional; a parsed statement has a tree
+            continue
         start = raw.stmt_location or 0
         end = start + raw.stmt_len if raw.stmt_len else len(script)
         chunk = script[start:end]
@@ -56,6 +58,10 @@ def _located_error(script: str, exc: ParseError) -> SqlParseError:
     a copy with every non-ASCII character replaced by one ASCII letter keeps
     every character index and makes bytes equal characters, so the second
     error's offset is exact. If the copy happens to parse, keep pglast's offset.
+
+    libpg_query gives no offset for an error at the end of the input ("syntax
+    error at end of input"): the offending token is the end, so the position
+    is the script's length.
     """
     message, position = exc.args[0], exc.args[1]
     ascii_copy = "".join(ch if ch.isascii() else "x" for ch in script)
@@ -64,7 +70,7 @@ def _located_error(script: str, exc: ParseError) -> SqlParseError:
             parse_sql(ascii_copy)
         except ParseError as again:
             position = again.args[1]
-    position = max(0, min(int(position or 0), len(script)))
+    position = len(script) if position is None else max(0, min(int(position), len(script)))
     line = script.count("\n", 0, position) + 1
     column = position - (script.rfind("\n", 0, position) + 1) + 1
     return SqlParseError(message, position=position, line=line, column=column)

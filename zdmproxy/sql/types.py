@@ -9,6 +9,7 @@ careful, never cause an outage.
 from __future__ import annotations
 
 from pglast import ast, parse_sql
+from pglast.enums import NullTestType
 from pglast.visitors import Visitor
 
 from zdmproxy.sql.facts import ColumnType
@@ -55,13 +56,13 @@ NON_VOLATILE_BUILTINS = frozenset(
 SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 
 
-class _FunctionNames(Visitor):  # type: ignore[misc]
+class _FunctionNames(Visitor):
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
 
     def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
-        self.names.append(node.funcname[-1].sval.lower())
+        self.names.append(str((node.funcname or ())[-1].sval).lower())
 
 
 def function_names(expr: ast.Node) -> list[str]:
@@ -71,8 +72,9 @@ def function_names(expr: ast.Node) -> list[str]:
     return finder.names
 
 
-def type_name(node: ast.TypeName) -> str:
-    return str(node.names[-1].sval).lower()
+def type_name(node: ast.TypeName | None) -> str:
+    assert node is not None, "a column definition always has a type"
+    return str((node.names or ())[-1].sval).lower()
 
 
 def type_modifiers(node: ast.TypeName) -> tuple[int, ...] | None:
@@ -86,9 +88,9 @@ def type_modifiers(node: ast.TypeName) -> tuple[int, ...] | None:
     return tuple(mods)
 
 
-def type_change_rewrites(old: ColumnType | None, new: ast.TypeName, has_using: bool) -> bool:
+def type_change_rewrites(old: ColumnType | None, new: ast.TypeName | None, has_using: bool) -> bool:
     """Whether ALTER COLUMN ... TYPE rewrites the table (True when it cannot be ruled out)."""
-    if old is None or has_using:
+    if old is None or new is None or has_using:
         return True
     new_name = type_name(new)
     new_mods = type_modifiers(new)
@@ -127,11 +129,13 @@ def not_null_check_column(check_expr: str) -> str | None:
     Such a validated CHECK lets SET NOT NULL skip its full-table scan (PostgreSQL 12+).
     """
     select = parse_sql(f"SELECT {check_expr}")[0].stmt
+    assert isinstance(select, ast.SelectStmt) and select.targetList
     expr = select.targetList[0].val
     if (
         isinstance(expr, ast.NullTest)
-        and expr.nulltesttype.name == "IS_NOT_NULL"
+        and expr.nulltesttype == NullTestType.IS_NOT_NULL
         and isinstance(expr.arg, ast.ColumnRef)
+        and expr.arg.fields is not None
         and len(expr.arg.fields) == 1
     ):
         return str(expr.arg.fields[0].sval)

@@ -90,13 +90,6 @@ REPORTED_SETTINGS: Final = (
 )
 
 
-class BenchCluster(Cluster):
-    """pgcluster's throwaway cluster, started with the facts file's settings instead of the suite's."""
-
-    def _server_options(self) -> str:
-        return super()._server_options() + "".join(f" -c {k}={v}" for k, v in FACTS_SETTINGS.items())
-
-
 class Mode(Enum):
     BASELINE = "baseline (no blocker, no DDL)"
     BLOCKER = "blocker only"
@@ -616,7 +609,7 @@ async def bench_version(
     bin_dir = find_bin_dir(version)
     if bin_dir is None:
         raise ClusterError(f"no PostgreSQL {version} binaries on this machine")
-    cluster = BenchCluster(bin_dir)
+    cluster = Cluster(bin_dir, settings=FACTS_SETTINGS)
     began = time.monotonic()
     base_dir: Path | None = None
     try:

@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -170,8 +170,10 @@ class Cluster:
 
     host: str = HOST
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, settings: Mapping[str, str] | None = None) -> None:
+        """``settings`` override the test-friendly defaults (the benchmarks use production-like ones)."""
         self.bin_dir = bin_dir
+        self.settings = {**TEST_SETTINGS, **(settings or {})}
         self.version = self._binary_major()
         self.version_num = 0
         self.port = 0
@@ -254,7 +256,7 @@ class Cluster:
     def _server_options(self) -> str:
         # pg_ctl hands this string to /bin/sh, so '' reaches postgres as an empty value.
         opts = [f"-c listen_addresses={HOST}", f"-p {self.port}", "-c unix_socket_directories=''"]
-        opts += [f"-c {name}={value}" for name, value in TEST_SETTINGS.items()]
+        opts += [f"-c {name}={value}" for name, value in self.settings.items()]
         return " ".join(opts)
 
     def _pg(self, program: str, *args: str | Path, timeout: float) -> str:

@@ -16,6 +16,7 @@ FK_SCRIPT = """
 ALTER TABLE orders ADD CONSTRAINT orders_buyer_fk FOREIGN KEY (buyer_id) REFERENCES items (id) NOT VALID;
 ALTER TABLE orders VALIDATE CONSTRAINT orders_item_fk;
 ALTER TABLE items ALTER COLUMN a TYPE bigint;
+ALTER TABLE orders VALIDATE CONSTRAINT orders_buyer_fk;
 """
 ORDERS = """
 CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint, buyer_id bigint);
@@ -35,7 +36,7 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
     assert result.code == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["server_version_num"] == version and plan["from_catalog"] is True
-    add_fk, validate, retype = plan["statements"]
+    add_fk, validate, retype, validate_new = plan["statements"]
     assert sorted(add_fk["locks"], key=lambda lock: lock["relation"]) == [
         {"relation": "public.items", "mode": "ShareRowExclusiveLock"},
         {"relation": "public.orders", "mode": "ShareRowExclusiveLock"},
@@ -47,6 +48,8 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
     # Only the catalog knows the constraint is a foreign key on items; the statement text does not.
     assert {"relation": "public.items", "mode": "RowShareLock"} in validate["locks"]
     assert retype["rewrites"] == ["public.items"] and retype["steps"][0]["rewrites_table"] is True
+    # A foreign key added earlier in the same script is known to the statements after it.
+    assert {"relation": "public.items", "mode": "RowShareLock"} in validate_new["locks"]
 
 
 async def test_plan_without_database_states_its_assumptions(tmp_path: Path) -> None:

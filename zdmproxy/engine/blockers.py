@@ -49,14 +49,8 @@ async def find_blockers(
         ours = modes.get(row["relation_oid"])
         if theirs is None or ours is None or not ours.conflicts_with(theirs) or row["pid"] in found:
             continue
-        found[row["pid"]] = Blocker(
-            pid=row["pid"],
-            application_name=row["application_name"] or "",
-            state=row["state"],
-            backend_type=row["backend_type"],
-            xact_age_s=row["xact_age_s"],
-            state_age_s=row["state_age_s"],
-            query=row["query"] or "",
+        found[row["pid"]] = Blocker.from_row(
+            row,
             mode=row["mode"] if row["granted"] else f"waiting for {row['mode']}",
             relation=row["relation"],
         )

@@ -7,9 +7,10 @@ metrics; the engine itself never prints.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class EventKind(StrEnum):
@@ -37,6 +38,20 @@ class Blocker:
     query: str
     mode: str | None = None
     relation: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], **extra: Any) -> Blocker:
+        """From a pg_stat_activity row (or its JSON) with the columns the queries select."""
+        return cls(
+            pid=row["pid"],
+            application_name=row["application_name"] or "",
+            state=row["state"],
+            backend_type=row["backend_type"],
+            xact_age_s=row["xact_age_s"],
+            state_age_s=row["state_age_s"],
+            query=row["query"] or "",
+            **extra,
+        )
 
     @property
     def idle_in_transaction(self) -> bool:

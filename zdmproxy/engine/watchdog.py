@@ -66,15 +66,7 @@ class Watchdog:
         self.waiting_for_lock = row["wait_event_type"] == "Lock"
         self.max_queued = max(self.max_queued, row["queued"])
         for raw in json.loads(row["blockers"]):
-            self.blockers[raw["pid"]] = Blocker(
-                pid=raw["pid"],
-                application_name=raw["application_name"] or "",
-                state=raw["state"],
-                backend_type=raw["backend_type"],
-                xact_age_s=raw["xact_age_s"],
-                state_age_s=raw["state_age_s"],
-                query=raw["query"] or "",
-            )
+            self.blockers[raw["pid"]] = Blocker.from_row(raw)
         if self.waiting_for_lock and row["queued_ms"] > self.budget_ms:
             # Intent first: the error that comes back must be read as our own cancel.
             self.cancelled = True

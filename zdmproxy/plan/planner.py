@@ -14,18 +14,21 @@ from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects
 from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.learn import learn
 from zdmproxy.sql.locks import LockMode
 from zdmproxy.sql.parse import Statement, parse_script
 
 
 def make_plan(script: str, facts: CatalogFacts | None = None) -> Plan:
     facts = facts or CatalogFacts()
+    from_catalog = facts.server_version_num is not None
     version = facts.server_version_num or versions.DEFAULT_VERSION_NUM
     planned = []
     for statement in parse_script(script):
         effects = classify(statement, facts, version)
         planned.append(PlannedStatement(statement, effects, (_as_written(statement, effects),)))
-    return Plan(tuple(planned), version, from_catalog=facts.server_version_num is not None)
+        facts = learn(facts, statement)
+    return Plan(tuple(planned), version, from_catalog=from_catalog)
 
 
 def _as_written(statement: Statement, effects: Effects) -> Step:

@@ -38,6 +38,17 @@ SRE = LockMode.SHARE_ROW_EXCLUSIVE
 SUE = LockMode.SHARE_UPDATE_EXCLUSIVE
 S = LockMode.SHARE
 
+# ENABLE/DISABLE TRIGGER in all its forms: SHARE ROW EXCLUSIVE, like CREATE TRIGGER.
+TRIGGER_SUBCOMMANDS: tuple[AT, ...] = (
+    AT.AT_EnableTrig,
+    AT.AT_EnableAlwaysTrig,
+    AT.AT_EnableReplicaTrig,
+    AT.AT_EnableTrigAll,
+    AT.AT_EnableTrigUser,
+    AT.AT_DisableTrig,
+    AT.AT_DisableTrigAll,
+    AT.AT_DisableTrigUser,
+)
 # Subcommands whose only effect is a lock on the altered relation.
 PLAIN_MODES: dict[AT, LockMode] = {
     **dict.fromkeys(
@@ -73,19 +84,7 @@ PLAIN_MODES: dict[AT, LockMode] = {
         ),
         AEL,
     ),
-    **dict.fromkeys(
-        (
-            AT.AT_EnableTrig,
-            AT.AT_EnableAlwaysTrig,
-            AT.AT_EnableReplicaTrig,
-            AT.AT_EnableTrigAll,
-            AT.AT_EnableTrigUser,
-            AT.AT_DisableTrig,
-            AT.AT_DisableTrigAll,
-            AT.AT_DisableTrigUser,
-        ),
-        SRE,
-    ),
+    **dict.fromkeys(TRIGGER_SUBCOMMANDS, SRE),
     **dict.fromkeys(
         (
             AT.AT_SetStatistics,
@@ -130,14 +129,7 @@ RECURSES: frozenset[AT] = frozenset(
 # (Identity recurses from PostgreSQL 17 on; on older servers this over-states, never under-states.)
 RECURSES_INTO_PARTITIONS: frozenset[AT] = frozenset(
     {
-        AT.AT_EnableTrig,
-        AT.AT_EnableAlwaysTrig,
-        AT.AT_EnableReplicaTrig,
-        AT.AT_EnableTrigAll,
-        AT.AT_EnableTrigUser,
-        AT.AT_DisableTrig,
-        AT.AT_DisableTrigAll,
-        AT.AT_DisableTrigUser,
+        *TRIGGER_SUBCOMMANDS,
         AT.AT_AlterConstraint,
         AT.AT_AddIdentity,
         AT.AT_SetIdentity,

@@ -259,3 +259,22 @@ def test_a_cte_is_not_a_table() -> None:
     result = effects("WITH recent AS (SELECT * FROM t) SELECT * FROM recent")
     assert modes(result) == {"t": LockMode.ACCESS_SHARE}
     assert result.scans == (T,)
+
+
+def test_drop_column_used_by_a_view_is_flagged() -> None:
+    items = RelationName("public", "items")
+    view = RelationName("public", "item_totals")
+    facts = CatalogFacts(
+        server_version_num=180000,
+        relations={RelationName(None, "items"): RelationInfo(items, "r", column_views={"a": (view,)})},
+    )
+    (plain,) = parse_script("ALTER TABLE items DROP COLUMN a")
+    (cascade,) = parse_script("ALTER TABLE items DROP COLUMN a CASCADE")
+    (other,) = parse_script("ALTER TABLE items DROP COLUMN b")
+    assert "used by view public.item_totals: DROP COLUMN fails without CASCADE" in " ".join(
+        classify(plain, facts).notes
+    )
+    assert "used by view public.item_totals: CASCADE drops them too" in " ".join(
+        classify(cascade, facts).notes
+    )
+    assert classify(other, facts).notes == ()

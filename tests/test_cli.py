@@ -21,6 +21,7 @@ ALTER TABLE orders VALIDATE CONSTRAINT orders_buyer_fk;
 ORDERS = """
 CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint, buyer_id bigint);
 ALTER TABLE orders ADD CONSTRAINT orders_item_fk FOREIGN KEY (item_id) REFERENCES items (id) NOT VALID;
+CREATE VIEW item_totals AS SELECT a, count(*) FROM items GROUP BY a;
 """
 
 
@@ -48,6 +49,11 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
     # Only the catalog knows the constraint is a foreign key on items; the statement text does not.
     assert {"relation": "public.items", "mode": "RowShareLock"} in validate["locks"]
     assert retype["rewrites"] == ["public.items"] and retype["steps"][0]["rewrites_table"] is True
+    # The catalog knows who depends on the column and how big the table is.
+    assert any("used by view public.item_totals" in note for note in retype["notes"])
+    (size,) = retype["sizes"]
+    assert size["relation"] == "public.items" and size["rows_estimate"] == 10000
+    assert size["total_bytes"] > 0 and "~10.0k rows" in retype["steps"][0]["reason"]
     # A foreign key added earlier in the same script is known to the statements after it.
     assert {"relation": "public.items", "mode": "RowShareLock"} in validate_new["locks"]
 

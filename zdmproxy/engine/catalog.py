@@ -93,7 +93,8 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         columns={c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns},
         rows_estimate=max(int(row["rows_estimate"]), 0),
         total_bytes=row["total_bytes"],
-        views=tuple(RelationName(v["nspname"], v["relname"]) for v in views),
+        views=tuple(dict.fromkeys(RelationName(v["nspname"], v["relname"]) for v in views)),
+        column_views=_column_views(views),
         children=tuple(ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"]) for c in children),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
     )
@@ -108,3 +109,11 @@ def _column_type(typname: str, typmod: int, not_null: bool = False) -> ColumnTyp
     if typname == "numeric":
         return ColumnType(typname, ((typmod - 4) >> 16, (typmod - 4) & 0xFFFF), not_null)
     return ColumnType(typname, (typmod,), not_null)
+
+
+def _column_views(rows: list[Any]) -> dict[str, tuple[RelationName, ...]]:
+    by_column: dict[str, list[RelationName]] = {}
+    for row in rows:
+        if row["attname"] is not None:
+            by_column.setdefault(row["attname"], []).append(RelationName(row["nspname"], row["relname"]))
+    return {column: tuple(names) for column, names in by_column.items()}

@@ -72,12 +72,16 @@ SELECT n.nspname, c.relname, c.relkind::text AS relkind
  ORDER BY min(t.depth), n.nspname, c.relname;
 
 -- name: relation_views
-SELECT DISTINCT n.nspname, v.relname
+-- Views and materialized views built on the relation, with the columns they use
+-- (attname is NULL for a dependency on the whole row).
+SELECT DISTINCT n.nspname, v.relname, a.attname
   FROM pg_depend d
   JOIN pg_rewrite r ON r.oid = d.objid
   JOIN pg_class v ON v.oid = r.ev_class
   JOIN pg_namespace n ON n.oid = v.relnamespace
- WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1;
+  LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid AND d.refobjsubid > 0
+ WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1 AND v.oid <> $1
+ ORDER BY n.nspname, v.relname, a.attname;
 
 -- name: function_volatility
 -- A name counts as volatile if any overload of it is.

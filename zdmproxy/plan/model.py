@@ -59,10 +59,49 @@ class Step:
 
 
 @dataclass(frozen=True)
+class RelationSize:
+    """How big a relation the statement touches is, from the catalog (estimates)."""
+
+    relation: RelationName
+    rows_estimate: int | None
+    total_bytes: int | None
+
+    def describe(self) -> str:
+        parts = []
+        if self.rows_estimate is not None:
+            parts.append(f"~{_count(self.rows_estimate)} rows")
+        if self.total_bytes is not None:
+            parts.append(_bytes(self.total_bytes))
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "relation": str(self.relation),
+            "rows_estimate": self.rows_estimate,
+            "total_bytes": self.total_bytes,
+        }
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("kB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+@dataclass(frozen=True)
 class PlannedStatement:
     statement: Statement
     effects: Effects
     steps: tuple[Step, ...]
+    sizes: tuple[RelationSize, ...] = ()  # known only with a database
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -75,6 +114,7 @@ class PlannedStatement:
             "rewrites": [str(r) for r in self.effects.rewrites],
             "scans": [str(r) for r in self.effects.scans],
             "notes": list(self.effects.notes),
+            "sizes": [size.as_dict() for size in self.sizes],
             "steps": [step.as_dict() for step in self.steps],
         }
 

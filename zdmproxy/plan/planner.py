@@ -9,13 +9,13 @@ here, per statement, and produce several Steps instead of one.
 from __future__ import annotations
 
 from zdmproxy.plan.destructive import destructive_reason
-from zdmproxy.plan.model import Phase, Plan, PlannedStatement, Step
+from zdmproxy.plan.model import Phase, Plan, PlannedStatement, RelationSize, Step
 from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects
 from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.learn import learn
-from zdmproxy.sql.locks import LockMode
+from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.parse import Statement, parse_script
 
 
@@ -24,14 +24,23 @@ def make_plan(script: str, facts: CatalogFacts | None = None) -> Plan:
     from_catalog = facts.server_version_num is not None
     version = facts.server_version_num or versions.DEFAULT_VERSION_NUM
     planned = []
+    by_name = {info.name: info for info in facts.relations.values()}
     for statement in parse_script(script):
         effects = classify(statement, facts, version)
-        planned.append(PlannedStatement(statement, effects, (_as_written(statement, effects),)))
+        sizes = tuple(
+            RelationSize(
+                lock.relation, by_name[lock.relation].rows_estimate, by_name[lock.relation].total_bytes
+            )
+            for lock in effects.locks
+            if lock.relation in by_name and by_name[lock.relation].total_bytes is not None
+        )
+        step = _as_written(statement, effects, {size.relation: size for size in sizes})
+        planned.append(PlannedStatement(statement, effects, (step,), sizes))
         facts = learn(facts, statement)
     return Plan(tuple(planned), version, from_catalog=from_catalog)
 
 
-def _as_written(statement: Statement, effects: Effects) -> Step:
+def _as_written(statement: Statement, effects: Effects, sizes: dict[RelationName, RelationSize]) -> Step:
     return Step(
         sql=statement.text,
         phase=Phase.SINGLE,
@@ -39,12 +48,12 @@ def _as_written(statement: Statement, effects: Effects) -> Step:
         locks=effects.locks,
         rewrites=effects.rewrites,
         scans=effects.scans,
-        reason=describe(effects),
+        reason=describe(effects, sizes),
         destructive=destructive_reason(statement.node),
     )
 
 
-def describe(effects: Effects) -> str:
+def describe(effects: Effects, sizes: dict[RelationName, RelationSize] | None = None) -> str:
     """One line a reviewer can act on: what is locked, what it blocks, for how long."""
     held = [lock for lock in effects.locks if not lock.created]
     if not held:
@@ -52,10 +61,17 @@ def describe(effects: Effects) -> str:
     strongest = max(held, key=lambda lock: lock.mode)
     where = ", ".join(str(lock.relation) for lock in held if lock.mode == strongest.mode)
     text = f"{effects.kind}: {strongest.mode.pg_name} on {where} blocks {strongest.mode.blocks()}"
+    sizes = sizes or {}
+
+    def sized(names: tuple[RelationName, ...]) -> str:
+        return ", ".join(
+            f"{name} ({sizes[name].describe()})" if name in sizes else str(name) for name in names
+        )
+
     if effects.rewrites:
-        text += "; rewrites " + ", ".join(map(str, effects.rewrites)) + " while holding it"
+        text += "; rewrites " + sized(effects.rewrites) + " while holding it"
     elif effects.scans:
-        text += "; scans " + ", ".join(map(str, effects.scans)) + " while holding it"
+        text += "; scans " + sized(effects.scans) + " while holding it"
     elif strongest.mode.conflicts_with(LockMode.ROW_EXCLUSIVE):
         text += " briefly (no scan, no rewrite)"
     if not effects.transactional:

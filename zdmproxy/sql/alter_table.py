@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from pglast import ast
 from pglast.enums import AlterTableType as AT
-from pglast.enums import ConstrType, ObjectType
+from pglast.enums import ConstrType, DropBehavior, ObjectType
 
 from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.sql import versions
@@ -53,7 +53,6 @@ TRIGGER_SUBCOMMANDS: tuple[AT, ...] = (
 PLAIN_MODES: dict[AT, LockMode] = {
     **dict.fromkeys(
         (
-            AT.AT_DropColumn,
             AT.AT_ColumnDefault,
             AT.AT_CookedColumnDefault,
             AT.AT_DropNotNull,
@@ -261,6 +260,12 @@ def _volatile_default(ctx: AlterContext, expr: ast.Node) -> str | None:
 def _alter_column_type(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     tree = ctx.tree(cmd.subtype)
     tree.lock(ctx.out, AEL)
+    views = _views_using(ctx, cmd.name)
+    if views:
+        ctx.out.note(
+            f"column {cmd.name} is used by {views}: PostgreSQL refuses to change its type (0A000); "
+            "drop and recreate the views around the change"
+        )
     column = _definition(cmd, ast.ColumnDef)
     old = ctx.info.columns.get(cmd.name or "") if ctx.info is not None else None
     if type_change_rewrites(old, column.typeName, column.raw_default is not None):
@@ -273,6 +278,24 @@ def _alter_column_type(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
         # No rewrite, but an index whose collation changes is rebuilt, and a build reads the table.
         tree.scan(ctx.out)
         ctx.out.note(f"column {cmd.name}: indexes on it are rebuilt when its collation changes")
+
+
+def _drop_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+    ctx.out.lock(ctx.target, AEL, kind=ctx.target_kind)
+    ctx.tree(cmd.subtype).lock_children(ctx.out, AEL)
+    views = _views_using(ctx, cmd.name)
+    if views and cmd.behavior != DropBehavior.DROP_CASCADE:
+        ctx.out.note(f"column {cmd.name} is used by {views}: DROP COLUMN fails without CASCADE")
+    elif views:
+        ctx.out.note(f"column {cmd.name} is used by {views}: CASCADE drops them too")
+
+
+def _views_using(ctx: AlterContext, column: str | None) -> str:
+    """The views that use ``column``, as text for a note ("" when none or unknown)."""
+    if ctx.info is None or column is None:
+        return ""
+    views = ctx.info.column_views.get(column, ())
+    return ("view " if len(views) == 1 else "views ") + ", ".join(map(str, views)) if views else ""
 
 
 def _set_not_null(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
@@ -470,6 +493,7 @@ def _detach_finalize(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
 
 
 _HANDLERS: dict[AT, Handler] = {
+    AT.AT_DropColumn: _drop_column,
     AT.AT_AddColumn: _add_column,
     AT.AT_AlterColumnType: _alter_column_type,
     AT.AT_SetNotNull: _set_not_null,

@@ -67,6 +67,7 @@ class RelationInfo:
     rows_estimate: int | None = None
     total_bytes: int | None = None
     views: tuple[RelationName, ...] = ()  # views and materialized views that depend on it
+    column_views: dict[str, tuple[RelationName, ...]] = field(default_factory=dict)  # by column
     # Every partition or inheritance child below this relation (pg_inherits, recursively), parents first.
     children: tuple[ChildInfo, ...] = ()
     partition_of: RelationName | None = None  # the partitioned table this one is a partition of

@@ -91,6 +91,10 @@ class UnsupportedStatement(ZdmError):
     code = "unsupported_statement"
 
 
+class UnsupportedServer(ZdmError):
+    code = "unsupported_server"
+
+
 class DatabaseUnreachable(ZdmError):
     code = "database_unreachable"
     exit_code = ExitCode.UNREACHABLE

@@ -36,9 +36,17 @@ from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
 from zdmproxy.engine.outcomes import Outcome, pg_error_info
-from zdmproxy.errors import LockBudgetExhausted, StatementTimedOut, StepFailed, UnsupportedStatement
+from zdmproxy.errors import (
+    LockBudgetExhausted,
+    StatementTimedOut,
+    StepFailed,
+    UnsupportedServer,
+    UnsupportedStatement,
+)
 from zdmproxy.plan.model import Plan, Step
 from zdmproxy.policy import MigrationPolicy
+
+MIN_SERVER_VERSION_NUM = 140000
 
 
 @dataclass
@@ -94,6 +102,11 @@ class Runner:
         """
         report = report if report is not None else MigrationReport(self.migration_id)
         report.planned = len(plan.steps)
+        if plan.from_catalog and plan.server_version_num < MIN_SERVER_VERSION_NUM:
+            raise UnsupportedServer(
+                f"apply needs PostgreSQL 14 or later (the watchdog reads pg_locks.waitstart); "
+                f"this server is {plan.server_version_num // 10000}. `zdmproxy plan` still works."
+            )
         refused = [s for s in plan.steps if s.destructive and not self.policy.allow_destructive]
         if refused:
             raise UnsupportedStatement(

@@ -112,6 +112,13 @@ class StatementTimedOut(StepFailed):
     code = "statement_timeout"
 
 
+class Cancelled(ZdmError):
+    """Someone else cancelled our statement (pg_cancel_backend): nothing was committed."""
+
+    code = "cancelled"
+    exit_code = ExitCode.CANCELLED
+
+
 class LockBudgetExhausted(ZdmError):
     """Every attempt was refused its lock before the deadline or attempt limit: retry later."""
 

@@ -10,6 +10,7 @@ the LOCK phase is known to be a lock wait, not a slow statement.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,10 +50,19 @@ class AttemptFailed(Exception):
 
 
 def lock_statements(targets: Sequence[Target]) -> list[str]:
-    """LOCK TABLE statements for a step's existing tables, strongest mode first."""
-    tables = [t.request for t in targets if t.request.kind == "table"]
+    """LOCK TABLE statements for a step's existing tables, strongest mode first.
+
+    Only plain and partitioned tables: LOCK on a view locks its base tables too (whatever
+    ONLY says), and materialized views and foreign tables cannot be locked at all.
+    """
+    tables = [t.request for t in targets if t.request.kind == "table" and t.relkind in ("r", "p")]
     tables.sort(key=lambda req: req.mode, reverse=True)
     return [f"LOCK TABLE ONLY {quote_relation(req.relation)} IN {req.mode.sql_name} MODE" for req in tables]
+
+
+def _ms(value: float) -> int:
+    """A timeout in whole milliseconds for SET; never 0, which would mean no timeout at all."""
+    return max(1, math.ceil(value))
 
 
 async def run_attempt(
@@ -62,43 +72,60 @@ async def run_attempt(
     targets: Sequence[Target],
     policy: MigrationPolicy,
     number: int,
+    time_left_s: float,
 ) -> AttemptRecord:
-    """Run ``step`` once; return its record, or raise AttemptFailed carrying it."""
+    """Run ``step`` once; return its record, or raise AttemptFailed carrying it.
+
+    Lock waits never outlast the step's deadline (``time_left_s``); a statement that got its
+    locks may run for its whole statement_timeout.
+    """
     if step.transactional:
         lock_timeout_ms = policy.lock_timeout_for(number)
         statement_timeout_ms = policy.statement_timeout_s * 1000
     else:
         lock_timeout_ms = policy.concurrent_lock_timeout_s * 1000
         statement_timeout_ms = policy.concurrent_statement_timeout_s * 1000
+    lock_timeout_ms = min(lock_timeout_ms, max(time_left_s, 0.001) * 1000)
     record = AttemptRecord(number=number, lock_timeout_ms=lock_timeout_ms)
     dog = Watchdog(watch, session.get_server_pid(), policy.queue_budget_ms, policy.watchdog_interval_ms)
     in_lock_phase = False
+    started = time.monotonic()
+
+    async def run(query: str) -> None:
+        nonlocal started
+        started = time.monotonic()
+        await session.execute(query)
+
     try:
         async with dog:
             if step.transactional:
-                await session.execute("BEGIN")
-                await session.execute(
-                    f"SET LOCAL lock_timeout = {int(lock_timeout_ms)};"
-                    f" SET LOCAL statement_timeout = {int(statement_timeout_ms)}"
+                await run("BEGIN")
+                await run(
+                    f"SET LOCAL lock_timeout = {_ms(lock_timeout_ms)};"
+                    f" SET LOCAL statement_timeout = {_ms(statement_timeout_ms)}"
                 )
                 in_lock_phase = True
                 for statement in lock_statements(targets):
-                    await session.execute(statement)
+                    await run(statement)
                 in_lock_phase = False
-                await session.execute(step.sql)
-                await session.execute("COMMIT")
+                await run(step.sql)
+                await run("COMMIT")
             else:
-                await session.execute(
-                    f"SET lock_timeout = {int(lock_timeout_ms)};"
-                    f" SET statement_timeout = {int(statement_timeout_ms)}"
+                await run(
+                    f"SET lock_timeout = {_ms(lock_timeout_ms)};"
+                    f" SET statement_timeout = {_ms(statement_timeout_ms)}"
                 )
                 try:
-                    await session.execute(step.sql)
+                    await run(step.sql)
                 finally:
                     await execute_quietly(session, "RESET lock_timeout; RESET statement_timeout")
     except Exception as exc:
         record.outcome = classify_failure(
-            exc, we_cancelled=dog.cancelled, waiting_for_lock=in_lock_phase or dog.waiting_for_lock
+            exc,
+            we_cancelled=dog.cancelled,
+            waiting_for_lock=in_lock_phase or dog.waiting_for_lock,
+            elapsed_ms=(time.monotonic() - started) * 1000,
+            statement_timeout_ms=statement_timeout_ms,
         )
         record.error = pg_error_info(exc)
         if step.transactional:

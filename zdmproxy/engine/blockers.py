@@ -24,6 +24,7 @@ class Target:
 
     oid: int
     request: LockRequest
+    relkind: str = "r"  # pg_class.relkind
 
 
 async def resolve_targets(session: Session, locks: Sequence[LockRequest]) -> list[Target]:
@@ -32,7 +33,9 @@ async def resolve_targets(session: Session, locks: Sequence[LockRequest]) -> lis
     if not wanted:
         return []
     rows = await session.fetch(QUERIES["relation_oids"], [quote_relation(w.relation) for w in wanted])
-    return [Target(row["oid"], lock) for row, lock in zip(rows, wanted, strict=True) if row["oid"]]
+    return [
+        Target(row["oid"], lock, row["relkind"]) for row, lock in zip(rows, wanted, strict=True) if row["oid"]
+    ]
 
 
 async def find_blockers(
@@ -58,7 +61,11 @@ async def find_blockers(
 
 
 async def terminate(session: Session, pid: int) -> bool:
-    return bool(await session.fetchval(QUERIES["terminate"], pid))
+    """End the session; False when not permitted (a superuser's session, for instance)."""
+    try:
+        return bool(await session.fetchval(QUERIES["terminate"], pid))
+    except asyncpg.exceptions.InsufficientPrivilegeError:
+        return False
 
 
 def is_cancellable_autovacuum(blocker: Blocker) -> bool:
@@ -73,7 +80,7 @@ def is_cancellable_autovacuum(blocker: Blocker) -> bool:
 
 
 async def cancel_autovacuum(session: Session, blocker: Blocker) -> bool:
-    """Cancel the worker; False when not permitted (needs superuser, or in PostgreSQL 17+
+    """Cancel the worker; False when not permitted (needs superuser, or in PostgreSQL 18
     the pg_signal_autovacuum_worker role)."""
     try:
         return bool(await session.fetchval(QUERIES["cancel"], blocker.pid))

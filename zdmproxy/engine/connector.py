@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from zdmproxy.errors import DatabaseUnreachable
+from zdmproxy.errors import ConfigError, DatabaseUnreachable
 
 
 class Session(Protocol):
@@ -46,8 +46,15 @@ async def connect(dsn: str, application_name: str, *, timeout: float = 10.0) -> 
             server_settings={"application_name": application_name[:63]},
             statement_cache_size=0,
         )
-    except (OSError, asyncpg.exceptions.CannotConnectNowError, TimeoutError) as exc:
+    except (
+        OSError,
+        TimeoutError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.TooManyConnectionsError,
+    ) as exc:
         raise DatabaseUnreachable(f"cannot reach the database: {exc}") from exc
+    except (ValueError, asyncpg.exceptions.ClientConfigurationError) as exc:
+        raise ConfigError(f"the database URL is not valid: {exc}") from exc
     except asyncpg.exceptions.InvalidAuthorizationSpecificationError as exc:
         raise DatabaseUnreachable(f"the database refused the connection: {exc}") from exc
     except asyncpg.exceptions.InvalidCatalogNameError as exc:

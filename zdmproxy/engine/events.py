@@ -65,8 +65,10 @@ class Blocker:
             who += f" ({self.backend_type})"
         if self.idle_in_transaction and self.state_age_s is not None:
             doing = f"{self.state} for {_duration(self.state_age_s)}"
+        elif self.state is None:
+            doing = "details hidden (grant pg_read_all_stats to the migration role to see them)"
         else:
-            doing = self.state or "unknown state"
+            doing = self.state
         if self.xact_age_s is not None:
             doing += f", transaction open {_duration(self.xact_age_s)}"
         held = f", {self.mode} on {self.relation}" if self.mode and self.relation else ""

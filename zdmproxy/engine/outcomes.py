@@ -26,6 +26,8 @@ class Outcome(StrEnum):
     SERIALIZATION_FAILURE = "serialization_failure"
     CONNECTION_LOST = "connection_lost"
     STATEMENT_TIMEOUT = "statement_timeout"
+    CANCELLED = "cancelled_by_someone_else"
+    BLOCKED = "blocked_until_deadline"  # pre-flight waited out the whole deadline
     FAILED = "failed"
 
     @property
@@ -50,12 +52,27 @@ _BY_SQLSTATE = {
 }
 
 
-def classify_failure(exc: BaseException, *, we_cancelled: bool, waiting_for_lock: bool) -> Outcome:
-    """Name what happened; 57014 is told apart by our own intent, never by message text."""
+# A statement_timeout fires within a few ms of its value (POSTGRES-FACTS.md 2.2); a 57014 that
+# comes clearly earlier than the timeout we set was somebody's pg_cancel_backend.
+_TIMER_SLACK_MS = 50
+
+
+def classify_failure(
+    exc: BaseException,
+    *,
+    we_cancelled: bool,
+    waiting_for_lock: bool,
+    elapsed_ms: float = 0.0,
+    statement_timeout_ms: float = 0.0,
+) -> Outcome:
+    """Name what happened; 57014 is told apart by our own intent and by the clock, never by
+    message text: our watchdog's cancel, our statement_timeout, or someone else's cancel."""
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate == "57014":
         if we_cancelled:
             return Outcome.WATCHDOG_CANCELLED
+        if elapsed_ms + _TIMER_SLACK_MS < statement_timeout_ms:
+            return Outcome.CANCELLED
         return Outcome.LOCK_WAIT_TIMED_OUT if waiting_for_lock else Outcome.STATEMENT_TIMEOUT
     if sqlstate in _BY_SQLSTATE:
         return _BY_SQLSTATE[sqlstate]

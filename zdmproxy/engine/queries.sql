@@ -106,7 +106,9 @@ SELECT l.pid, l.mode, l.granted, l.relation::int8 AS relation_oid, l.relation::r
  ORDER BY a.xact_start NULLS LAST, l.pid;
 
 -- name: relation_oids
-SELECT to_regclass(x)::int8 AS oid FROM unnest($1::text[]) WITH ORDINALITY AS u(x, ord) ORDER BY ord;
+SELECT to_regclass(x)::int8 AS oid, (SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass(x)) AS relkind
+  FROM unnest($1::text[]) WITH ORDINALITY AS u(x, ord)
+ ORDER BY ord;
 
 -- name: watch
 -- One poll of the watchdog (cheap: see POSTGRES-FACTS.md 3.4). Is the watched backend waiting

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import asyncpg
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -35,8 +36,9 @@ from zdmproxy.engine.blockers import (
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
-from zdmproxy.engine.outcomes import Outcome, pg_error_info
+from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.errors import (
+    Cancelled,
     LockBudgetExhausted,
     StatementTimedOut,
     StepFailed,
@@ -159,6 +161,9 @@ class _StepRun:
         except AttemptFailed as failed:
             self.report.outcome = failed.record.outcome
             raise self._final_error(failed.record) from failed
+        except LockBudgetExhausted:
+            self.report.outcome = Outcome.BLOCKED
+            raise
         except BaseException:
             self.report.outcome = Outcome.FAILED
             raise
@@ -175,16 +180,20 @@ class _StepRun:
     async def _attempt(self, number: int) -> None:
         try:
             session, watch = await self._prepare()
-        except CONNECTION_LOST as exc:
-            # Losing a connection before the attempt proper is retried like losing it during one.
-            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=Outcome.CONNECTION_LOST)
+        except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
+            # Failing before the attempt proper (a lost connection, the debris drop's lock
+            # timeout) is judged like failing during one.
+            outcome = classify_failure(exc, we_cancelled=False, waiting_for_lock=True)
+            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome)
             record.error, record.ended_at = pg_error_info(exc), time.time()
             self.report.attempts.append(record)
             self._after_failure(record)
             raise AttemptFailed(record) from exc
         self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
         try:
-            record = await run_attempt(session, watch, self.step, self.targets, self.policy, number)
+            record = await run_attempt(
+                session, watch, self.step, self.targets, self.policy, number, self._time_left()
+            )
         except AttemptFailed as failed:
             self.report.attempts.append(failed.record)
             self._after_failure(failed.record)
@@ -197,9 +206,8 @@ class _StepRun:
         self.targets = await resolve_targets(watch, self.step.locks)
         await self._preflight()
         if not self.step.transactional:
-            dropped = await drop_invalid_indexes(
-                watch, self.step, self.policy.concurrent_lock_timeout_s * 1000
-            )
+            lock_timeout_ms = min(self.policy.concurrent_lock_timeout_s, max(self._time_left(), 0.001)) * 1000
+            dropped = await drop_invalid_indexes(watch, self.step, lock_timeout_ms)
             for name in dropped:
                 self.report.debris_dropped.append(name)
                 self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
@@ -222,6 +230,9 @@ class _StepRun:
             self.watch = await connect(self.runner.dsn, f"zdmproxy-watch:{self.runner.migration_id}")
         return self.session, self.watch
 
+    def _time_left(self) -> float:
+        return self.deadline - time.monotonic()
+
     def _own_pids(self) -> list[int]:
         return [s.get_server_pid() for s in (self.session, self.watch) if s is not None]
 
@@ -233,7 +244,13 @@ class _StepRun:
         waited: dict[int, Blocker] = {}
         while True:
             blockers = await find_blockers(self.watch, self.targets, self._own_pids())
-            long = [b for b in blockers if (b.xact_age_s or 0) * 1000 >= self.policy.blocker_min_age_ms]
+            # An unknown age (another role's session, details hidden) counts as old: waiting for
+            # it is safe, queueing behind it is not.
+            long = [
+                b
+                for b in blockers
+                if b.xact_age_s is None or b.xact_age_s * 1000 >= self.policy.blocker_min_age_ms
+            ]
             long = [b for b in long if not await self._clear(b)]
             waited.update((b.pid, b) for b in long)
             if not long:
@@ -277,7 +294,8 @@ class _StepRun:
         assert self.watch is not None
         if not await terminate(self.watch, blocker.pid):
             return False
-        self.report.terminated.append(blocker)
+        if blocker.pid not in {b.pid for b in self.report.terminated}:
+            self.report.terminated.append(blocker)
         self.emit(
             EventKind.BLOCKER_TERMINATED,
             f"terminated {blocker.describe()} (idle in transaction longer than {threshold:g} s)",
@@ -295,7 +313,7 @@ class _StepRun:
             try:
                 if not await find_blockers(self.watch, self.targets, self._own_pids()):
                     return
-            except CONNECTION_LOST:
+            except (*CONNECTION_LOST, asyncpg.PostgresError):
                 self.watch = None
                 return
             await asyncio.sleep(min(self.policy.blocker_poll_ms / 1000, max(0.0, end - time.monotonic())))
@@ -303,9 +321,16 @@ class _StepRun:
     def _final_error(self, record: AttemptRecord) -> Exception:
         summary = self.report.blocked_summary()
         where = f"step {self.report.index + 1} ({self.step.sql[:60]!r})"
+        if record.outcome is Outcome.CANCELLED:
+            return Cancelled(
+                f"{where} was cancelled by another session (pg_cancel_backend) after "
+                f"{record.duration_s:.1f} s; nothing of it was committed. Re-run to resume.",
+                pg=record.error,
+            )
         if record.outcome is not None and record.outcome.retryable:
             return LockBudgetExhausted(
-                f"{where}: gave up after {len(self.report.attempts)} attempts without getting its locks"
+                f"{where}: gave up after {len(self.report.attempts)} attempts "
+                f"(the last one: {record.outcome.value})"
                 + ("; " + "; ".join(summary) if summary else "")
                 + ". Retry later, or raise lock_timeout_max_ms / deadline_s."
             )

@@ -35,23 +35,26 @@ class Watchdog:
     max_queued: int = 0
     blockers: dict[int, Blocker] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def __aenter__(self) -> Watchdog:
         self._task = asyncio.create_task(self._run(), name=f"zdmproxy-watchdog-{self.pid}")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Let the current poll finish instead of cancelling it: a cancelled asyncpg query sends
+        # a cancel request that could land on the watch session's next query.
         assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stop.set()
+        await self._task
 
     async def _run(self) -> None:
         interval = self.interval_ms / 1000
         try:
-            while not self.cancelled:
+            while not self._stop.is_set():
                 await self.poll()
-                await asyncio.sleep(interval)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), interval)
         except (*CONNECTION_LOST, asyncpg.PostgresError):
             # Losing the watch connection must not fail the attempt: lock_timeout still
             # bounds the wait. The runner reconnects the watcher for the next attempt.
@@ -67,8 +70,9 @@ class Watchdog:
         self.max_queued = max(self.max_queued, row["queued"])
         for raw in json.loads(row["blockers"]):
             self.blockers[raw["pid"]] = Blocker.from_row(raw)
-        if self.waiting_for_lock and row["queued_ms"] > self.budget_ms:
-            # Intent first: the error that comes back must be read as our own cancel.
+        if self.waiting_for_lock and row["queued_ms"] > self.budget_ms and not self.cancelled:
+            # Intent first: the error that comes back must be read as our own cancel. Polling
+            # goes on afterwards, so the rest of the attempt stays watched and recorded.
             self.cancelled = True
             if not await self.session.fetchval(QUERIES["cancel_if_waiting"], self.pid):
                 self.cancelled = False  # it got its lock in the meantime: nothing was cancelled

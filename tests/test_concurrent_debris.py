@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import pytest
 from helpers import ITEMS
 
 from zdmproxy.engine.outcomes import Outcome
@@ -46,3 +47,33 @@ async def test_invalid_index_from_a_failed_build_is_dropped_and_rebuilt(dsn: str
     assert step.outcome == Outcome.SUCCEEDED
     # The snapshot holder is named as what the build waited for.
     assert any(b.pid == snapshot.get_server_pid() for b in step.attempts[0].blockers)
+
+
+INVALID_INDEXES = """
+SELECT c.relname FROM pg_index ix JOIN pg_class c ON c.oid = ix.indexrelid
+ WHERE ix.indrelid = 'items'::regclass AND NOT ix.indisvalid
+"""
+
+
+async def test_ccnew_copies_from_a_failed_reindex_are_dropped(dsn: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS + "CREATE INDEX items_a_idx ON items (a); CREATE TABLE other (id int);")
+    # A manual REINDEX CONCURRENTLY that timed out earlier left items_a_idx_ccnew behind.
+    snapshot = await asyncpg.connect(dsn)
+    await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM other")
+    await admin.execute("SET lock_timeout = 300")
+    with pytest.raises(asyncpg.exceptions.LockNotAvailableError):
+        await admin.execute("REINDEX INDEX CONCURRENTLY items_a_idx")
+    assert [r["relname"] for r in await admin.fetch(INVALID_INDEXES)] == ["items_a_idx_ccnew"]
+    await snapshot.execute("COMMIT")
+    await snapshot.close()
+    report = MigrationReport("ric")
+    try:
+        await Runner(dsn, "ric", MigrationPolicy()).run(
+            make_plan("REINDEX INDEX CONCURRENTLY items_a_idx"), report
+        )
+        assert await admin.fetch(INVALID_INDEXES) == []
+    finally:
+        await admin.close()
+    assert report.steps[0].debris_dropped == ["items_a_idx_ccnew"]
+    assert report.steps[0].outcome == Outcome.SUCCEEDED

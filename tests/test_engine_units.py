@@ -8,7 +8,7 @@ import pytest
 
 from zdmproxy.engine.attempt import lock_statements
 from zdmproxy.engine.blockers import Target, is_cancellable_autovacuum
-from zdmproxy.engine.debris import debris_candidates
+from zdmproxy.engine.debris import Probe, debris_probes
 from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.outcomes import Outcome, classify_failure
 from zdmproxy.errors import ConfigError
@@ -68,14 +68,18 @@ def test_tables_are_locked_strongest_first_and_only_tables() -> None:
 
 
 def test_debris_of_concurrent_builds() -> None:
-    cic, ric, plain = make_plan(
+    cic, ric, ric_table, dic, plain = make_plan(
         "CREATE INDEX CONCURRENTLY items_a_idx ON s.items (a);"
         "REINDEX INDEX CONCURRENTLY s.items_b_idx;"
+        "REINDEX TABLE CONCURRENTLY s.items;"
+        "DROP INDEX CONCURRENTLY s.items_d_idx;"
         "CREATE INDEX items_c_idx ON items (c)"
     ).steps
-    assert debris_candidates(cic) == [RelationName("s", "items_a_idx")]
-    assert debris_candidates(ric) == [RelationName("s", "items_b_idx_ccnew")]
-    assert debris_candidates(plain) == []  # transactional: a failure leaves nothing behind
+    assert debris_probes(cic) == [Probe("invalid_index", ('"s"."items_a_idx"',))]
+    assert debris_probes(ric) == [Probe("reindex_debris", ('"s"."items_b_idx"', "items_b_idx"))]
+    assert debris_probes(ric_table) == [Probe("reindex_debris", ('"s"."items"', None))]
+    assert debris_probes(dic) == []  # the retry drops the INVALID index anyway
+    assert debris_probes(plain) == []  # transactional: a failure leaves nothing behind
 
 
 def blocker(backend_type: str, query: str) -> Blocker:

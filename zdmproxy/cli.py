@@ -27,7 +27,7 @@ from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.errors import ExitCode, UsageError, ZdmError
 from zdmproxy.plan.model import Plan
 from zdmproxy.plan.planner import make_plan
-from zdmproxy.settings import Settings, load_settings
+from zdmproxy.settings import load_settings
 from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.parse import parse_script
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _report_error(exc, json_output=getattr(args, "json", False))
         return int(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]: the current step was rolled back; re-run to resume")
+        err.print("[red]interrupted[/red]")
         return int(ExitCode.CANCELLED)
 
 
@@ -158,15 +158,35 @@ def _apply(args: argparse.Namespace) -> int:
         report = MigrationReport(args.id)
         runner = Runner(dsn, args.id, policy, sink=_print_event)
         try:
-            uvloop.run(_apply_async(runner, script, report, settings))
-        finally:
-            if args.json:
-                out.print_json(json.dumps(_report_dict(report)))
+            uvloop.run(_apply_async(runner, script, report))
+        except ZdmError as exc:
+            if args.json:  # one document on stdout: the report, with the error in it
+                out.print_json(json.dumps({**_report_dict(report), "error": exc.as_dict()}))
             _print_summary(report)
+            _report_error(exc, json_output=False)
+            return int(exc.exit_code)
+        except KeyboardInterrupt:
+            _print_summary(report)
+            err.print(f"[red]interrupted[/red]: {_interrupted(report)}")
+            return int(ExitCode.CANCELLED)
+        if args.json:
+            out.print_json(json.dumps(_report_dict(report)))
+        _print_summary(report)
     return int(ExitCode.OK)
 
 
-async def _apply_async(runner: Runner, script: str, report: MigrationReport, settings: Settings) -> None:
+def _interrupted(report: MigrationReport) -> str:
+    last = report.steps[-1] if report.steps else None
+    running = last if last is not None and last.outcome is not Outcome.SUCCEEDED else None
+    if running is not None and not running.step.transactional:
+        return (
+            "the running CONCURRENTLY step may have left an INVALID index behind; "
+            "the next run drops it before trying again"
+        )
+    return "the running step was rolled back; re-run to resume"
+
+
+async def _apply_async(runner: Runner, script: str, report: MigrationReport) -> None:
     plan = await _plan_with_catalog(script, runner.dsn)
     await runner.run(plan, report)
 

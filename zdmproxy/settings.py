@@ -28,7 +28,6 @@ class Settings(BaseSettings, MigrationPolicy):
     model_config = SettingsConfigDict(env_prefix="ZDM_", extra="forbid", frozen=True)
 
     database_url: str | None = None
-    application_name: str = "zdmproxy"
 
     @classmethod
     def settings_customise_sources(

@@ -1,7 +1,8 @@
 """Cleaning up after a failed CONCURRENTLY statement, before it is tried again.
 
 A failed or cancelled CREATE INDEX CONCURRENTLY leaves an INVALID index with
-the requested name; a failed REINDEX CONCURRENTLY leaves ``<index>_ccnew``.
+the requested name; a failed REINDEX CONCURRENTLY leaves ``<index>_ccnew`` (or
+``_ccnew1``..., and ``_ccold`` when it failed while swapping).
 Both must be dropped (concurrently, so no traffic waits) before a retry,
 otherwise the retry fails on the name or, with IF NOT EXISTS, silently keeps
 the broken index.
@@ -9,39 +10,50 @@ the broken index.
 
 from __future__ import annotations
 
-from zdmproxy.engine.connector import Session
+import math
+from dataclasses import dataclass
+
+from zdmproxy.engine.connector import Session, execute_quietly
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.plan.model import Step
-from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_relation
 
 
-def debris_candidates(step: Step) -> list[RelationName]:
-    """Index names a failed run of ``step`` may leave behind INVALID."""
+@dataclass(frozen=True)
+class Probe:
+    """A catalog query that finds the INVALID leftovers of one failed statement."""
+
+    query: str  # a name in queries.sql
+    args: tuple[str | None, ...]
+
+
+def debris_probes(step: Step) -> list[Probe]:
+    """Where a failed run of ``step`` may have left INVALID indexes behind."""
     if step.transactional:
         return []
-    names = []
-    for lock in step.locks:
-        if lock.kind != "index":
-            continue
-        if lock.created:
-            names.append(lock.relation)
-        else:
-            names.append(RelationName(lock.relation.schema, f"{lock.relation.name}_ccnew"))
-    return names
+    created = [lock for lock in step.locks if lock.kind == "index" and lock.created]
+    if created:  # CREATE INDEX CONCURRENTLY: the index itself, by its name
+        return [Probe("invalid_index", (quote_relation(lock.relation),)) for lock in created]
+    if not step.kind.startswith("REINDEX"):
+        return []
+    indexes = [lock.relation for lock in step.locks if lock.kind == "index"]
+    if indexes:
+        return [Probe("reindex_debris", (quote_relation(name), name.name)) for name in indexes]
+    return [Probe("reindex_debris", (quote_relation(lock.relation), None)) for lock in step.locks]
 
 
 async def drop_invalid_indexes(session: Session, step: Step, lock_timeout_ms: float) -> list[str]:
-    """Drop the INVALID leftovers of ``step``; returns what was dropped."""
-    dropped = []
-    for name in debris_candidates(step):
-        found = await session.fetchval(QUERIES["invalid_index"], quote_relation(name))
-        if found is None:
-            continue
-        await session.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-        try:
-            await session.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {quote_relation(name)}")
-        finally:
-            await session.execute("RESET lock_timeout")
-        dropped.append(found)
-    return dropped
+    """Drop the INVALID leftovers of ``step``, concurrently; returns what was dropped."""
+    found: list[str] = []
+    for probe in debris_probes(step):
+        rows = await session.fetch(QUERIES[probe.query], *probe.args)
+        found += [row["name"] for row in rows if row["name"] not in found]
+    if not found:
+        return []
+    await session.execute(f"SET lock_timeout = {max(1, math.ceil(lock_timeout_ms))}")
+    try:
+        for name in found:  # already quoted where needed: regclass::text output
+            await session.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+    finally:
+        await execute_quietly(session, "RESET lock_timeout")
+    return found

@@ -146,7 +146,22 @@ SELECT pg_terminate_backend($1);
 SELECT pg_cancel_backend($1);
 
 -- name: invalid_index
+-- The index named $1 if it exists and is INVALID (a failed CREATE INDEX CONCURRENTLY).
 SELECT c.oid::regclass::text AS name
   FROM pg_index ix
   JOIN pg_class c ON c.oid = ix.indexrelid
  WHERE c.oid = to_regclass($1) AND NOT ix.indisvalid;
+
+-- name: reindex_debris
+-- INVALID copies a failed REINDEX CONCURRENTLY leaves on the table of relation $1 (the table, or
+-- one of its indexes): <index>_ccnew[N] and <index>_ccold[N], the base name possibly truncated
+-- to fit 63 bytes. $2, when given, is the reindexed index's bare name.
+SELECT c.oid::regclass::text AS name
+  FROM pg_index ix
+  JOIN pg_class c ON c.oid = ix.indexrelid
+ WHERE NOT ix.indisvalid
+   AND ix.indrelid = coalesce((SELECT i.indrelid FROM pg_index i WHERE i.indexrelid = to_regclass($1)),
+                              to_regclass($1))
+   AND (c.relname LIKE '%\_ccnew%' OR c.relname LIKE '%\_ccold%')
+   AND ($2::text IS NULL OR starts_with(c.relname, left($2::text, 40)))
+ ORDER BY 1;

@@ -30,6 +30,7 @@ class Step:
     rewrites: tuple[RelationName, ...]
     scans: tuple[RelationName, ...]
     reason: str
+    kind: str = ""  # what the statement is, as the catalogue names it ("REINDEX CONCURRENTLY")
     destructive: str | None = None  # why the step loses data, when it does
 
     @property
@@ -48,6 +49,7 @@ class Step:
     def as_dict(self) -> dict[str, object]:
         return {
             "sql": self.sql,
+            "kind": self.kind,
             "phase": self.phase.value,
             "transactional": self.transactional,
             "locks": [lock.as_dict() for lock in self.locks],

@@ -49,6 +49,7 @@ def _as_written(statement: Statement, effects: Effects, sizes: dict[RelationName
         rewrites=effects.rewrites,
         scans=effects.scans,
         reason=describe(effects, sizes),
+        kind=effects.kind,
         destructive=destructive_reason(statement.node),
     )
 

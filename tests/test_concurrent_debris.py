@@ -77,3 +77,42 @@ async def test_ccnew_copies_from_a_failed_reindex_are_dropped(dsn: str) -> None:
         await admin.close()
     assert report.steps[0].debris_dropped == ["items_a_idx_ccnew"]
     assert report.steps[0].outcome == Outcome.SUCCEEDED
+
+
+DETACH_FIXTURE = """
+CREATE TABLE logs (id bigint, day int) PARTITION BY RANGE (day);
+CREATE TABLE logs_1 PARTITION OF logs FOR VALUES FROM (1) TO (10);
+CREATE TABLE logs_2 PARTITION OF logs FOR VALUES FROM (10) TO (20);
+INSERT INTO logs SELECT g, 1 + g % 19 FROM generate_series(1, 1000) g;
+"""
+
+
+async def test_interrupted_concurrent_detach_is_finalized(dsn: str) -> None:
+    """A timed-out DETACH ... CONCURRENTLY leaves the partition detach-pending; the retry must
+    FINALIZE it, since running the statement again fails."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(DETACH_FIXTURE)
+    reader = await asyncpg.connect(dsn)  # uses the parent: the detach waits for it to end
+    await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM logs")
+    # Pre-flight would rightly wait for the reader instead; told not to, the detach times out.
+    policy = MigrationPolicy(concurrent_lock_timeout_s=0.3, backoff_max_ms=200, blocker_min_age_ms=10**9)
+    report = MigrationReport("detach")
+    plan = make_plan("ALTER TABLE logs DETACH PARTITION logs_1 CONCURRENTLY")
+    task = asyncio.create_task(Runner(dsn, "detach", policy).run(plan, report))
+    try:
+        async with asyncio.timeout(30):
+            while not (report.steps and len(report.steps[0].attempts) >= 2):
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+        await reader.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        still_attached = await admin.fetchval(
+            "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'logs_1'::regclass"
+        )
+    finally:
+        await reader.close()
+        await admin.close()
+    assert still_attached == 0
+    step = report.steps[0]
+    assert step.attempts[0].outcome == Outcome.LOCK_TIMEOUT
+    assert step.outcome == Outcome.SUCCEEDED

@@ -10,6 +10,7 @@ the broken index.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -40,6 +41,22 @@ def debris_probes(step: Step) -> list[Probe]:
     if indexes:
         return [Probe("reindex_debris", (quote_relation(name), name.name)) for name in indexes]
     return [Probe("reindex_debris", (quote_relation(lock.relation), None)) for lock in step.locks]
+
+
+async def resume_detach(session: Session, step: Step) -> Step | None:
+    """The step that finishes an interrupted DETACH PARTITION ... CONCURRENTLY, if there is one.
+
+    An interrupted concurrent detach (a lock timeout included) leaves the partition marked
+    detach-pending; running the statement again then fails (55000), and only
+    ``DETACH PARTITION ... FINALIZE`` completes it.
+    """
+    if step.transactional or not step.kind.startswith("ALTER TABLE DETACH PARTITION"):
+        return None
+    parent, partition = step.locks[0].relation, step.locks[1].relation
+    if not await session.fetchval(QUERIES["detach_pending"], quote_relation(partition)):
+        return None
+    finalize = f"ALTER TABLE {quote_relation(parent)} DETACH PARTITION {quote_relation(partition)} FINALIZE"
+    return dataclasses.replace(step, sql=finalize, reason=f"finishes the interrupted detach: {finalize}")
 
 
 async def drop_invalid_indexes(session: Session, step: Step, lock_timeout_ms: float) -> list[str]:

@@ -165,3 +165,9 @@ SELECT c.oid::regclass::text AS name
    AND (c.relname LIKE '%\_ccnew%' OR c.relname LIKE '%\_ccold%')
    AND ($2::text IS NULL OR starts_with(c.relname, left($2::text, 40)))
  ORDER BY 1;
+
+-- name: detach_pending
+-- Whether a DETACH PARTITION ... CONCURRENTLY of partition $1 was interrupted half-way.
+SELECT coalesce(bool_or(i.inhdetachpending), false)
+  FROM pg_inherits i
+ WHERE i.inhrelid = to_regclass($1);

@@ -34,7 +34,7 @@ from zdmproxy.engine.blockers import (
     terminate,
 )
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
-from zdmproxy.engine.debris import drop_invalid_indexes
+from zdmproxy.engine.debris import drop_invalid_indexes, resume_detach
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.errors import (
@@ -179,7 +179,7 @@ class _StepRun:
 
     async def _attempt(self, number: int) -> None:
         try:
-            session, watch = await self._prepare()
+            session, watch, step = await self._prepare()
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             # Failing before the attempt proper (a lost connection, the debris drop's lock
             # timeout) is judged like failing during one.
@@ -192,7 +192,7 @@ class _StepRun:
         self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
         try:
             record = await run_attempt(
-                session, watch, self.step, self.targets, self.policy, number, self._time_left()
+                session, watch, step, self.targets, self.policy, number, self._time_left()
             )
         except AttemptFailed as failed:
             self.report.attempts.append(failed.record)
@@ -200,18 +200,23 @@ class _StepRun:
             raise
         self.report.attempts.append(record)
 
-    async def _prepare(self) -> tuple[Session, Session]:
-        """Connect, find our relations, wait out blockers, clean up debris: all before locking."""
+    async def _prepare(self) -> tuple[Session, Session, Step]:
+        """Connect, find our relations, wait out blockers, clean up after an earlier failure:
+        all before asking for any lock. Returns the step to run this time."""
         session, watch = await self._sessions()
         self.targets = await resolve_targets(watch, self.step.locks)
         await self._preflight()
-        if not self.step.transactional:
-            lock_timeout_ms = min(self.policy.concurrent_lock_timeout_s, max(self._time_left(), 0.001)) * 1000
-            dropped = await drop_invalid_indexes(watch, self.step, lock_timeout_ms)
-            for name in dropped:
-                self.report.debris_dropped.append(name)
-                self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
-        return session, watch
+        if self.step.transactional:
+            return session, watch, self.step
+        lock_timeout_ms = min(self.policy.concurrent_lock_timeout_s, max(self._time_left(), 0.001)) * 1000
+        for name in await drop_invalid_indexes(watch, self.step, lock_timeout_ms):
+            self.report.debris_dropped.append(name)
+            self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
+        finish = await resume_detach(watch, self.step)
+        if finish is not None:
+            self.emit(EventKind.DEBRIS_DROPPED, finish.reason)
+            return session, watch, finish
+        return session, watch, self.step
 
     def _after_failure(self, record: AttemptRecord) -> None:
         assert record.outcome is not None

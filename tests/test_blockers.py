@@ -72,3 +72,34 @@ async def test_young_idle_blocker_is_not_terminated(
     assert code == 75, stderr
     assert await blocker.fetchval("SELECT 1") == 1
     assert "flag" not in await columns(admin)
+
+
+async def test_blockers_hidden_by_missing_privileges_are_waited_for(
+    dsn: str, tmp_path: Path, admin: asyncpg.Connection
+) -> None:
+    """A role without pg_read_all_stats sees no age or state for the superuser's idle
+    session: pre-flight must still wait for it rather than queue behind it."""
+    await admin.execute(
+        "DO $$ BEGIN CREATE ROLE migrator LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        "ALTER TABLE items OWNER TO migrator"
+    )
+    blocker = await idle_blocker(dsn, "items")  # a superuser's session
+    try:
+        result = await run_cli(
+            "apply",
+            "--dsn",
+            dsn.replace("postgres@", "migrator@", 1),
+            "--id",
+            "flag",
+            "--deadline-s",
+            "1.5",
+            "--json",
+            sql=ALTER,
+            tmp_path=tmp_path,
+        )
+        assert result.code == 75, result.stderr
+        assert "details hidden" in result.stderr
+        assert json.loads(result.stdout)["steps"][0]["attempts"] == []  # it never queued
+        assert await blocker.fetchval("SELECT 1") == 1
+    finally:
+        await blocker.close()

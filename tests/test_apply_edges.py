@@ -63,3 +63,28 @@ async def test_someone_elses_cancel_exits_5_with_one_json_document(dsn: str, tmp
     report = json.loads(result.stdout)  # exactly one document
     assert report["error"]["code"] == "cancelled"
     assert [a["outcome"] for a in report["steps"][0]["attempts"]] == ["cancelled_by_someone_else"]
+
+
+async def test_sigterm_stops_cleanly_with_exit_5(dsn: str, tmp_path: Path) -> None:
+    """A pod being stopped: the waiting step is abandoned, nothing is half-applied."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    try:
+        proc = await start_cli(
+            "apply", "--dsn", dsn, "--id", "term", sql="ALTER TABLE items ADD COLUMN t int", tmp_path=tmp_path
+        )
+        await wait_for_session(admin, "zdmproxy:term:")
+        proc.terminate()
+        result = await finish(proc, timeout=15)
+        async with asyncio.timeout(10):  # its connections go away with it
+            while await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'zdmproxy%'"
+            ):
+                await asyncio.sleep(0.01)
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 't'") == 0
+    finally:
+        await blocker.close()
+        await admin.close()
+    assert result.code == 5, result.stderr
+    assert "interrupted" in result.stderr and "0 of 1 step(s) applied" in result.stderr

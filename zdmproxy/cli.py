@@ -7,7 +7,9 @@ Job can retry only 69 (unreachable) and 75 (lock budget ran out).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -165,7 +167,7 @@ def _apply(args: argparse.Namespace) -> int:
             _print_summary(report)
             _report_error(exc, json_output=False)
             return int(exc.exit_code)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, asyncio.CancelledError):
             _print_summary(report)
             err.print(f"[red]interrupted[/red]: {_interrupted(report)}")
             return int(ExitCode.CANCELLED)
@@ -187,6 +189,11 @@ def _interrupted(report: MigrationReport) -> str:
 
 
 async def _apply_async(runner: Runner, script: str, report: MigrationReport) -> None:
+    # SIGTERM (a Kubernetes pod stopping) ends the run like Ctrl-C: the running step's
+    # connection closes, so PostgreSQL rolls it back, and the summary is still printed.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     plan = await _plan_with_catalog(script, runner.dsn)
     await runner.run(plan, report)
 

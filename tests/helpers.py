@@ -8,8 +8,13 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
 
 ITEMS = """
 CREATE TABLE items (id bigint PRIMARY KEY, a int NOT NULL, n int NOT NULL DEFAULT 0);
@@ -90,3 +95,16 @@ async def idle_blocker(dsn: str, table: str, app: str = "reporting") -> asyncpg.
     conn = await asyncpg.connect(dsn, server_settings={"application_name": app})
     await conn.execute(f"BEGIN; SELECT count(*) FROM {table} WHERE id < 10")
     return conn
+
+
+def start_run(
+    dsn: str, migration_id: str, sql: str, **policy: Any
+) -> tuple[MigrationReport, asyncio.Task[Any]]:
+    """Run ``sql`` through the engine in the background; the report fills in as it goes."""
+    report = MigrationReport(migration_id)
+    runner = Runner(dsn, migration_id, MigrationPolicy(**policy))
+    return report, asyncio.create_task(runner.run(make_plan(sql), report))
+
+
+# Pre-flight told to ignore blockers and the watchdog told to stay quiet: attempts really queue.
+QUEUE_ANYWAY = {"blocker_min_age_ms": 10**9, "queue_budget_ms": 10**6}

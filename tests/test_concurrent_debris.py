@@ -6,7 +6,7 @@ import asyncio
 
 import asyncpg
 import pytest
-from helpers import ITEMS
+from helpers import ITEMS, start_run
 
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport, Runner
@@ -24,11 +24,12 @@ async def test_invalid_index_from_a_failed_build_is_dropped_and_rebuilt(dsn: str
     # An old snapshot anywhere in the database makes CIC wait at "waiting for old snapshots".
     snapshot = await asyncpg.connect(dsn)
     await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM other")
-    policy = MigrationPolicy(concurrent_lock_timeout_s=0.3, backoff_max_ms=200)
-    report = MigrationReport("cic")
-    runner = Runner(dsn, "cic", policy)
-    task = asyncio.create_task(
-        runner.run(make_plan("CREATE INDEX CONCURRENTLY items_a_idx ON items (a)"), report)
+    report, task = start_run(
+        dsn,
+        "cic",
+        "CREATE INDEX CONCURRENTLY items_a_idx ON items (a)",
+        concurrent_lock_timeout_s=0.3,
+        backoff_max_ms=200,
     )
     try:
         async with asyncio.timeout(30):
@@ -95,10 +96,14 @@ async def test_interrupted_concurrent_detach_is_finalized(dsn: str) -> None:
     reader = await asyncpg.connect(dsn)  # uses the parent: the detach waits for it to end
     await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM logs")
     # Pre-flight would rightly wait for the reader instead; told not to, the detach times out.
-    policy = MigrationPolicy(concurrent_lock_timeout_s=0.3, backoff_max_ms=200, blocker_min_age_ms=10**9)
-    report = MigrationReport("detach")
-    plan = make_plan("ALTER TABLE logs DETACH PARTITION logs_1 CONCURRENTLY")
-    task = asyncio.create_task(Runner(dsn, "detach", policy).run(plan, report))
+    report, task = start_run(
+        dsn,
+        "detach",
+        "ALTER TABLE logs DETACH PARTITION logs_1 CONCURRENTLY",
+        concurrent_lock_timeout_s=0.3,
+        backoff_max_ms=200,
+        blocker_min_age_ms=10**9,
+    )
     try:
         async with asyncio.timeout(30):
             while not (report.steps and len(report.steps[0].attempts) >= 2):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import ITEMS, idle_blocker, run_cli, wait_until_blocked
+from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, run_cli, start_run, wait_until_blocked
 
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport, Runner
@@ -45,12 +45,14 @@ async def test_lock_timeout_is_retried_until_the_lock_is_free(dsn: str) -> None:
     admin = await asyncpg.connect(dsn)
     await admin.execute(ITEMS)
     blocker = await idle_blocker(dsn, "items")
-    policy = MigrationPolicy(
-        lock_timeout_ms=100, lock_timeout_max_ms=100, blocker_min_age_ms=10**9, queue_budget_ms=10**6
+    report, task = start_run(
+        dsn,
+        "retry",
+        "ALTER TABLE items ADD COLUMN x int",
+        lock_timeout_ms=100,
+        lock_timeout_max_ms=100,
+        **QUEUE_ANYWAY,
     )
-    report = MigrationReport("retry")
-    runner = Runner(dsn, "retry", policy)
-    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN x int"), report))
     try:
         async with asyncio.timeout(20):
             while len(report.steps) == 0 or len(report.steps[0].attempts) < 2:
@@ -73,12 +75,15 @@ async def test_watchdog_cancels_our_wait_when_traffic_queues_behind_it(dsn: str)
     await admin.execute(ITEMS)
     blocker = await idle_blocker(dsn, "items")
     reader = await asyncpg.connect(dsn)
-    policy = MigrationPolicy(
-        lock_timeout_ms=10_000, lock_timeout_max_ms=10_000, blocker_min_age_ms=10**9, queue_budget_ms=50
+    report, task = start_run(
+        dsn,
+        "dog",
+        "ALTER TABLE items ADD COLUMN y int",
+        lock_timeout_ms=10_000,
+        lock_timeout_max_ms=10_000,
+        blocker_min_age_ms=10**9,
+        queue_budget_ms=50,
     )
-    report = MigrationReport("dog")
-    runner = Runner(dsn, "dog", policy)
-    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN y int"), report))
     try:
         ddl_pid = await _first_waiting(admin, "dog")
         read = asyncio.create_task(reader.fetchval("SELECT count(*) FROM items WHERE id = 1"))
@@ -135,12 +140,14 @@ async def test_lost_connection_reconnects_and_retries(dsn: str) -> None:
     admin = await asyncpg.connect(dsn)
     await admin.execute(ITEMS)
     blocker = await idle_blocker(dsn, "items")
-    policy = MigrationPolicy(
-        lock_timeout_ms=10_000, lock_timeout_max_ms=10_000, blocker_min_age_ms=10**9, queue_budget_ms=10**6
+    report, task = start_run(
+        dsn,
+        "lost",
+        "ALTER TABLE items ADD COLUMN z int",
+        lock_timeout_ms=10_000,
+        lock_timeout_max_ms=10_000,
+        **QUEUE_ANYWAY,
     )
-    report = MigrationReport("lost")
-    runner = Runner(dsn, "lost", policy)
-    task = asyncio.create_task(runner.run(make_plan("ALTER TABLE items ADD COLUMN z int"), report))
     try:
         first_pid = await _first_waiting(admin, "lost")
         assert await admin.fetchval("SELECT pg_terminate_backend($1)", first_pid)

@@ -23,10 +23,6 @@ class Effects:
     transactional: bool = True
     notes: tuple[str, ...] = ()
 
-    @property
-    def strongest_mode(self) -> LockMode | None:
-        return max((lock.mode for lock in self.locks), default=None)
-
 
 @dataclass
 class EffectsBuilder:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pglast import ast
-from pglast.stream import RawStream
 
 from zdmproxy.sql.locks import RelationName
 
@@ -29,8 +28,3 @@ def quote_relation(name: RelationName) -> str:
     if name.schema is None:
         return quote_ident(name.name)
     return f"{quote_ident(name.schema)}.{quote_ident(name.name)}"
-
-
-def deparse(node: ast.Node) -> str:
-    """SQL text for a tree, for statements zdmproxy writes itself (cleanup, finalize)."""
-    return str(RawStream()(node))

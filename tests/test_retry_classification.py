@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -160,3 +161,44 @@ async def test_lost_connection_reconnects_and_retries(dsn: str) -> None:
     assert second_pid != first_pid
     outcomes = [a.outcome for a in report.steps[0].attempts]
     assert outcomes == [Outcome.CONNECTION_LOST, Outcome.SUCCEEDED]
+
+
+async def test_reconnect_keeps_trying_while_the_database_refuses_connections(
+    dsn: str, pg_server: Any
+) -> None:
+    """A lost connection during a restart-like window: reconnects are refused for a while,
+    the step keeps trying within its deadline instead of giving up with 69."""
+    admin = await asyncpg.connect(dsn)
+    server = await asyncpg.connect(pg_server.dsn())  # ALTER DATABASE runs from another database
+    await admin.execute(ITEMS)
+    name = await admin.fetchval("SELECT current_database()")
+    blocker = await idle_blocker(dsn, "items")
+    report, task = start_run(
+        dsn,
+        "restart",
+        "ALTER TABLE items ADD COLUMN r int",
+        lock_timeout_ms=10_000,
+        lock_timeout_max_ms=10_000,
+        backoff_max_ms=100,
+        **QUEUE_ANYWAY,
+    )
+    try:
+        pid = await _first_waiting(admin, "restart")
+        await server.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'zdmproxy%' OR pid = $1",
+            pid,
+        )
+        await blocker.close()
+        async with asyncio.timeout(20):  # a few refused reconnects
+            while sum(a.outcome == Outcome.CONNECTION_LOST for a in report.steps[0].attempts) < 3:
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+        await server.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await asyncio.wait_for(task, 20)
+    finally:
+        await server.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+        await server.close()
+        await admin.close()
+    assert report.steps[0].outcome == Outcome.SUCCEEDED

@@ -59,6 +59,8 @@ async def connect(dsn: str, application_name: str, *, timeout: float = 10.0) -> 
         raise DatabaseUnreachable(f"the database refused the connection: {exc}") from exc
     except asyncpg.exceptions.InvalidCatalogNameError as exc:
         raise DatabaseUnreachable(f"no such database: {exc}") from exc
+    except asyncpg.PostgresError as exc:  # e.g. 55000: not accepting connections right now
+        raise DatabaseUnreachable(f"the database refused the connection: {exc}") from exc
     return conn
 
 

@@ -39,7 +39,9 @@ from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.errors import (
     Cancelled,
+    DatabaseUnreachable,
     LockBudgetExhausted,
+    PgErrorInfo,
     StatementTimedOut,
     StepFailed,
     UnsupportedServer,
@@ -180,6 +182,15 @@ class _StepRun:
     async def _attempt(self, number: int) -> None:
         try:
             session, watch, step = await self._prepare()
+        except DatabaseUnreachable as exc:
+            if number == 1:
+                raise  # never reached it: exit 69 at once
+            # Reconnecting after a lost connection (a restarting server): keep trying.
+            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=Outcome.CONNECTION_LOST)
+            record.error, record.ended_at = PgErrorInfo(None, exc.message), time.time()
+            self.report.attempts.append(record)
+            self._after_failure(record)
+            raise AttemptFailed(record) from exc
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             # Failing before the attempt proper (a lost connection, the debris drop's lock
             # timeout) is judged like failing during one.

@@ -186,20 +186,12 @@ class _StepRun:
             if number == 1:
                 raise  # never reached it: exit 69 at once
             # Reconnecting after a lost connection (a restarting server): keep trying.
-            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=Outcome.CONNECTION_LOST)
-            record.error, record.ended_at = PgErrorInfo(None, exc.message), time.time()
-            self.report.attempts.append(record)
-            self._after_failure(record)
-            raise AttemptFailed(record) from exc
+            raise self._failed_early(number, Outcome.CONNECTION_LOST, PgErrorInfo(None, exc.message)) from exc
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             # Failing before the attempt proper (a lost connection, the debris drop's lock
             # timeout) is judged like failing during one.
             outcome = classify_failure(exc, we_cancelled=False, waiting_for_lock=True)
-            record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome)
-            record.error, record.ended_at = pg_error_info(exc), time.time()
-            self.report.attempts.append(record)
-            self._after_failure(record)
-            raise AttemptFailed(record) from exc
+            raise self._failed_early(number, outcome, pg_error_info(exc)) from exc
         self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
         try:
             record = await run_attempt(
@@ -210,6 +202,13 @@ class _StepRun:
             self._after_failure(failed.record)
             raise
         self.report.attempts.append(record)
+
+    def _failed_early(self, number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptFailed:
+        record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome, error=error)
+        record.ended_at = time.time()
+        self.report.attempts.append(record)
+        self._after_failure(record)
+        return AttemptFailed(record)
 
     async def _prepare(self) -> tuple[Session, Session, Step]:
         """Connect, find our relations, wait out blockers, clean up after an earlier failure:

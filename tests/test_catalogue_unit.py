@@ -278,3 +278,20 @@ def test_drop_column_used_by_a_view_is_flagged() -> None:
         classify(cascade, facts).notes
     )
     assert classify(other, facts).notes == ()
+
+
+def test_drop_table_used_by_views_is_flagged() -> None:
+    items = RelationName("public", "items")
+    view = RelationName("public", "item_totals")
+    facts = CatalogFacts(
+        server_version_num=180000,
+        relations={RelationName(None, "items"): RelationInfo(items, "r", views=(view,))},
+    )
+    (plain,) = parse_script("DROP TABLE items")
+    (cascade,) = parse_script("DROP TABLE items CASCADE")
+    assert classify(plain, facts).notes == (
+        "public.items is used by public.item_totals: DROP fails without CASCADE",
+    )
+    assert classify(cascade, facts).notes == (
+        "public.items is used by public.item_totals: CASCADE drops them too",
+    )

@@ -162,6 +162,13 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
             if cascade:
                 for child in info.fk_children:
                     out.lock(child, AEL)
+            if info.views:
+                views = ", ".join(map(str, info.views))
+                out.note(
+                    f"{name} is used by {views}: CASCADE drops them too"
+                    if cascade
+                    else f"{name} is used by {views}: DROP fails without CASCADE"
+                )
             # Partitions go with their partitioned table; inheritance children only with CASCADE.
             Tree(name, info, recurse=info.is_partitioned or cascade).lock_children(out, AEL)
             if info.partition_of is not None:

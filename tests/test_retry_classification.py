@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, run_cli, start_run, wait_until_blocked
 
+from zdmproxy.engine.events import Event, EventKind
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.errors import StatementTimedOut, StepFailed
@@ -34,11 +35,14 @@ async def test_syntax_error_fails_at_once_with_its_position(dsn: str, tmp_path: 
 
 async def test_missing_table_fails_at_once(dsn: str) -> None:
     report = MigrationReport("missing")
-    runner = Runner(dsn, "missing", MigrationPolicy())
+    events: list[Event] = []
+    runner = Runner(dsn, "missing", MigrationPolicy(), sink=events.append)
     with pytest.raises(StepFailed) as failure:
         await runner.run(make_plan("ALTER TABLE nope ADD COLUMN x int"), report)
     assert failure.value.pg is not None and failure.value.pg.sqlstate == "42P01"
     assert [a.outcome for a in report.steps[0].attempts] == [Outcome.FAILED]
+    assert [e.kind for e in events][-1] == EventKind.STEP_FAILED  # observable, like every decision
+    assert "nope" in events[-1].message
 
 
 async def test_lock_timeout_is_retried_until_the_lock_is_free(dsn: str) -> None:

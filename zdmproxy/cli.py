@@ -206,16 +206,18 @@ def _print_event(event: Event) -> None:
         err.print(f"[bold]{escape(number)} {escape(sql[:120])}[/bold]")
         err.print(f"    [dim]{escape(event.detail)}[/dim]")
         return
-    if event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1:
-        return
+    if event.kind is EventKind.STEP_FAILED or (
+        event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1
+    ):
+        return  # a failure is printed once, as the command's error, after the summary
     style = {
         EventKind.WAITING_FOR_BLOCKERS: "yellow",
         EventKind.BLOCKER_TERMINATED: "red",
         EventKind.AUTOVACUUM_CANCELLED: "yellow",
         EventKind.ATTEMPT_FAILED: "yellow",
         EventKind.DEBRIS_DROPPED: "yellow",
+        EventKind.DETACH_RESUMED: "yellow",
         EventKind.STEP_SUCCEEDED: "green",
-        EventKind.STEP_FAILED: "red",
     }.get(event.kind, "dim")
     mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
     err.print(f"    [{style}]{mark}{escape(event.message)}[/{style}]")

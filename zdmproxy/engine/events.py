@@ -19,6 +19,7 @@ class EventKind(StrEnum):
     BLOCKER_TERMINATED = "blocker_terminated"
     AUTOVACUUM_CANCELLED = "autovacuum_cancelled"
     DEBRIS_DROPPED = "debris_dropped"
+    DETACH_RESUMED = "detach_resumed"
     ATTEMPT_STARTED = "attempt_started"
     ATTEMPT_FAILED = "attempt_failed"
     STEP_SUCCEEDED = "step_succeeded"

@@ -46,6 +46,7 @@ from zdmproxy.errors import (
     StepFailed,
     UnsupportedServer,
     UnsupportedStatement,
+    ZdmError,
 )
 from zdmproxy.plan.model import Plan, Step
 from zdmproxy.policy import MigrationPolicy
@@ -162,9 +163,14 @@ class _StepRun:
                     await self._attempt(attempt.retry_state.attempt_number)
         except AttemptFailed as failed:
             self.report.outcome = failed.record.outcome
-            raise self._final_error(failed.record) from failed
-        except LockBudgetExhausted:
-            self.report.outcome = Outcome.BLOCKED
+            error = self._final_error(failed.record)
+            self.emit(EventKind.STEP_FAILED, error.message)
+            raise error from failed
+        except ZdmError as error:  # pre-flight ran out of time, the database became unreachable
+            self.report.outcome = (
+                Outcome.BLOCKED if isinstance(error, LockBudgetExhausted) else Outcome.FAILED
+            )
+            self.emit(EventKind.STEP_FAILED, error.message)
             raise
         except BaseException:
             self.report.outcome = Outcome.FAILED
@@ -224,7 +230,7 @@ class _StepRun:
             self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
         finish = await resume_detach(watch, self.step)
         if finish is not None:
-            self.emit(EventKind.DEBRIS_DROPPED, finish.reason)
+            self.emit(EventKind.DETACH_RESUMED, finish.reason)
             return session, watch, finish
         return session, watch, self.step
 
@@ -333,7 +339,7 @@ class _StepRun:
                 return
             await asyncio.sleep(min(self.policy.blocker_poll_ms / 1000, max(0.0, end - time.monotonic())))
 
-    def _final_error(self, record: AttemptRecord) -> Exception:
+    def _final_error(self, record: AttemptRecord) -> ZdmError:
         summary = self.report.blocked_summary()
         where = f"step {self.report.index + 1} ({self.step.sql[:60]!r})"
         if record.outcome is Outcome.CANCELLED:

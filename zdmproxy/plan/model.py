@@ -41,11 +41,6 @@ class Step:
     def scans_table(self) -> bool:
         return bool(self.scans)
 
-    @property
-    def concurrent(self) -> bool:
-        """CONCURRENTLY-family steps: their long waits queue nobody, their failures leave debris."""
-        return not self.transactional
-
     def as_dict(self) -> dict[str, object]:
         return {
             "sql": self.sql,

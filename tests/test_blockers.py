@@ -81,7 +81,8 @@ async def test_blockers_hidden_by_missing_privileges_are_waited_for(
     session: pre-flight must still wait for it rather than queue behind it."""
     await admin.execute(
         "DO $$ BEGIN CREATE ROLE migrator LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
-        "ALTER TABLE items OWNER TO migrator"
+        "ALTER TABLE items OWNER TO migrator;"
+        "CREATE SCHEMA zdmproxy AUTHORIZATION migrator"  # where the journal lives
     )
     blocker = await idle_blocker(dsn, "items")  # a superuser's session
     try:

@@ -124,3 +124,40 @@ class LockBudgetExhausted(ZdmError):
 
     code = "lock_budget_exhausted"
     exit_code = ExitCode.LOCK_BUDGET_EXHAUSTED
+
+
+class ChecksumConflict(ZdmError):
+    """The id is recorded with different SQL: an applied migration is never silently replaced."""
+
+    code = "checksum_conflict"
+    exit_code = ExitCode.CONFLICT
+
+
+class MigrationBusy(ZdmError):
+    """Another process holds the migration's run lock (it is running it right now)."""
+
+    code = "migration_busy"
+    exit_code = ExitCode.WAIT_TIMED_OUT
+
+
+class WaitTimedOut(ZdmError):
+    """We waited for another process's run of the migration longer than the caller allowed."""
+
+    code = "wait_timed_out"
+    exit_code = ExitCode.WAIT_TIMED_OUT
+
+
+class RecordedFailure(ZdmError):
+    """A failure the journal recorded for a run of another process, reported as it was recorded."""
+
+    def __init__(self, message: str, *, code: str, exit_code: int, pg: PgErrorInfo | None = None) -> None:
+        super().__init__(message, pg=pg)
+        self.code = code
+        self.exit_code = ExitCode(exit_code)
+
+
+class OutOfOrder(ZdmError):
+    """A new migration file is older than one already applied from the same folder."""
+
+    code = "out_of_order"
+    exit_code = ExitCode.CONFLICT

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from zdmproxy.engine.blockers import Target
 from zdmproxy.engine.connector import Session, execute_quietly
@@ -73,11 +74,15 @@ async def run_attempt(
     policy: MigrationPolicy,
     number: int,
     time_left_s: float,
+    *,
+    commit_with: tuple[str, tuple[Any, ...]] | None = None,
 ) -> AttemptRecord:
     """Run ``step`` once; return its record, or raise AttemptFailed carrying it.
 
     Lock waits never outlast the step's deadline (``time_left_s``); a statement that got its
-    locks may run for its whole statement_timeout.
+    locks may run for its whole statement_timeout. ``commit_with`` is a statement (and its
+    arguments) a transactional step runs in its own transaction just before COMMIT: the
+    journal's row saying the step is done, so the two commit together or not at all.
     """
     if step.transactional:
         lock_timeout_ms = policy.lock_timeout_for(number)
@@ -109,6 +114,8 @@ async def run_attempt(
                     await run(statement)
                 in_lock_phase = False
                 await run(step.sql)
+                if commit_with is not None:
+                    await session.execute(commit_with[0], *commit_with[1])
                 await run("COMMIT")
             else:
                 await run(

@@ -11,10 +11,13 @@ from typing import Any
 
 from zdmproxy.engine.connector import Session, server_version_num
 from zdmproxy.engine.queries import QUERIES
+from zdmproxy.plan.model import Plan
+from zdmproxy.plan.planner import make_plan
 from zdmproxy.sql.catalogue import mentioned_relations
 from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ColumnType, ConstraintInfo, RelationInfo
 from zdmproxy.sql.locks import RelationName
-from zdmproxy.sql.parse import Statement
+from zdmproxy.sql.parse import Statement, parse_script
+from zdmproxy.sql.relations import MAX_VIEW_DEPTH
 from zdmproxy.sql.types import function_names, not_null_check_column
 
 
@@ -27,9 +30,23 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
     statements = list(statements)
     written = list(dict.fromkeys(n for s in statements for n in mentioned_relations(s)))
     relations: dict[RelationName, RelationInfo] = {}
-    for name, info in zip(written, await _resolve(session, written), strict=True):
-        if info is not None:
-            relations[name] = info
+    # A view's query names relations of its own, which reading or writing the view reaches:
+    # resolve them too, level by level (views on views), as the rewriter would expand them.
+    asked: set[RelationName] = set()
+    for _ in range(MAX_VIEW_DEPTH + 1):
+        asked.update(written)
+        for name, info in zip(written, await _resolve(session, written), strict=True):
+            if info is not None:
+                relations[name] = info
+        in_views = (
+            name
+            for info in relations.values()
+            if info.view_definition
+            for name in mentioned_relations(parse_script(info.view_definition)[0])
+        )
+        written = list(dict.fromkeys(name for name in in_views if name not in asked))
+        if not written:
+            break
     known = {info.name for info in relations.values()}
     tables = list(dict.fromkeys(i.table for i in relations.values() if i.table and i.table not in known))
     for name, info in zip(tables, await _resolve(session, tables), strict=True):
@@ -97,6 +114,8 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         column_views=_column_views(views),
         children=tuple(ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"]) for c in children),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
+        view_definition=row["view_definition"],
+        instead=row["instead"],
     )
 
 
@@ -117,3 +136,8 @@ def _column_views(rows: list[Any]) -> dict[str, tuple[RelationName, ...]]:
         if row["attname"] is not None:
             by_column.setdefault(row["attname"], []).append(RelationName(row["nspname"], row["relname"]))
     return {column: tuple(names) for column, names in by_column.items()}
+
+
+async def plan_script(session: Session, script: str) -> Plan:
+    """The plan of ``script`` for the database behind ``session``, from its catalog."""
+    return make_plan(script, await read_facts(session, parse_script(script)))

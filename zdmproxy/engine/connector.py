@@ -37,13 +37,32 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
-async def connect(dsn: str, application_name: str, *, timeout: float = 10.0) -> Session:
-    """Open a dedicated connection named for zdmproxy (visible in pg_stat_activity)."""
+# The session steps run on. If zdmproxy dies (kill -9, a lost node) while a step runs, its
+# backend must not go on changing the schema unseen: the server checks every second whether
+# the client is still there (PostgreSQL 14+) and TCP keepalives turn a silently dropped network
+# into a closed socket within about half a minute. The backend then aborts its statement and
+# ends, which also releases the migration's run lock held by this session.
+STEP_SESSION_SETTINGS = {
+    "client_connection_check_interval": "1000",
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+}
+
+
+async def connect(
+    dsn: str, application_name: str, *, timeout: float = 10.0, step_session: bool = False
+) -> Session:
+    """Open a dedicated connection named for zdmproxy (visible in pg_stat_activity);
+    ``step_session`` adds STEP_SESSION_SETTINGS (the server must be 14 or later)."""
+    settings = {"application_name": application_name[:63]}
+    if step_session:
+        settings.update(STEP_SESSION_SETTINGS)
     try:
         conn: Session = await asyncpg.connect(
             dsn,
             timeout=timeout,
-            server_settings={"application_name": application_name[:63]},
+            server_settings=settings,
             statement_cache_size=0,
         )
     except (

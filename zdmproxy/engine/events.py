@@ -24,6 +24,9 @@ class EventKind(StrEnum):
     ATTEMPT_FAILED = "attempt_failed"
     STEP_SUCCEEDED = "step_succeeded"
     STEP_FAILED = "step_failed"
+    # Migration-level (step -1): another process is running it; we took over a stopped run.
+    WAITING_FOR_OTHER_RUN = "waiting_for_other_run"
+    TAKING_OVER = "taking_over"
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ def _duration(seconds: float) -> str:
 @dataclass(frozen=True)
 class Event:
     kind: EventKind
-    step: int  # 0-based index of the step in its plan
+    step: int  # 0-based index of the step in its plan; -1 for the migration as a whole
     message: str
     attempt: int | None = None
     blockers: tuple[Blocker, ...] = ()

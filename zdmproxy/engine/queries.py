@@ -5,8 +5,9 @@ from __future__ import annotations
 from importlib.resources import files
 
 
-def _load() -> dict[str, str]:
-    text = files("zdmproxy.engine").joinpath("queries.sql").read_text(encoding="utf-8")
+def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
+    """The ``-- name: <name>`` blocks of a package's SQL file, by name."""
+    text = files(package).joinpath(filename).read_text(encoding="utf-8")
     blocks: dict[str, str] = {}
     name: str | None = None
     for line in text.splitlines():
@@ -18,4 +19,4 @@ def _load() -> dict[str, str]:
     return {key: value.strip() for key, value in blocks.items()}
 
 
-QUERIES = _load()
+QUERIES = load_queries("zdmproxy.engine")

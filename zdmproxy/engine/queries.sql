@@ -7,7 +7,12 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
        CASE WHEN c.relkind IN ('r', 'p', 'm', 'i') THEN pg_total_relation_size(c.oid) END AS total_bytes,
        ti.nspname AS index_table_schema, tc.relname AS index_table_name,
        dn.nspname AS default_partition_schema, dc.relname AS default_partition_name,
-       pn.nspname AS partition_of_schema, pc.relname AS partition_of_name
+       pn.nspname AS partition_of_schema, pc.relname AS partition_of_name,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS view_definition,
+       -- INSTEAD OF triggers (tgtype bit 6) or non-SELECT INSTEAD rules: a write runs them.
+       EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & 64 <> 0)
+       OR EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.is_instead AND r.ev_type <> '1')
+         AS instead
   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(schema, name, ord)
   JOIN pg_class c
     ON c.oid = to_regclass(CASE WHEN w.schema IS NULL THEN quote_ident(w.name)
@@ -171,3 +176,13 @@ SELECT c.oid::regclass::text AS name
 SELECT coalesce(bool_or(i.inhdetachpending), false)
   FROM pg_inherits i
  WHERE i.inhrelid = to_regclass($1);
+
+-- name: index_validity
+-- Whether the index named $1 is valid; no row when it does not exist.
+SELECT ix.indisvalid
+  FROM pg_index ix
+ WHERE ix.indexrelid = to_regclass($1);
+
+-- name: partition_attached
+-- Whether relation $1 is still a partition (or inheritance child) of $2.
+SELECT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2));

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -24,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from zdmproxy.engine import verify
 from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
 from zdmproxy.engine.blockers import (
     Target,
@@ -36,11 +38,13 @@ from zdmproxy.engine.blockers import (
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes, resume_detach
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
+from zdmproxy.engine.ledger import NO_LEDGER, Ledger
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.errors import (
     Cancelled,
     DatabaseUnreachable,
     LockBudgetExhausted,
+    MigrationBusy,
     PgErrorInfo,
     StatementTimedOut,
     StepFailed,
@@ -90,59 +94,139 @@ class MigrationReport:
 
 
 class Runner:
-    """Runs plans against one database for one migration id."""
+    """Runs plans against one database for one migration id.
+
+    The step session (the connection steps run on) lives for the whole run, so
+    the ledger's run lock taken on it (``Ledger.claim``) lives exactly as long as
+    the backend that could still be changing the schema. A caller may hand in a
+    session it opened and claimed; the runner replaces it after a lost
+    connection (claiming the new one) and closes the watch session at the end.
+    """
 
     def __init__(
-        self, dsn: str, migration_id: str, policy: MigrationPolicy, sink: EventSink = ignore
+        self,
+        dsn: str,
+        migration_id: str,
+        policy: MigrationPolicy,
+        sink: EventSink = ignore,
+        *,
+        ledger: Ledger = NO_LEDGER,
+        session: Session | None = None,
     ) -> None:
         self.dsn = dsn
         self.migration_id = migration_id
         self.policy = policy
         self.sink = sink
+        self.ledger = ledger
+        self.session = session
+        self.watch: Session | None = None
 
     async def run(self, plan: Plan, report: MigrationReport | None = None) -> MigrationReport:
-        """Run every step; raises a ZdmError on the first step that cannot complete.
+        """Run every step of ``plan``; raises a ZdmError on the first step that cannot complete.
 
         ``report`` (filled in as steps run) stays readable after an error.
         """
-        report = report if report is not None else MigrationReport(self.migration_id)
-        report.planned = len(plan.steps)
         if plan.from_catalog and plan.server_version_num < MIN_SERVER_VERSION_NUM:
             raise UnsupportedServer(
                 f"apply needs PostgreSQL 14 or later (the watchdog reads pg_locks.waitstart); "
                 f"this server is {plan.server_version_num // 10000}. `zdmproxy plan` still works."
             )
-        refused = [s for s in plan.steps if s.destructive and not self.policy.allow_destructive]
+        return await self.run_steps(plan.steps, report)
+
+    async def run_steps(
+        self,
+        steps: Sequence[Step],
+        report: MigrationReport | None = None,
+        *,
+        start_at: int = 0,
+        close_session: bool = True,
+    ) -> MigrationReport:
+        """Run ``steps`` from ``start_at`` (the ones before are done). With
+        ``close_session=False`` the step session stays open, and its run lock held, for the
+        caller to record the outcome before letting go (then ``close()``)."""
+        report = report if report is not None else MigrationReport(self.migration_id)
+        report.planned = len(steps)
+        pending = steps[start_at:]
+        refused = [s for s in pending if s.destructive and not self.policy.allow_destructive]
         if refused:
             raise UnsupportedStatement(
                 f"refusing a destructive statement ({refused[0].destructive}): {refused[0].sql!r}; "
                 "pass --allow-destructive (ZDM_ALLOW_DESTRUCTIVE=true) if this is intended"
             )
-        for index, step in enumerate(plan.steps):
-            step_report = StepReport(index, step)
-            report.steps.append(step_report)
-            await _StepRun(self, step_report).run()
+        unverified = [s for s in pending if s.unverified and not self.policy.allow_unverified_locks]
+        if unverified:
+            raise UnsupportedStatement(
+                f"refusing a statement the lock catalogue does not know ({unverified[0].unverified}): "
+                f"{unverified[0].sql!r}; pass --allow-unverified-locks (ZDM_ALLOW_UNVERIFIED_LOCKS=true) "
+                "to run it as written, under the timeouts and the watchdog but without taking its locks first"
+            )
+        try:
+            for index in range(start_at, len(steps)):
+                step_report = StepReport(index, steps[index])
+                report.steps.append(step_report)
+                await _StepRun(self, step_report).run()
+        finally:
+            await self.close(watch_only=not close_session)
         return report
+
+    async def sessions(self, step_index: int) -> tuple[Session, Session]:
+        """The step session (claimed for the ledger when new) and the watch session."""
+        if self.session is None or self.session.is_closed():
+            self.session = None
+            session = await connect(self.dsn, f"zdmproxy:{self.migration_id}", step_session=True)
+            try:
+                await self.ledger.claim(session)
+            except BaseException:
+                await session.close()
+                raise
+            self.session = session
+        if self.watch is None or self.watch.is_closed():
+            self.watch = await connect(self.dsn, f"zdmproxy-watch:{self.migration_id}")
+        return self.session, self.watch
+
+    async def close(self, *, watch_only: bool = False) -> None:
+        for session in (self.watch,) if watch_only else (self.session, self.watch):
+            if session is not None and not session.is_closed():
+                await session.close()
+
+
+class _AlreadyApplied(Exception):
+    """The step's effect is already in the database: an earlier run or attempt committed it."""
 
 
 class _StepRun:
-    """The state of one step while it runs: its sessions, deadline and report."""
+    """The state of one step while it runs: its deadline, report and ledger record."""
 
     def __init__(self, runner: Runner, report: StepReport) -> None:
         self.runner = runner
         self.policy = runner.policy
+        self.ledger = runner.ledger
         self.report = report
         self.step = report.step
         self.deadline = time.monotonic() + self.policy.deadline_s
-        self.session: Session | None = None
-        self.watch: Session | None = None
         self.targets: list[Target] = []
+        # Set when an earlier run or attempt may have applied the step before it was cut off:
+        # the next attempt first asks the ledger (transactional) or the catalog (not).
+        self.recheck = False
+
+    @property
+    def session(self) -> Session | None:
+        return self.runner.session
+
+    @property
+    def watch(self) -> Session | None:
+        return self.runner.watch
+
+    @watch.setter
+    def watch(self, value: Session | None) -> None:
+        self.runner.watch = value
 
     def emit(self, kind: EventKind, message: str, **extra: object) -> None:
         self.runner.sink(Event(kind, self.report.index, message, **extra))  # type: ignore[arg-type]
 
     async def run(self) -> None:
         started = time.monotonic()
+        index = self.report.index
         self.emit(EventKind.STEP_STARTED, self.step.sql, detail=self.step.reason)
         retrying = AsyncRetrying(
             retry=retry_if_exception(
@@ -157,28 +241,42 @@ class _StepRun:
             sleep=self._pause,
             reraise=True,
         )
+        found_applied = False
         try:
+            self.recheck = await self.ledger.step_started(index)
             async for attempt in retrying:
                 with attempt:
                     await self._attempt(attempt.retry_state.attempt_number)
+        except _AlreadyApplied:
+            found_applied = True
         except AttemptFailed as failed:
             self.report.outcome = failed.record.outcome
             error = self._final_error(failed.record)
             self.emit(EventKind.STEP_FAILED, error.message)
+            await self.ledger.step_failed(index, self.report.outcome, error)  # type: ignore[arg-type]
             raise error from failed
+        except MigrationBusy:
+            # Another process took the migration over while we reconnected: it is theirs now,
+            # and this run records nothing more.
+            self.report.outcome = Outcome.FAILED
+            raise
         except ZdmError as error:  # pre-flight ran out of time, the database became unreachable
             self.report.outcome = (
                 Outcome.BLOCKED if isinstance(error, LockBudgetExhausted) else Outcome.FAILED
             )
             self.emit(EventKind.STEP_FAILED, error.message)
+            await self.ledger.step_failed(index, self.report.outcome, error)
             raise
         except BaseException:
             self.report.outcome = Outcome.FAILED
             raise
-        finally:
-            await self._close()
+        if not self.step.transactional or found_applied:
+            await self.ledger.step_succeeded(index)  # transactional steps committed their own row
         self.report.outcome = Outcome.SUCCEEDED
         attempts = len(self.report.attempts)
+        if found_applied:
+            self.emit(EventKind.STEP_SUCCEEDED, "already applied by an earlier attempt that was cut off")
+            return
         self.emit(
             EventKind.STEP_SUCCEEDED,
             f"done in {(time.monotonic() - started) * 1000:.0f} ms"
@@ -189,37 +287,51 @@ class _StepRun:
         try:
             session, watch, step = await self._prepare()
         except DatabaseUnreachable as exc:
-            if number == 1:
+            if number == 1 and not self.recheck:
                 raise  # never reached it: exit 69 at once
             # Reconnecting after a lost connection (a restarting server): keep trying.
-            raise self._failed_early(number, Outcome.CONNECTION_LOST, PgErrorInfo(None, exc.message)) from exc
+            raise await self._failed_early(
+                number, Outcome.CONNECTION_LOST, PgErrorInfo(None, exc.message)
+            ) from exc
         except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
             # Failing before the attempt proper (a lost connection, the debris drop's lock
             # timeout) is judged like failing during one.
             outcome = classify_failure(exc, we_cancelled=False, waiting_for_lock=True)
-            raise self._failed_early(number, outcome, pg_error_info(exc)) from exc
+            raise await self._failed_early(number, outcome, pg_error_info(exc)) from exc
         self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
         try:
             record = await run_attempt(
-                session, watch, step, self.targets, self.policy, number, self._time_left()
+                session,
+                watch,
+                step,
+                self.targets,
+                self.policy,
+                number,
+                self._time_left(),
+                commit_with=self.ledger.commit_statement(self.report.index),
             )
         except AttemptFailed as failed:
-            self.report.attempts.append(failed.record)
-            self._after_failure(failed.record)
+            await self._after_failure(failed.record)
             raise
         self.report.attempts.append(record)
+        await self.ledger.attempt_ended(self.report.index, record)
 
-    def _failed_early(self, number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptFailed:
+    async def _failed_early(self, number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptFailed:
         record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome, error=error)
         record.ended_at = time.time()
-        self.report.attempts.append(record)
-        self._after_failure(record)
+        await self._after_failure(record)
         return AttemptFailed(record)
 
     async def _prepare(self) -> tuple[Session, Session, Step]:
         """Connect, find our relations, wait out blockers, clean up after an earlier failure:
         all before asking for any lock. Returns the step to run this time."""
-        session, watch = await self._sessions()
+        session, watch = await self.runner.sessions(self.report.index)
+        name = f"zdmproxy:{self.runner.migration_id}:step{self.report.index + 1}"[:63]
+        await session.execute("SELECT set_config('application_name', $1, false)", name)
+        if self.recheck:
+            if await self._already_applied(watch):
+                raise _AlreadyApplied
+            self.recheck = False
         self.targets = await resolve_targets(watch, self.step.locks)
         await self._preflight()
         if self.step.transactional:
@@ -234,22 +346,31 @@ class _StepRun:
             return session, watch, finish
         return session, watch, self.step
 
-    def _after_failure(self, record: AttemptRecord) -> None:
+    async def _already_applied(self, watch: Session) -> bool:
+        """After a cut-off run or attempt: did the step take effect before it was cut off?
+
+        A transactional step committed exactly when the ledger's row did (same transaction);
+        a non-transactional one is looked up in the catalog (verify.py), and when the catalog
+        cannot tell, running it again is what the statement itself tolerates.
+        """
+        if self.step.transactional:
+            return await self.ledger.step_committed(self.report.index)
+        return bool(await verify.applied(watch, self.step))
+
+    async def _after_failure(self, record: AttemptRecord) -> None:
         assert record.outcome is not None
+        self.report.attempts.append(record)
         message = f"attempt {record.number}: {record.outcome.value}"
         if record.error is not None:
             message += f" ({record.error.sqlstate}: {record.error.message})"
         if record.outcome is Outcome.CONNECTION_LOST:
-            self.session = self.watch = None  # reconnect both for the next attempt
+            # Close what is left of both (a half-open step session would keep its run lock) and
+            # find out, before trying again, whether the lost attempt had committed.
+            await self.runner.close()
+            self.runner.session = self.watch = None
+            self.recheck = True
         self.emit(EventKind.ATTEMPT_FAILED, message, attempt=record.number, blockers=record.blockers)
-
-    async def _sessions(self) -> tuple[Session, Session]:
-        name = f"zdmproxy:{self.runner.migration_id}:step{self.report.index + 1}"
-        if self.session is None or self.session.is_closed():
-            self.session = await connect(self.runner.dsn, name)
-        if self.watch is None or self.watch.is_closed():
-            self.watch = await connect(self.runner.dsn, f"zdmproxy-watch:{self.runner.migration_id}")
-        return self.session, self.watch
+        await self.ledger.attempt_ended(self.report.index, record)
 
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
@@ -366,8 +487,3 @@ class _StepRun:
                 pg=error,
             )
         return StepFailed(message, pg=error)
-
-    async def _close(self) -> None:
-        for session in (self.session, self.watch):
-            if session is not None and not session.is_closed():
-                await session.close()

@@ -1,0 +1,94 @@
+"""The command line: ``zdmproxy plan``, ``apply``, ``status`` and ``history``.
+
+Exit codes are part of the interface (README, "Exit codes") so a Kubernetes
+Job can retry only 69 (unreachable) and 75 (lock budget ran out); each
+command lives in its own module, this one only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from zdmproxy import __version__
+from zdmproxy.cli import apply as apply_command
+from zdmproxy.cli import journal as journal_commands
+from zdmproxy.cli import plan as plan_command
+from zdmproxy.cli.shared import add_database_arguments, err, report_error
+from zdmproxy.errors import ExitCode, ZdmError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except ZdmError as exc:
+        report_error(exc, json_output=getattr(args, "json", False))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        return int(ExitCode.CANCELLED)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zdmproxy", description="Run PostgreSQL schema changes without lock-queue outages."
+    )
+    parser.add_argument("--version", action="version", version=f"zdmproxy {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    plan = commands.add_parser("plan", help="show the locks, rewrites and steps of a SQL file")
+    plan.add_argument("file", help="SQL file, or - for standard input")
+    plan.add_argument("--dsn", help="resolve schemas, constraints and sizes from this database")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON (DESIGN.md contract)")
+    plan.set_defaults(handler=plan_command.run)
+
+    apply = commands.add_parser(
+        "apply",
+        help="run a SQL file (with --id) or a folder of versioned files through the engine, once",
+    )
+    apply.add_argument("path", metavar="FILE|DIR", help="SQL file (- for standard input), or a folder")
+    apply.add_argument("--id", help="migration id of a FILE (a folder's files are named by their file names)")
+    add_database_arguments(apply)
+    apply.add_argument(
+        "--embedded", action="store_true", help="run on a throwaway embedded PostgreSQL (for the demo)"
+    )
+    apply.add_argument(
+        "--out-of-order", action="store_true", help="apply a folder's files older than the newest applied"
+    )
+    apply.add_argument(
+        "--wait-timeout-s",
+        type=float,
+        help="give up (exit 4) after waiting this long for another process running the same migration",
+    )
+    apply.add_argument("--allow-destructive", action="store_true", help="permit DROP TABLE, TRUNCATE ...")
+    apply.add_argument(
+        "--allow-unverified-locks",
+        action="store_true",
+        help="run statements whose locks the catalogue does not know, as written (no LOCK first)",
+    )
+    apply.add_argument("--queue-budget-ms", type=float, help="longest wait we may cause (default 100)")
+    apply.add_argument("--lock-timeout-ms", type=float, help="hard bound on one lock wait (default 1000)")
+    apply.add_argument("--statement-timeout-s", type=float, help="bound on one transactional step")
+    apply.add_argument("--deadline-s", type=float, help="total time a step may keep trying (default 900)")
+    apply.add_argument(
+        "--terminate-idle-blockers-after-s",
+        type=float,
+        help="opt-in: terminate sessions idle in transaction longer than this that block a step",
+    )
+    apply.add_argument("--json", action="store_true", help="print the attempts report as JSON")
+    apply.set_defaults(handler=apply_command.run)
+
+    status = commands.add_parser("status", help="what the journal holds for a migration id or a folder")
+    status.add_argument("target", metavar="ID|DIR", nargs="?", help="a migration id, or a folder of files")
+    add_database_arguments(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=journal_commands.status)
+
+    history = commands.add_parser("history", help="the migrations the journal holds, newest first")
+    add_database_arguments(history)
+    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    history.add_argument("--json", action="store_true", help="print JSON")
+    history.set_defaults(handler=journal_commands.history)
+    return parser

@@ -1,0 +1,243 @@
+"""``zdmproxy apply``: a SQL file (with --id) or a folder of versioned files, each migration once.
+
+Exit codes are part of the interface (README, "Exit codes") so a Kubernetes
+Job can retry only 69 (unreachable) and 75 (lock budget ran out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvloop
+from rich.markup import escape
+
+from zdmproxy.cli.shared import database_url, err, out, read_script, report_error
+from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.runner import MigrationReport
+from zdmproxy.errors import ExitCode, UsageError, ZdmError
+from zdmproxy.journal.coordinator import Applied, Coordinator, Request, Result
+from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_id, scan
+from zdmproxy.journal.ledger import Caller
+from zdmproxy.journal.steps import checksum
+from zdmproxy.journal.store import Journal
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.settings import load_settings
+from zdmproxy.sql.parse import parse_script
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {
+        "allow_destructive": True if args.allow_destructive else None,
+        "allow_unverified_locks": True if args.allow_unverified_locks else None,
+        "queue_budget_ms": args.queue_budget_ms,
+        "lock_timeout_ms": args.lock_timeout_ms,
+        "statement_timeout_s": args.statement_timeout_s,
+        "deadline_s": args.deadline_s,
+        "terminate_idle_blockers_after_s": args.terminate_idle_blockers_after_s,
+    }
+    settings = load_settings()
+    policy = settings.policy(**{k: v for k, v in overrides.items() if v is not None})
+    batch = _batch(args)  # read, name-check and parse everything before touching any database
+    with ExitStack() as stack:
+        dsn = database_url(args, settings, stack, embedded=args.embedded)
+        runs: list[tuple[MigrationReport, Applied | None]] = []
+        try:
+            uvloop.run(_apply_async(dsn, batch, policy, args, runs))
+        except ZdmError as exc:
+            if args.json:  # one document on stdout: the report, with the error in it
+                out.print_json(json.dumps({**_runs_dict(batch, runs), "error": exc.as_dict()}, default=str))
+            if runs:
+                _print_summary(*runs[-1])
+            report_error(exc, json_output=False)
+            return int(exc.exit_code)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            if runs:
+                _print_summary(*runs[-1])
+                err.print(f"[red]interrupted[/red]: {_interrupted(runs[-1][0])}")
+            else:
+                err.print("[red]interrupted[/red] before any step ran")
+            return int(ExitCode.CANCELLED)
+        if args.json:
+            out.print_json(json.dumps(_runs_dict(batch, runs), default=str))
+    return int(ExitCode.OK)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What one ``apply`` was asked to run: one file with --id, or a folder's files."""
+
+    requests: tuple[Request, ...]
+    folder: tuple[MigrationFile, ...] | None = None  # None: a single FILE
+
+
+def _batch(args: argparse.Namespace) -> _Batch:
+    if args.path != "-" and Path(args.path).is_dir():
+        if args.id:
+            raise UsageError(
+                f"--id is for a FILE; the files of folder {args.path} are named by their file names"
+            )
+        files = tuple(scan(Path(args.path)))
+        requests = []
+        for file in files:
+            script = read_script(str(file.path))
+            parse_script(script)
+            requests.append(Request(file.migration_id, script, file.version_text, file.path.name))
+        return _Batch(tuple(requests), files)
+    if args.out_of_order:
+        raise UsageError("--out-of-order is for a folder of versioned files")
+    if not args.id:
+        raise UsageError(
+            "apply FILE needs --id ID (the migration's id; a folder's files are named by their names)"
+        )
+    script = read_script(args.path)
+    parse_script(script)
+    return _Batch((Request(check_id(args.id), script),))
+
+
+async def _apply_async(
+    dsn: str,
+    batch: _Batch,
+    policy: MigrationPolicy,
+    args: argparse.Namespace,
+    runs: list[tuple[MigrationReport, Applied | None]],
+) -> None:
+    # SIGTERM (a Kubernetes pod stopping) ends the run like Ctrl-C: the running step's
+    # connection closes, so PostgreSQL rolls it back, and the summary is still printed.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    journal = await Journal.open(dsn, "zdmproxy-journal")
+    try:
+        if batch.folder is not None:
+            checks = {r.migration_id: checksum(parse_script(r.script)) for r in batch.requests}
+            check_against_journal(
+                batch.folder, checks, await journal.versioned(), out_of_order=args.out_of_order
+            )
+        coordinator = Coordinator(
+            dsn,
+            journal,
+            policy,
+            Caller("zdmproxy apply"),
+            sink=_print_event,
+            wait_timeout_s=args.wait_timeout_s,
+        )
+        for request in batch.requests:
+            report = MigrationReport(request.migration_id)
+            runs.append((report, None))
+            applied = await coordinator.apply(request, report)
+            runs[-1] = (report, applied)
+            _print_summary(report, applied)
+    finally:
+        await journal.close()
+
+
+def _interrupted(report: MigrationReport) -> str:
+    last = report.steps[-1] if report.steps else None
+    running = last if last is not None and last.outcome is not Outcome.SUCCEEDED else None
+    if running is not None and not running.step.transactional:
+        return (
+            "the running CONCURRENTLY step may have left an INVALID index behind; "
+            "re-run the same command: it checks the catalog, drops it and resumes"
+        )
+    return "the running step was rolled back; re-run the same command to resume"
+
+
+def _print_event(event: Event) -> None:
+    """One short line per decision; attempts are shown only when one failed."""
+    number = f"[{event.step + 1}]"
+    if event.kind is EventKind.STEP_STARTED:
+        sql = " ".join(event.message.split())
+        err.print(f"[bold]{escape(number)} {escape(sql[:120])}[/bold]")
+        err.print(f"    [dim]{escape(event.detail)}[/dim]")
+        return
+    if event.kind is EventKind.STEP_FAILED or (
+        event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1
+    ):
+        return  # a failure is printed once, as the command's error, after the summary
+    style = {
+        EventKind.WAITING_FOR_BLOCKERS: "yellow",
+        EventKind.BLOCKER_TERMINATED: "red",
+        EventKind.AUTOVACUUM_CANCELLED: "yellow",
+        EventKind.ATTEMPT_FAILED: "yellow",
+        EventKind.DEBRIS_DROPPED: "yellow",
+        EventKind.DETACH_RESUMED: "yellow",
+        EventKind.STEP_SUCCEEDED: "green",
+    }.get(event.kind, "dim")
+    mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
+    err.print(f"    [{style}]{mark}{escape(event.message)}[/{style}]")
+
+
+def _print_summary(report: MigrationReport, applied: Applied | None = None) -> None:
+    name = report.migration_id
+    if applied is not None and applied.result is not Result.APPLIED:
+        record = applied.record
+        when = f"at {record.finished_at:%Y-%m-%d %H:%M:%S %Z}" if record.finished_at else ""
+        how = "already applied" if applied.result is Result.ALREADY_APPLIED else "applied while we waited"
+        err.print(f"{escape(name)}: {how} {when} by {escape(record.by())}; nothing ran here")
+        return
+    for step in report.steps:
+        for line in step.blocked_summary():
+            err.print(f"step {step.index + 1}: {escape(line)}")
+    done = [s for s in report.steps if s.outcome is Outcome.SUCCEEDED]
+    before = report.planned - len(report.steps)  # applied by earlier runs
+    if report.succeeded or (report.planned and before == report.planned):
+        resumed = f" ({before} of them by an earlier run)" if before else ""
+        err.print(f"{escape(name)}: all {report.planned} step(s) applied{resumed}")
+        return
+    err.print(f"{escape(name)}: {before + len(done)} of {report.planned} step(s) applied")
+    if before + len(done) < report.planned and report.steps:
+        failed = report.steps[len(done)] if len(done) < len(report.steps) else None
+        if failed is not None:
+            err.print(
+                f"the journal remembers them: re-running the same command resumes at step "
+                f"{failed.index + 1} ({escape(' '.join(failed.step.sql.split())[:80])})"
+            )
+
+
+def _runs_dict(batch: _Batch, runs: list[tuple[MigrationReport, Applied | None]]) -> dict[str, object]:
+    """A FILE's report is one object; a folder's is the list of its files' reports."""
+    reports = [
+        {**_report_dict(report), "result": applied.result.value if applied else None}
+        for report, applied in runs
+    ]
+    if batch.folder is None:
+        return reports[0] if reports else {"id": batch.requests[0].migration_id, "steps": []}
+    return {"migrations": reports}
+
+
+def _report_dict(report: MigrationReport) -> dict[str, object]:
+    return {
+        "id": report.migration_id,
+        "succeeded": report.succeeded,
+        "steps": [
+            {
+                "sql": s.step.sql,
+                "outcome": s.outcome.value if s.outcome else None,
+                "blocked": s.blocked_summary(),
+                "terminated": [b.pid for b in s.terminated],
+                "debris_dropped": s.debris_dropped,
+                "attempts": [
+                    {
+                        "number": a.number,
+                        "started_at": a.started_at,
+                        "ended_at": a.ended_at,
+                        "outcome": a.outcome.value if a.outcome else None,
+                        "sqlstate": a.error.sqlstate if a.error else None,
+                        "message": a.error.message if a.error else None,
+                        "lock_timeout_ms": a.lock_timeout_ms,
+                        "queued_behind_us": a.queued_behind_us,
+                        "blockers": [b.describe() for b in a.blockers],
+                    }
+                    for a in s.attempts
+                ],
+            }
+            for s in report.steps
+        ],
+    }

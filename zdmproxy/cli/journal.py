@@ -1,0 +1,179 @@
+"""``zdmproxy status`` and ``zdmproxy history``: what the journal holds, for people and scripts.
+
+Both only read: a database without a journal says so instead of getting one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from rich.markup import escape
+from rich.table import Table
+
+from zdmproxy.cli.shared import database_url, err, out, read_script
+from zdmproxy.errors import ExitCode, ZdmError
+from zdmproxy.journal.folder import scan, version_key
+from zdmproxy.journal.steps import checksum
+from zdmproxy.journal.store import Journal, open_existing
+from zdmproxy.settings import load_settings
+from zdmproxy.sql.parse import parse_script
+
+
+class NotRecorded(ZdmError):
+    code = "not_recorded"
+
+
+def status(args: argparse.Namespace) -> int:
+    target: str | None = args.target
+    if target is not None and Path(target).is_dir():
+        return _with_journal(args, lambda journal: _folder_status(journal, Path(target), args.json))
+    if target is not None:
+        return _with_journal(args, lambda journal: _migration_status(journal, target, args.json))
+    return _with_journal(args, lambda journal: _history(journal, 1000, args.json, unfinished_only=True))
+
+
+def history(args: argparse.Namespace) -> int:
+    return _with_journal(
+        args, lambda journal: _history(journal, args.limit, args.json, unfinished_only=False)
+    )
+
+
+def _with_journal(args: argparse.Namespace, show: Callable[[Journal], Awaitable[None]]) -> int:
+    with ExitStack() as stack:
+        dsn = database_url(args, load_settings(), stack)
+
+        async def run() -> None:
+            journal = await open_existing(dsn, "zdmproxy-status")
+            if journal is None:
+                raise NotRecorded(
+                    "this database has no journal (schema zdmproxy): zdmproxy applied nothing here"
+                )
+            try:
+                await show(journal)
+            finally:
+                await journal.close()
+
+        uvloop.run(run())
+    return int(ExitCode.OK)
+
+
+def _dump(data: object) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+def _ago(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f} s"
+
+
+async def _migration_status(journal: Journal, migration_id: str, as_json: bool) -> None:
+    record = await journal.migration(migration_id)
+    if record is None:
+        raise NotRecorded(f"no migration {migration_id!r} in the journal (`zdmproxy history` lists them)")
+    steps = await journal.steps(migration_id)
+    attempts = await journal.attempts(migration_id)
+    if as_json:
+        _dump(
+            {
+                "migration": {k: v for k, v in record.__dict__.items() if k != "sql"} | {"sql": record.sql},
+                "steps": [
+                    {k: v for k, v in s.__dict__.items() if k != "step"} | {"reason": s.step.reason}
+                    for s in steps
+                ],
+                "attempts": attempts,
+            }
+        )
+        return
+    out.print(
+        f"[bold]{escape(record.id)}[/bold]: {record.state}, run {record.runs} time(s), last by "
+        f"{escape(record.by())}"
+        + (f", took {_ago(record.duration_s)}" if record.duration_s is not None else "")
+    )
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in ("step", "state", "took", "attempts", "sql"):
+        table.add_column(column)
+    for step in steps:
+        tried = [a for a in attempts if a["step_index"] == step.index]
+        table.add_row(
+            str(step.index + 1),
+            step.state,
+            _ago(step.duration_s),
+            str(len(tried)),
+            escape(" ".join(step.sql.split())[:80]),
+        )
+    out.print(table)
+    for step in steps:
+        blockers = {b["describe"] for a in attempts if a["step_index"] == step.index for b in a["blockers"]}
+        for blocker in sorted(blockers):
+            out.print(f"   step {step.index + 1} was blocked by {escape(blocker)}")
+        if step.error:
+            out.print(f"   [red]step {step.index + 1} failed[/red]: {escape(str(step.error.get('message')))}")
+
+
+async def _folder_status(journal: Journal, directory: Path, as_json: bool) -> None:
+    files = scan(directory)
+    recorded = {row["id"]: row for row in await journal.versioned()}
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        row = recorded.get(file.migration_id)
+        ours = checksum(parse_script(read_script(str(file.path))))
+        state = "pending" if row is None else row["state"]
+        if row is not None and row["checksum"] != ours:
+            state += " (file changed since)"
+        rows.append(
+            {"file": file.path.name, "id": file.migration_id, "version": file.version_text, "state": state}
+        )
+    known = {file.migration_id for file in files}
+    for row in sorted(recorded.values(), key=lambda r: version_key(r["version"])):
+        if row["id"] not in known:
+            rows.append(
+                {
+                    "file": None,
+                    "id": row["id"],
+                    "version": row["version"],
+                    "state": row["state"] + " (no file)",
+                }
+            )
+    if as_json:
+        _dump({"folder": str(directory), "migrations": rows})
+        return
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in ("version", "file", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["version"], escape(row["file"] or row["id"]), row["state"])
+    out.print(table)
+
+
+async def _history(journal: Journal, limit: int, as_json: bool, *, unfinished_only: bool) -> None:
+    rows = await journal.history(limit)
+    if unfinished_only:
+        rows = [r for r in rows if r["state"] != "succeeded"]
+    if as_json:
+        _dump({"migrations": rows})
+        return
+    if not rows:
+        err.print("nothing unfinished in the journal" if unfinished_only else "the journal is empty")
+        return
+    table = Table(box=None, padding=(0, 2), header_style="dim")
+    for column in ("id", "state", "steps", "attempts", "took", "finished", "by"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            escape(row["id"]),
+            row["state"],
+            f"{row['steps_done']}/{row['steps']}",
+            str(row["attempts"]),
+            _ago(row["duration_s"]),
+            f"{row['finished_at']:%Y-%m-%d %H:%M:%S}" if row["finished_at"] else "",
+            escape(" on ".join(p for p in (row["application_name"], row["client_host"]) if p)),
+        )
+    out.print(table)
+    for row in rows:
+        if row["error"]:
+            out.print(f"[red]{escape(row['id'])}[/red]: {escape(str(row['error'].get('message')))}")

@@ -1,0 +1,71 @@
+"""What every command shares: the two consoles, reading a script, the target database, errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from zdmproxy.errors import ConfigError, UsageError, ZdmError
+from zdmproxy.settings import Settings
+
+# soft_wrap: messages are read by scripts and CI logs too; never break a line mid-message.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn", help="target database (default: ZDM_DATABASE_URL or database_url in the config)"
+    )
+
+
+def read_script(file: str) -> str:
+    """A SQL file's text (``-`` is standard input); what cannot be read is a usage error."""
+    if file == "-":
+        return sys.stdin.read()
+    path = Path(file)
+    if path.is_dir():
+        raise UsageError(f"{file}: is a directory, not a SQL file")
+    if not path.is_file():
+        raise UsageError(f"{file}: no such file")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{file}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); convert it, e.g. "
+            "`iconv -f LATIN1 -t UTF-8`"
+        ) from None
+
+
+def database_url(
+    args: argparse.Namespace, settings: Settings, stack: ExitStack, *, embedded: bool = False
+) -> str:
+    """The target database: a deploy job without one must fail, never migrate nothing and exit 0."""
+    dsn = args.dsn or settings.database_url
+    if embedded:
+        if dsn is not None:
+            raise UsageError("--embedded runs on a throwaway server: give it no --dsn or ZDM_DATABASE_URL")
+        from zdmproxy.embedded import throwaway_server
+
+        err.print("[dim]using a throwaway embedded PostgreSQL (deleted afterwards)[/dim]")
+        return stack.enter_context(throwaway_server())
+    if dsn is None:
+        raise ConfigError(
+            "no database given: pass --dsn postgresql://user@host/db, set ZDM_DATABASE_URL, or set "
+            "database_url in the config file (ZDM_CONFIG); `apply --embedded` runs on a throwaway "
+            "embedded PostgreSQL instead (the demo)"
+        )
+    return str(dsn)
+
+
+def report_error(exc: ZdmError, *, json_output: bool) -> None:
+    if json_output:
+        out.print_json(json.dumps({"error": exc.as_dict()}))
+    err.print(f"[red]error[/red] {escape(f'[{exc.code}]')}: {escape(exc.message)}")

@@ -1,0 +1,76 @@
+"""What the runner tells whoever keeps the record of a migration (the journal), and asks it back.
+
+The engine knows nothing about where the record lives: the journal
+(zdmproxy.journal) implements this protocol against the target database, and
+a runner without one (tests, a dry library use) gets ``NO_LEDGER``, which
+remembers nothing and so gives at-least-once behaviour after a lost
+connection. Every call is made by the runner at a fixed point of a step's
+life, so the record can never say more than what happened:
+
+- ``claim`` on every new step session, before anything runs on it: the
+  ledger takes the migration's run lock *on that session*, so the lock lives
+  exactly as long as the backend that could still be changing the schema;
+- ``commit_statement``: SQL the step's own transaction runs just before
+  COMMIT, so a transactional step and the row saying it is done commit
+  together;
+- ``step_committed`` after a lost connection: did that COMMIT happen?
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from zdmproxy.engine.attempt import AttemptRecord
+from zdmproxy.engine.connector import Session
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.errors import ZdmError
+
+
+class Ledger(Protocol):
+    async def claim(self, session: Session) -> None:
+        """Take the run lock on ``session``; raise MigrationBusy if another process holds it."""
+
+    async def step_started(self, index: int) -> bool:
+        """Record that step ``index`` is about to run; True if an earlier run had already
+        started it and never recorded how it ended (a crash, a kill, a lost connection)."""
+
+    def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
+        """SQL (and its arguments) a transactional step runs inside its transaction before COMMIT."""
+
+    async def step_committed(self, index: int) -> bool:
+        """Whether the transaction of step ``index`` committed (asked after a lost connection)."""
+
+    async def step_succeeded(self, index: int) -> None:
+        """Record a non-transactional step's success (transactional ones commit their own)."""
+
+    async def step_failed(self, index: int, outcome: Outcome, error: ZdmError) -> None: ...
+
+    async def attempt_ended(self, index: int, record: AttemptRecord) -> None: ...
+
+
+class _NoLedger:
+    """Remembers nothing: every step runs; after a lost COMMIT it is run again."""
+
+    async def claim(self, session: Session) -> None:
+        return None
+
+    async def step_started(self, index: int) -> bool:
+        return False
+
+    def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
+        return None
+
+    async def step_committed(self, index: int) -> bool:
+        return False
+
+    async def step_succeeded(self, index: int) -> None:
+        return None
+
+    async def step_failed(self, index: int, outcome: Outcome, error: ZdmError) -> None:
+        return None
+
+    async def attempt_ended(self, index: int, record: AttemptRecord) -> None:
+        return None
+
+
+NO_LEDGER: Ledger = _NoLedger()

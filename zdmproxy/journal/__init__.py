@@ -1,0 +1,1 @@
+"""The journal: what zdmproxy remembers in the target database (schema ``zdmproxy``)."""

@@ -1,0 +1,258 @@
+"""Every migration applied exactly once, by however many processes, resumable after any crash.
+
+Processes coordinate only through PostgreSQL. A migration's run lock is a
+session-level advisory lock held by the *step session* (the connection its
+steps run on), so it is released exactly when the backend that could still be
+changing the schema is gone: a killed process is detected by the lock coming
+free, never by a timeout guess. A process that finds the lock taken waits
+by polling from its idle journal connection (no transaction, no snapshot, so
+it can never hold up the holder's ``CREATE INDEX CONCURRENTLY``), then:
+
+- the migration succeeded, or failed for a reason running it again would
+  not fix -> it reports what the other process recorded;
+- the migration is still marked running or was cancelled (its owner died or
+  was stopped) -> it takes over and resumes from the first unfinished step.
+
+A migration's steps are recorded when it is first submitted; a resumed run
+executes the recorded steps. A migration that has not finished may be
+corrected (the failed statement fixed) as long as every step already applied
+stays as it was; a finished one never changes (ChecksumConflict, exit 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from zdmproxy.engine.catalog import plan_script
+from zdmproxy.engine.connector import Session, connect, server_version_num
+from zdmproxy.engine.events import Event, EventKind, EventSink, ignore
+from zdmproxy.engine.runner import MIN_SERVER_VERSION_NUM, MigrationReport, Runner
+from zdmproxy.errors import (
+    ChecksumConflict,
+    MigrationBusy,
+    RecordedFailure,
+    UnsupportedServer,
+    WaitTimedOut,
+    ZdmError,
+)
+from zdmproxy.journal import advisory
+from zdmproxy.journal.ledger import Caller, JournalLedger
+from zdmproxy.journal.steps import checksum
+from zdmproxy.journal.store import Journal, MigrationRecord, StepRecord
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.sql.parse import parse_script
+
+
+class Result(StrEnum):
+    APPLIED = "applied"  # this process ran (or finished) it
+    ALREADY_APPLIED = "already_applied"  # it had succeeded before we came: nothing ran
+    APPLIED_BY_OTHER = "applied_by_other"  # another process ran it while we waited
+
+
+@dataclass(frozen=True)
+class Request:
+    """One migration to apply: a caller-chosen id and its SQL (and, from a folder, its file)."""
+
+    migration_id: str
+    script: str
+    version: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    result: Result
+    record: MigrationRecord
+
+
+@dataclass
+class Coordinator:
+    """Applies migrations to one database through its journal."""
+
+    dsn: str
+    journal: Journal
+    policy: MigrationPolicy
+    caller: Caller
+    sink: EventSink = ignore
+    poll_s: float = 0.25
+    wait_timeout_s: float | None = None  # None: wait for another process's run as long as it takes
+
+    async def apply(self, request: Request, report: MigrationReport | None = None) -> Applied:
+        """Apply ``request`` exactly once; ``report`` fills in with what this process ran."""
+        report = report if report is not None else MigrationReport(request.migration_id)
+        ours = checksum(parse_script(request.script))
+        ledger = JournalLedger(self.journal, request.migration_id, self.caller)
+        deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
+        waited = False
+        while True:
+            record = await self.journal.migration(request.migration_id)
+            if record is None:
+                plan = await plan_script(self.journal.session, request.script)
+                await self.journal.create(
+                    request.migration_id,
+                    ours,
+                    request.script,
+                    plan.steps,
+                    version=request.version,
+                    source=request.source,
+                )
+                continue  # read back what was recorded (ours, or a faster process's)
+            settled = _settled(record, ours, waited)
+            if settled is not None:
+                return settled
+            session = await connect(self.dsn, f"zdmproxy:{request.migration_id}", step_session=True)
+            try:
+                await ledger.claim(session)
+            except MigrationBusy as busy:
+                await session.close()
+                waited = True
+                await self._wait(request.migration_id, busy, deadline)
+                continue
+            except BaseException:
+                await session.close()
+                raise
+            try:
+                record = await self.journal.migration(request.migration_id)  # as of holding the lock
+                assert record is not None
+                if _settled(record, ours, waited) is not None:
+                    continue  # finished while we connected: the top of the loop reports it
+                await self._run(request, record, ours, ledger, session, report)
+                return Applied(Result.APPLIED, await self._reread(request.migration_id))
+            except MigrationBusy as busy:  # lost our connection, and another process took over
+                waited = True
+                await self._wait(request.migration_id, busy, deadline)
+            finally:
+                if not session.is_closed():
+                    await session.close()
+
+    async def _run(
+        self,
+        request: Request,
+        record: MigrationRecord,
+        ours: str,
+        ledger: JournalLedger,
+        session: Session,
+        report: MigrationReport,
+    ) -> None:
+        """Run the migration's unfinished steps, holding its run lock on ``session``."""
+        version = await server_version_num(session)
+        if version < MIN_SERVER_VERSION_NUM:
+            raise UnsupportedServer(
+                f"apply needs PostgreSQL 14 or later (the watchdog reads pg_locks.waitstart); "
+                f"this server is {version // 10000}. `zdmproxy plan` still works."
+            )
+        steps = await self.journal.steps(request.migration_id)
+        if record.checksum != ours:
+            await self._amend(request, record, ours, steps)
+            steps = await self.journal.steps(request.migration_id)
+        start_at = _first_unfinished(steps)
+        if record.state in ("running", "cancelled") and record.runs:
+            self.sink(
+                Event(
+                    EventKind.TAKING_OVER,
+                    -1,
+                    f"resuming {request.migration_id} from step {start_at + 1}: the run by "
+                    f"{record.by()} stopped without finishing ({record.state})",
+                )
+            )
+        await ledger.start(session)
+        runner = Runner(
+            self.dsn, request.migration_id, self.policy, self.sink, ledger=ledger, session=session
+        )
+        try:
+            await runner.run_steps([s.step for s in steps], report, start_at=start_at, close_session=False)
+        except MigrationBusy:
+            raise
+        except ZdmError as error:
+            await self.journal.finish(request.migration_id, "failed", error)
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Stopped (SIGTERM, Ctrl-C): the running step was rolled back or left for the next
+            # run to verify; say so while the run lock is still ours.
+            await _quietly(self.journal.finish(request.migration_id, "cancelled"))
+            raise
+        else:
+            await self.journal.finish(request.migration_id, "succeeded")
+        finally:
+            await runner.close()
+
+    async def _amend(
+        self, request: Request, record: MigrationRecord, ours: str, steps: Sequence[StepRecord]
+    ) -> None:
+        """Take the corrected SQL of an unfinished migration, if no applied step changed."""
+        plan = await plan_script(self.journal.session, request.script)
+        start = _first_unfinished(steps)
+        touched = [s for s in steps[start:] if s.state == "running" and not s.transactional]
+        keep = start + (1 if touched and touched[0].index == start else 0)
+        new = plan.steps
+        for old in steps[:keep]:
+            if old.index >= len(new) or new[old.index].sql != old.sql:
+                raise _conflict(
+                    record,
+                    ours,
+                    f"step {old.index + 1} ({_short(old.sql)}) "
+                    + ("is already applied" if old.state == "succeeded" else "may have been applied")
+                    + " and the new SQL changes it",
+                )
+        await self.journal.amend(request.migration_id, ours, request.script, new, keep)
+
+    async def _wait(self, migration_id: str, busy: MigrationBusy, deadline: float | None) -> None:
+        self.sink(Event(EventKind.WAITING_FOR_OTHER_RUN, -1, f"waiting: {busy.message}"))
+        key = advisory.migration_key(migration_id)
+        if not await advisory.wait_until_free(self.journal.session, key, self.poll_s, deadline):
+            raise WaitTimedOut(
+                f"{busy.message}, still running after {self.wait_timeout_s:g} s of waiting; "
+                "it goes on without us: re-run to wait again (or see `zdmproxy status`)"
+            )
+
+    async def _reread(self, migration_id: str) -> MigrationRecord:
+        record = await self.journal.migration(migration_id)
+        assert record is not None
+        return record
+
+
+def _settled(record: MigrationRecord, ours: str, waited: bool) -> Applied | None:
+    """The answer when there is nothing to run; raises when the answer is an error."""
+    if record.state == "succeeded":
+        if record.checksum != ours:
+            raise _conflict(record, ours, "it is already applied")
+        return Applied(Result.APPLIED_BY_OTHER if waited else Result.ALREADY_APPLIED, record)
+    if waited and record.state == "failed" and record.checksum == ours:
+        error = record.error or {}
+        raise RecordedFailure(
+            f"{record.id} failed in the run by {record.by()}: {error.get('message', 'no message recorded')}",
+            code=str(error.get("code", "step_failed")),
+            exit_code=int(error.get("exit_code", 1)),
+        )
+    return None
+
+
+def _conflict(record: MigrationRecord, ours: str, why: str) -> ChecksumConflict:
+    return ChecksumConflict(
+        f"migration {record.id!r} is recorded with different SQL ({why}): recorded sha256 "
+        f"{record.checksum}, given {ours}. An applied migration never changes: put the change in a "
+        f"new migration with its own id (`zdmproxy status {record.id}` shows what was recorded)"
+    )
+
+
+def _first_unfinished(steps: Sequence[StepRecord]) -> int:
+    for step in steps:
+        if step.state != "succeeded":
+            return step.index
+    return len(steps)
+
+
+def _short(sql: str) -> str:
+    flat = " ".join(sql.split())
+    return repr(flat if len(flat) <= 60 else flat[:57] + "...")
+
+
+async def _quietly(awaitable: Awaitable[None]) -> None:
+    """Best effort on the way out: a journal write that fails must not hide why we stopped."""
+    with contextlib.suppress(Exception):
+        await awaitable

@@ -1,0 +1,125 @@
+"""Folders of versioned migration files (``zdmproxy apply DIR``): names, order, and the checks
+made before anything runs.
+
+The names are the ones the seeds' users already have: Flyway's
+``V1__init.sql``, ``V1.1__add_email.sql``, ``V2_1__...`` and plain numbered
+files (``0001_init.sql``, ``20241130120000_add_email.sql``). Each file is its
+own migration; its id is the file name without ``.sql``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zdmproxy.errors import ChecksumConflict, OutOfOrder, UsageError
+
+_FLYWAY = re.compile(r"V(?P<version>\d+(?:[._]\d+)*)__(?P<description>.+)\.sql")
+_NUMBERED = re.compile(r"(?P<version>\d+)(?:[_-](?P<description>.+))?\.sql")
+ACCEPTED = (
+    "V<version>__<description>.sql (Flyway: V1__init.sql, V1.1__add_email.sql, V2_1__x.sql) or "
+    "<number>[_<description>].sql (0001_init.sql, 20241130120000_add_email.sql)"
+)
+_ID = re.compile(r"[A-Za-z0-9._:@+-]+")
+MAX_ID_BYTES = 63  # an identifier's length in PostgreSQL, and what application_name can carry
+
+
+def check_id(migration_id: str) -> str:
+    """A migration id as the journal, the CLI and the HTTP API accept it."""
+    if not migration_id or len(migration_id.encode()) > MAX_ID_BYTES or not _ID.fullmatch(migration_id):
+        raise UsageError(
+            f"migration id {migration_id!r} is not valid: use 1 to {MAX_ID_BYTES} bytes of letters, "
+            "digits and . _ - : @ +"
+        )
+    return migration_id
+
+
+@dataclass(frozen=True, order=True)
+class MigrationFile:
+    version: tuple[int, ...]
+    path: Path = field(compare=False)
+
+    @property
+    def migration_id(self) -> str:
+        return self.path.name.removesuffix(".sql")
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(str(part) for part in self.version)
+
+
+def version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def scan(directory: Path) -> list[MigrationFile]:
+    """The folder's ``*.sql`` files in version order; any badly named one is refused, naming it.
+
+    Other files (a README, .gitkeep) and sub-folders are not migrations and are left alone.
+    """
+    found: list[MigrationFile] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or not path.name.endswith(".sql"):
+            continue
+        match = _FLYWAY.fullmatch(path.name) or _NUMBERED.fullmatch(path.name)
+        if match is None:
+            raise UsageError(f"{path}: not a migration file name; accepted: {ACCEPTED}")
+        file = MigrationFile(tuple(int(p) for p in re.split(r"[._]", match["version"])), path)
+        try:
+            check_id(file.migration_id)
+        except UsageError as exc:
+            raise UsageError(f"{path}: the file name is its migration id, and {exc.message}") from None
+        found.append(file)
+    if not found:
+        raise UsageError(f"{directory}: no migration files ({ACCEPTED})")
+    found.sort()
+    for before, after in itertools.pairwise(found):
+        if before.version == after.version:
+            raise UsageError(
+                f"{before.path.name} and {after.path.name} have the same version {before.version_text}: "
+                "give each migration its own version"
+            )
+    return found
+
+
+def check_against_journal(
+    files: Sequence[MigrationFile],
+    checksums: dict[str, str],
+    recorded: Iterable[dict[str, Any]],
+    *,
+    out_of_order: bool,
+) -> None:
+    """Refuse, before anything runs, a folder that disagrees with what the journal recorded:
+    an applied file whose content changed, a version recorded under another file name, or a
+    new file older than the newest applied one (unless ``out_of_order``)."""
+    by_id = {row["id"]: row for row in recorded}
+    by_version = {version_key(row["version"]): row for row in by_id.values()}
+    applied = [version_key(r["version"]) for r in by_id.values() if r["state"] == "succeeded"]
+    newest = max(applied, default=None)
+    for file in files:
+        row = by_id.get(file.migration_id)
+        ours = checksums[file.migration_id]
+        if row is not None and row["state"] == "succeeded" and row["checksum"] != ours:
+            raise ChecksumConflict(
+                f"{file.path}: already applied, and its content changed since (recorded sha256 "
+                f"{row['checksum']}, file sha256 {ours}). Applied migrations never change: restore "
+                "the file and put the change in a new file with a higher version"
+            )
+        other = by_version.get(file.version)
+        if other is not None and other["id"] != file.migration_id:
+            raise ChecksumConflict(
+                f"{file.path}: version {file.version_text} is recorded as migration {other['id']!r} "
+                f"(from {other['source'] or 'another file'}): was the file renamed? Restore its name, "
+                "or give it a new version"
+            )
+        pending = row is None or row["state"] != "succeeded"
+        if pending and newest is not None and file.version < newest and not out_of_order:
+            raise OutOfOrder(
+                f"{file.path}: version {file.version_text} is older than "
+                f"{'.'.join(map(str, newest))}, which is already applied. Give it a version after "
+                "that one, or pass --out-of-order to apply it anyway"
+            )

@@ -1,0 +1,139 @@
+-- Every query the journal sends, in one place. Blocks start with "-- name: <name>".
+-- Advisory lock keys are hashtextextended('zdmproxy/...', 0): 64 bits, per database.
+
+-- name: journal_exists
+SELECT to_regclass('zdmproxy.schema_version') IS NOT NULL;
+
+-- name: schema_exists
+SELECT to_regnamespace('zdmproxy') IS NOT NULL;
+
+-- name: journal_version
+SELECT coalesce(max(version), 0) FROM zdmproxy.schema_version;
+
+-- name: record_journal_version
+INSERT INTO zdmproxy.schema_version (version, zdmproxy_version) VALUES ($1, $2);
+
+-- name: try_lock
+-- Never pg_advisory_lock(): a backend blocked in it holds a snapshot, and a CREATE INDEX
+-- CONCURRENTLY run by the holder would wait for that snapshot forever. Waiters poll this instead.
+SELECT pg_try_advisory_lock(hashtextextended($1, 0));
+
+-- name: unlock
+SELECT pg_advisory_unlock(hashtextextended($1, 0));
+
+-- name: lock_holder
+-- Who holds the advisory lock $1 (pg_locks splits the 64-bit key into classid and objid).
+SELECT l.pid, a.application_name, a.client_addr::text AS client_addr,
+       EXTRACT(EPOCH FROM clock_timestamp() - a.backend_start)::float8 AS age_s
+  FROM pg_locks l
+  LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::int8 = (hashtextextended($1, 0) >> 32) & 4294967295
+   AND l.objid::int8 = hashtextextended($1, 0) & 4294967295;
+
+-- name: migration
+SELECT id, checksum, sql, state, version, source, error, runs, owner_pid, application_name,
+       client_host, client_pid, zdmproxy_version, created_at, started_at, finished_at,
+       EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_s
+  FROM zdmproxy.migrations
+ WHERE id = $1;
+
+-- name: insert_migration
+-- ON CONFLICT: two processes recording the same id at once; the loser reads the winner's row.
+INSERT INTO zdmproxy.migrations (id, checksum, sql, version, source)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: insert_steps
+INSERT INTO zdmproxy.steps (migration_id, index, sql, phase, kind, transactional, spec)
+SELECT $1, s.index, s.sql, s.phase, s.kind, s.transactional, s.spec
+  FROM jsonb_to_recordset($2::jsonb)
+       AS s(index int, sql text, phase text, kind text, transactional boolean, spec jsonb);
+
+-- name: delete_steps_from
+DELETE FROM zdmproxy.steps WHERE migration_id = $1 AND index >= $2;
+
+-- name: amend_migration
+UPDATE zdmproxy.migrations
+   SET checksum = $2, sql = $3, updated_at = clock_timestamp()
+ WHERE id = $1;
+
+-- name: steps
+SELECT index, sql, phase, kind, transactional, spec::text AS spec, state, outcome, error,
+       started_at, finished_at, EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_s
+  FROM zdmproxy.steps
+ WHERE migration_id = $1
+ ORDER BY index;
+
+-- name: migration_claimed
+-- Run on the step session right after it took the run lock: owner_pid is the backend holding it.
+UPDATE zdmproxy.migrations
+   SET state = 'running', owner_pid = pg_backend_pid(),
+       runs = runs + CASE WHEN $2 THEN 1 ELSE 0 END,
+       started_at = CASE WHEN $2 THEN clock_timestamp() ELSE started_at END,
+       finished_at = NULL, error = NULL,
+       application_name = $3, client_host = $4, client_pid = $5, zdmproxy_version = $6,
+       updated_at = clock_timestamp()
+ WHERE id = $1
+RETURNING runs;
+
+-- name: migration_finished
+UPDATE zdmproxy.migrations
+   SET state = $2, error = $3::jsonb, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+ WHERE id = $1;
+
+-- name: step_started
+-- Returns the state the step had: 'running' means an earlier run began it and never recorded its end.
+WITH before AS (
+    SELECT state FROM zdmproxy.steps WHERE migration_id = $1 AND index = $2 FOR UPDATE
+)
+UPDATE zdmproxy.steps s
+   SET state = 'running', started_at = clock_timestamp(), finished_at = NULL, outcome = NULL, error = NULL
+  FROM before
+ WHERE s.migration_id = $1 AND s.index = $2
+RETURNING before.state;
+
+-- name: step_succeeded
+-- Inside a transactional step's own transaction, just before its COMMIT; after a
+-- non-transactional step, on its own.
+UPDATE zdmproxy.steps
+   SET state = 'succeeded', outcome = 'succeeded', error = NULL, finished_at = clock_timestamp()
+ WHERE migration_id = $1 AND index = $2;
+
+-- name: step_failed
+UPDATE zdmproxy.steps
+   SET state = 'failed', outcome = $3, error = $4::jsonb, finished_at = clock_timestamp()
+ WHERE migration_id = $1 AND index = $2;
+
+-- name: step_state
+SELECT state FROM zdmproxy.steps WHERE migration_id = $1 AND index = $2;
+
+-- name: insert_attempt
+INSERT INTO zdmproxy.attempts (migration_id, step_index, run, number, started_at, ended_at, outcome,
+                               sqlstate, message, lock_timeout_ms, queued_behind_us, blockers)
+VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6), $7, $8, $9, $10, $11, $12::jsonb);
+
+-- name: attempts
+SELECT step_index, run, number, started_at, ended_at, outcome, sqlstate, message, lock_timeout_ms,
+       queued_behind_us, blockers::text AS blockers
+  FROM zdmproxy.attempts
+ WHERE migration_id = $1
+ ORDER BY id;
+
+-- name: versioned_migrations
+-- Migrations recorded from a folder (apply DIR): their file versions, for the order checks.
+SELECT id, version, checksum, state, source FROM zdmproxy.migrations WHERE version IS NOT NULL;
+
+-- name: history
+SELECT m.id, m.state, m.version, m.runs, m.client_host, m.application_name, m.error::text AS error,
+       m.created_at, m.started_at, m.finished_at,
+       EXTRACT(EPOCH FROM m.finished_at - m.started_at)::float8 AS duration_s,
+       (SELECT count(*) FROM zdmproxy.steps s WHERE s.migration_id = m.id)::int AS steps,
+       (SELECT count(*) FROM zdmproxy.steps s
+         WHERE s.migration_id = m.id AND s.state = 'succeeded')::int AS steps_done,
+       (SELECT count(*) FROM zdmproxy.attempts a WHERE a.migration_id = m.id)::int AS attempts
+  FROM zdmproxy.migrations m
+ ORDER BY m.created_at DESC, m.id
+ LIMIT $1;

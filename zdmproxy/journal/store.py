@@ -1,0 +1,270 @@
+"""The journal's records, read and written through one connection of its own.
+
+This connection only ever runs short autocommit statements on the
+``zdmproxy`` tables (the step session commits a transactional step's row
+itself), so it never holds a snapshot that a ``CONCURRENTLY`` build would
+wait for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from zdmproxy.engine.attempt import AttemptRecord
+from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect, execute_quietly
+from zdmproxy.errors import ZdmError
+from zdmproxy.journal.queries import QUERIES
+from zdmproxy.journal.schema import ensure_schema, installed_version
+from zdmproxy.journal.steps import decode, rows
+from zdmproxy.plan.model import Step
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """A row of zdmproxy.migrations."""
+
+    id: str
+    checksum: str
+    sql: str
+    state: str
+    version: str | None
+    source: str | None
+    error: dict[str, Any] | None
+    runs: int
+    client_host: str | None
+    client_pid: int | None
+    application_name: str | None
+    zdmproxy_version: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("succeeded", "failed", "cancelled")
+
+    def by(self) -> str:
+        """Who ran it last, as an operator would want it named."""
+        parts = [p for p in (self.application_name, self.client_host) if p]
+        who = " on ".join(parts) or "an unknown process"
+        if self.client_pid:
+            who += f" (pid {self.client_pid})"
+        return who
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """A row of zdmproxy.steps."""
+
+    index: int
+    sql: str
+    phase: str
+    kind: str
+    transactional: bool
+    state: str
+    outcome: str | None
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    step: Step
+
+
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value is not None else None
+
+
+def error_json(error: ZdmError) -> str:
+    """How a failure is recorded: enough to report it again as it was."""
+    return json.dumps({**error.as_dict(), "exit_code": int(error.exit_code)})
+
+
+class Journal:
+    """The journal of one database, on its own connection.
+
+    The connection is re-opened when it was lost (a server restart while a step
+    waited), once per call: the journal is what a run consults to learn whether
+    a step committed, so it must outlive the connections it is asked about.
+    """
+
+    def __init__(self, session: Session, dsn: str, application_name: str) -> None:
+        self.session = session
+        self.dsn = dsn
+        self.application_name = application_name
+
+    @classmethod
+    async def open(cls, dsn: str, application_name: str) -> Journal:
+        session = await connect(dsn, application_name)
+        try:
+            await ensure_schema(session)
+        except BaseException:
+            await session.close()
+            raise
+        return cls(session, dsn, application_name)
+
+    async def _call(self, method: str, query: str, *args: Any) -> Any:
+        for retry in (True, False):
+            if self.session.is_closed():
+                self.session = await connect(self.dsn, self.application_name)
+            try:
+                return await getattr(self.session, method)(QUERIES[query], *args)
+            except CONNECTION_LOST:
+                await execute_quietly(self.session, "SELECT 1")  # closes it if it is really gone
+                if not retry:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if not self.session.is_closed():
+            await self.session.close()
+
+    async def migration(self, migration_id: str) -> MigrationRecord | None:
+        row = await self._call("fetchrow", "migration", migration_id)
+        if row is None:
+            return None
+        return MigrationRecord(
+            id=row["id"],
+            checksum=row["checksum"],
+            sql=row["sql"],
+            state=row["state"],
+            version=row["version"],
+            source=row["source"],
+            error=_json(row["error"]),
+            runs=row["runs"],
+            client_host=row["client_host"],
+            client_pid=row["client_pid"],
+            application_name=row["application_name"],
+            zdmproxy_version=row["zdmproxy_version"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            finished_at=row["finished_at"],
+            duration_s=row["duration_s"],
+        )
+
+    async def create(
+        self,
+        migration_id: str,
+        checksum: str,
+        sql: str,
+        steps: Sequence[Step],
+        *,
+        version: str | None = None,
+        source: str | None = None,
+    ) -> bool:
+        """Record a new migration with its plan; False if another process recorded the id first."""
+        await self.session.execute("BEGIN")
+        try:
+            created = await self.session.fetchval(
+                QUERIES["insert_migration"], migration_id, checksum, sql, version, source
+            )
+            if created is not None:
+                await self.session.execute(QUERIES["insert_steps"], migration_id, rows(steps))
+            await self.session.execute("COMMIT")
+        except BaseException:
+            await execute_quietly(self.session, "ROLLBACK")
+            raise
+        return created is not None
+
+    async def amend(
+        self, migration_id: str, checksum: str, sql: str, steps: Sequence[Step], start: int
+    ) -> None:
+        """Replace the SQL and the steps from ``start`` on (none of which has been applied)."""
+        await self.session.execute("BEGIN")
+        try:
+            await self.session.execute(QUERIES["delete_steps_from"], migration_id, start)
+            await self.session.execute(QUERIES["insert_steps"], migration_id, rows(steps[start:], start))
+            await self.session.execute(QUERIES["amend_migration"], migration_id, checksum, sql)
+            await self.session.execute("COMMIT")
+        except BaseException:
+            await execute_quietly(self.session, "ROLLBACK")
+            raise
+
+    async def steps(self, migration_id: str) -> list[StepRecord]:
+        return [
+            StepRecord(
+                index=row["index"],
+                sql=row["sql"],
+                phase=row["phase"],
+                kind=row["kind"],
+                transactional=row["transactional"],
+                state=row["state"],
+                outcome=row["outcome"],
+                error=_json(row["error"]),
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                duration_s=row["duration_s"],
+                step=decode(json.loads(row["spec"])),
+            )
+            for row in await self._call("fetch", "steps", migration_id)
+        ]
+
+    async def attempts(self, migration_id: str) -> list[dict[str, Any]]:
+        return [
+            {**dict(row), "blockers": json.loads(row["blockers"])}
+            for row in await self._call("fetch", "attempts", migration_id)
+        ]
+
+    async def history(self, limit: int) -> list[dict[str, Any]]:
+        return [
+            {**dict(row), "error": _json(row["error"])} for row in await self._call("fetch", "history", limit)
+        ]
+
+    async def versioned(self) -> list[dict[str, Any]]:
+        return [dict(row) for row in await self._call("fetch", "versioned_migrations")]
+
+    async def finish(self, migration_id: str, state: str, error: ZdmError | None = None) -> None:
+        await self._call(
+            "execute", "migration_finished", migration_id, state, error_json(error) if error else None
+        )
+
+    async def step_state(self, migration_id: str, index: int) -> str | None:
+        state: str | None = await self._call("fetchval", "step_state", migration_id, index)
+        return state
+
+    async def step_started(self, migration_id: str, index: int) -> str | None:
+        before: str | None = await self._call("fetchval", "step_started", migration_id, index)
+        return before
+
+    async def step_succeeded(self, migration_id: str, index: int) -> None:
+        await self._call("execute", "step_succeeded", migration_id, index)
+
+    async def step_failed(self, migration_id: str, index: int, outcome: str, error: ZdmError) -> None:
+        await self._call("execute", "step_failed", migration_id, index, outcome, error_json(error))
+
+    async def attempt(self, migration_id: str, index: int, run: int, record: AttemptRecord) -> None:
+        await self._call(
+            "execute",
+            "insert_attempt",
+            migration_id,
+            index,
+            run,
+            record.number,
+            record.started_at,
+            record.ended_at,
+            record.outcome.value if record.outcome else None,
+            record.error.sqlstate if record.error else None,
+            record.error.message if record.error else None,
+            record.lock_timeout_ms,
+            record.queued_behind_us,
+            json.dumps([{**dataclasses.asdict(b), "describe": b.describe()} for b in record.blockers]),
+        )
+
+
+async def open_existing(dsn: str, application_name: str) -> Journal | None:
+    """The journal if this database has one; None without creating it (read-only commands)."""
+    session = await connect(dsn, application_name)
+    try:
+        version = await installed_version(session)
+    except BaseException:
+        await session.close()
+        raise
+    if version == 0:
+        await session.close()
+        return None
+    return Journal(session, dsn, application_name)

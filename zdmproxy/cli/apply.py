@@ -14,10 +14,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvloop
 from rich.markup import escape
 
-from zdmproxy.cli.shared import database_url, err, out, read_script, report_error
+from zdmproxy.cli.shared import database_url, err, out, read_script, report_error, run_async
 from zdmproxy.engine.events import Event, EventKind
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport
@@ -49,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         dsn = database_url(args, settings, stack, embedded=args.embedded)
         runs: list[tuple[MigrationReport, Applied | None]] = []
         try:
-            uvloop.run(_apply_async(dsn, batch, policy, args, runs))
+            run_async(_apply_async(dsn, batch, policy, args, runs))
         except ZdmError as exc:
             if args.json:  # one document on stdout: the report, with the error in it
                 out.print_json(json.dumps({**_runs_dict(batch, runs), "error": exc.as_dict()}, default=str))

@@ -12,11 +12,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import uvloop
 from rich.markup import escape
 from rich.table import Table
 
-from zdmproxy.cli.shared import database_url, err, out, read_script
+from zdmproxy.cli.shared import database_url, err, out, read_script, run_async
 from zdmproxy.errors import ExitCode, ZdmError
 from zdmproxy.journal.folder import scan, version_key
 from zdmproxy.journal.steps import checksum
@@ -59,7 +58,7 @@ def _with_journal(args: argparse.Namespace, show: Callable[[Journal], Awaitable[
             finally:
                 await journal.close()
 
-        uvloop.run(run())
+        run_async(run())
     return int(ExitCode.OK)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import uvloop
 from rich.markup import escape
 from rich.table import Table
 
-from zdmproxy.cli.shared import out, read_script
+from zdmproxy.cli.shared import out, read_script, run_async
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import connect
 from zdmproxy.errors import ExitCode
@@ -21,7 +20,7 @@ from zdmproxy.sql.parse import parse_script
 def run(args: argparse.Namespace) -> int:
     script = read_script(args.file)
     dsn = args.dsn
-    plan = uvloop.run(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
+    plan = run_async(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
     if args.json:
         out.print_json(json.dumps(plan.as_dict()))
     else:

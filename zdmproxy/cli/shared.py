@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Coroutine
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any, TypeVar
 
+import uvloop
 from rich.console import Console
 from rich.markup import escape
 
-from zdmproxy.errors import ConfigError, UsageError, ZdmError
+from zdmproxy.engine.connector import CONNECTION_LOST
+from zdmproxy.errors import ConfigError, DatabaseUnreachable, UsageError, ZdmError
 from zdmproxy.settings import Settings
+
+T = TypeVar("T")
 
 # soft_wrap: messages are read by scripts and CI logs too; never break a line mid-message.
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -63,6 +69,17 @@ def database_url(
             "embedded PostgreSQL instead (the demo)"
         )
     return str(dsn)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine on uvloop; a database connection lost where nothing retries
+    it is exit 69 (a Job may retry, the journal resumes), never a traceback."""
+    try:
+        return uvloop.run(main)
+    except CONNECTION_LOST as exc:
+        raise DatabaseUnreachable(
+            f"lost the connection to the database ({exc}); re-run the same command to resume"
+        ) from exc
 
 
 def report_error(exc: ZdmError, *, json_output: bool) -> None:

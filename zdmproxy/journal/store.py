@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect, execute_quietly
@@ -22,6 +22,8 @@ from zdmproxy.journal.queries import QUERIES
 from zdmproxy.journal.schema import ensure_schema, installed_version
 from zdmproxy.journal.steps import decode, rows
 from zdmproxy.plan.model import Step
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,29 @@ class Journal:
             duration_s=row["duration_s"],
         )
 
+    async def _transaction(self, body: Callable[[Session], Awaitable[T]]) -> T:
+        """Run ``body`` in one transaction, again on a new connection if the first was lost.
+
+        Only for bodies that are safe to run twice: a lost COMMIT may have committed.
+        """
+        for retry in (True, False):
+            if self.session.is_closed():
+                self.session = await connect(self.dsn, self.application_name)
+            session = self.session
+            try:
+                await session.execute("BEGIN")
+                result = await body(session)
+                await session.execute("COMMIT")
+                return result
+            except CONNECTION_LOST:
+                await execute_quietly(session, "ROLLBACK")
+                if not retry:
+                    raise
+            except BaseException:
+                await execute_quietly(session, "ROLLBACK")
+                raise
+        raise AssertionError("unreachable")
+
     async def create(
         self,
         migration_id: str,
@@ -157,33 +182,30 @@ class Journal:
         version: str | None = None,
         source: str | None = None,
     ) -> bool:
-        """Record a new migration with its plan; False if another process recorded the id first."""
-        await self.session.execute("BEGIN")
-        try:
-            created = await self.session.fetchval(
+        """Record a new migration with its plan; False if the id was recorded already (by another
+        process, or by this call before a lost COMMIT: the caller reads back what is there)."""
+
+        async def insert(session: Session) -> bool:
+            created = await session.fetchval(
                 QUERIES["insert_migration"], migration_id, checksum, sql, version, source
             )
             if created is not None:
-                await self.session.execute(QUERIES["insert_steps"], migration_id, rows(steps))
-            await self.session.execute("COMMIT")
-        except BaseException:
-            await execute_quietly(self.session, "ROLLBACK")
-            raise
-        return created is not None
+                await session.execute(QUERIES["insert_steps"], migration_id, rows(steps))
+            return created is not None
+
+        return await self._transaction(insert)
 
     async def amend(
         self, migration_id: str, checksum: str, sql: str, steps: Sequence[Step], start: int
     ) -> None:
         """Replace the SQL and the steps from ``start`` on (none of which has been applied)."""
-        await self.session.execute("BEGIN")
-        try:
-            await self.session.execute(QUERIES["delete_steps_from"], migration_id, start)
-            await self.session.execute(QUERIES["insert_steps"], migration_id, rows(steps[start:], start))
-            await self.session.execute(QUERIES["amend_migration"], migration_id, checksum, sql)
-            await self.session.execute("COMMIT")
-        except BaseException:
-            await execute_quietly(self.session, "ROLLBACK")
-            raise
+
+        async def replace(session: Session) -> None:
+            await session.execute(QUERIES["delete_steps_from"], migration_id, start)
+            await session.execute(QUERIES["insert_steps"], migration_id, rows(steps[start:], start))
+            await session.execute(QUERIES["amend_migration"], migration_id, checksum, sql)
+
+        await self._transaction(replace)
 
     async def steps(self, migration_id: str) -> list[StepRecord]:
         return [

@@ -1,0 +1,368 @@
+"""The journal's promise on real servers: every step applied exactly once, whatever stops a run.
+
+Runs are stopped the ways deploys are stopped: a failing step fixed afterwards, SIGTERM, kill -9
+at random moments and at the worst ones (during a CONCURRENTLY build, during COMMIT), and a
+connection lost during COMMIT, both before and after the server committed. What must hold
+afterwards is counted in the database: rows of DML steps, DDL commands executed (an event
+trigger logs every one), columns, and index validity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import struct
+from pathlib import Path
+
+import asyncpg
+import pytest
+from helpers import ITEMS, finish, idle_blocker, run_cli, start_cli, wait_for_session
+
+from zdmproxy.journal.steps import checksum
+from zdmproxy.sql.parse import parse_script
+
+SETUP = (
+    ITEMS
+    + """
+CREATE TABLE ledger (step int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE ddl_log (tag text NOT NULL, query text NOT NULL);
+CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql
+    AS $$ BEGIN INSERT INTO ddl_log VALUES (tg_tag, current_query()); END $$;
+CREATE EVENT TRIGGER log_ddl ON ddl_command_start EXECUTE FUNCTION log_ddl();
+-- A COMMIT that takes a while: the deferred trigger runs at COMMIT, so a test can act "during" it.
+CREATE TABLE slow_commit (step int NOT NULL);
+CREATE FUNCTION sleep_at_commit() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM pg_sleep(current_setting('test.commit_sleep', true)::float8); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER sleep_at_commit AFTER INSERT ON slow_commit
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION sleep_at_commit();
+"""
+)
+
+MIGRATION = """
+ALTER TABLE items ADD COLUMN note text;
+INSERT INTO ledger (step) VALUES (2);
+CREATE INDEX CONCURRENTLY items_note_idx ON items (note);
+INSERT INTO slow_commit (step) VALUES (4);
+ALTER TABLE items ADD COLUMN extra int;
+"""
+OUR_DDL = ("ALTER TABLE", "CREATE INDEX")
+
+
+async def setup(dsn: str, commit_sleep_s: float = 0.0) -> asyncpg.Connection:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(SETUP)
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f"ALTER DATABASE \"{database}\" SET test.commit_sleep = '{commit_sleep_s}'")
+    return admin
+
+
+async def final_state(admin: asyncpg.Connection) -> dict[str, object]:
+    """What an uninterrupted run of MIGRATION leaves behind, in the terms that matter."""
+    return {
+        "columns": await admin.fetchval(
+            "SELECT array_agg(attname::text ORDER BY attname) FROM pg_attribute"
+            " WHERE attrelid = 'items'::regclass AND attnum > 0 AND NOT attisdropped"
+        ),
+        "ledger": await admin.fetchval("SELECT array_agg(step ORDER BY step) FROM ledger"),
+        "slow_commit": await admin.fetchval("SELECT array_agg(step ORDER BY step) FROM slow_commit"),
+        "indexes": await admin.fetchval(
+            "SELECT array_agg(c.relname::text || ':' || ix.indisvalid ORDER BY c.relname)"
+            " FROM pg_index ix JOIN pg_class c ON c.oid = ix.indexrelid WHERE ix.indrelid = 'items'::regclass"
+        ),
+        "our_ddl": await admin.fetchval(
+            # the journal's own tables are created by zdmproxy too, in a script naming its schema
+            "SELECT count(*) FROM ddl_log WHERE tag = ANY($1::text[]) AND query NOT LIKE '%zdmproxy.%'",
+            list(OUR_DDL),
+        ),
+    }
+
+
+EXPECTED = {
+    "columns": ["a", "extra", "id", "n", "note"],
+    "ledger": [2],
+    "slow_commit": [4],
+    "indexes": ["items_note_idx:true", "items_pkey:true"],
+    "our_ddl": 3,  # ADD COLUMN note, CREATE INDEX, ADD COLUMN extra: each executed exactly once
+}
+
+
+async def apply(dsn: str, tmp_path: Path, sql: str = MIGRATION, *options: str, id: str = "m1") -> tuple[int, str]:
+    result = await run_cli("apply", "--dsn", dsn, "--id", id, *options, sql=sql, tmp_path=tmp_path)
+    return result.code, result.stderr
+
+
+async def test_second_apply_executes_nothing_and_changed_sql_is_a_conflict(dsn: str, tmp_path: Path) -> None:
+    admin = await setup(dsn)
+    try:
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, stderr
+        assert await final_state(admin) == EXPECTED
+        commands = await admin.fetchval("SELECT count(*) FROM ddl_log")
+
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, stderr
+        assert "already applied" in stderr and "nothing ran" in stderr
+        assert await admin.fetchval("SELECT count(*) FROM ddl_log") == commands  # no DDL at all
+        assert await final_state(admin) == EXPECTED
+
+        changed = MIGRATION + "ALTER TABLE items ADD COLUMN more int;\n"
+        code, stderr = await apply(dsn, tmp_path, changed)
+        assert code == 3, stderr
+        assert checksum(parse_script(MIGRATION)) in stderr and checksum(parse_script(changed)) in stderr
+        assert "new migration with its own id" in stderr
+        assert await final_state(admin) == EXPECTED
+    finally:
+        await admin.close()
+
+
+async def test_a_failed_step_fixed_afterwards_resumes_where_it_stopped(dsn: str, tmp_path: Path) -> None:
+    broken = MIGRATION.replace("ALTER TABLE items ADD COLUMN extra int", "ALTER TABLE nosuch ADD COLUMN extra int")
+    admin = await setup(dsn)
+    try:
+        code, stderr = await apply(dsn, tmp_path, broken)
+        assert code == 1, stderr
+        assert "4 of 5 step(s) applied" in stderr and "resumes at step 5" in stderr
+        # Changing a step that is already applied is refused: the database has the old one.
+        rewritten = broken.replace("VALUES (2)", "VALUES (22)")
+        code, stderr = await apply(dsn, tmp_path, rewritten)
+        assert code == 3 and "step 2" in stderr and "already applied" in stderr, stderr
+
+        code, stderr = await apply(dsn, tmp_path)  # the fixed file
+        assert code == 0, stderr
+        assert "all 5 step(s) applied (4 of them by an earlier run)" in stderr
+        assert await final_state(admin) == EXPECTED
+    finally:
+        await admin.close()
+
+
+async def test_sigterm_then_rerun_applies_each_step_once(dsn: str, tmp_path: Path) -> None:
+    admin = await setup(dsn, commit_sleep_s=0.5)
+    blocker: asyncpg.Connection | None = None
+    proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    try:
+        # While step 4 sleeps in its COMMIT, a reader opens a transaction on items: step 5 waits for it.
+        await _wait_for(admin, "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'")
+        blocker = await idle_blocker(dsn, "items")
+        await wait_for_session(admin, "zdmproxy:m1:step5")
+        proc.send_signal(signal.SIGTERM)
+        result = await finish(proc, timeout=30)
+        assert result.code == 5, result.stderr
+        assert "4 of 5 step(s) applied" in result.stderr
+        assert await admin.fetchval("SELECT state FROM zdmproxy.migrations WHERE id = 'm1'") == "cancelled"
+        await blocker.close()
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, stderr
+        assert "(4 of them by an earlier run)" in stderr
+        assert await final_state(admin) == EXPECTED
+    finally:
+        await _kill9(proc)
+        if blocker is not None:
+            await blocker.close()
+        await admin.close()
+
+
+async def _kill9(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+async def _wait_for(admin: asyncpg.Connection, query: str, *args: object, timeout: float = 30) -> int:
+    """Poll until ``query`` returns a pid (the isolation tester's way: no sleep guesses)."""
+    async with asyncio.timeout(timeout):
+        while (pid := await admin.fetchval(query, *args)) is None:
+            await asyncio.sleep(0.005)
+    return int(pid)
+
+
+async def test_kill_9_during_a_concurrently_build_then_rerun(dsn: str, tmp_path: Path) -> None:
+    """The build is held in its wait for old snapshots when the process dies: its backend must
+    not go on building unseen, the rerun must wait for it to be gone, find the INVALID index,
+    drop it and build again."""
+    admin = await setup(dsn)
+    snapshot = await asyncpg.connect(dsn)
+    await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ledger")
+    proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    try:
+        builder = await _wait_for(
+            admin,
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'"
+            " AND wait_event_type = 'Lock'",
+        )
+        await _kill9(proc)
+        await snapshot.execute("ROLLBACK")
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, stderr
+        assert not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", builder)
+        assert await final_state(admin) == EXPECTED
+    finally:
+        await _kill9(proc)
+        await snapshot.close()
+        await admin.close()
+
+
+async def test_kill_9_during_commit_then_rerun(dsn: str, tmp_path: Path) -> None:
+    admin = await setup(dsn, commit_sleep_s=1.0)
+    proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    try:
+        await _wait_for(
+            admin,
+            "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'"
+            " AND application_name LIKE 'zdmproxy:m1:step4'",
+        )
+        await _kill9(proc)
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, stderr
+        assert await final_state(admin) == EXPECTED
+    finally:
+        await _kill9(proc)
+        await admin.close()
+
+
+async def test_kill_9_at_random_moments_then_rerun(dsn: str, tmp_path: Path) -> None:
+    """Whatever moment the process dies at, the rerun completes with every step applied once.
+
+    Each run is killed a random few milliseconds after a randomly chosen step began (its
+    session is renamed for the step first): every step kind is hit at some moment of its life.
+    """
+    admin = await setup(dsn, commit_sleep_s=0.05)
+    rng = random.Random()
+    seed = rng.randrange(10**6)
+    rng.seed(seed)
+    try:
+        for step in rng.sample(range(1, 6), 5):
+            proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+            try:
+                async with asyncio.timeout(30):  # until the step begins, or the run ends without it
+                    while proc.returncode is None and not await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", f"zdmproxy:m1:step{step}"
+                    ):
+                        await asyncio.sleep(0.005)
+                await asyncio.sleep(rng.uniform(0, 0.03))  # the random moment, not a synchronisation
+            finally:
+                await _kill9(proc)
+        code, stderr = await apply(dsn, tmp_path)
+        assert code == 0, f"seed {seed}: {stderr}"
+        assert await final_state(admin) == EXPECTED, f"seed {seed}"
+    finally:
+        await admin.close()
+
+
+class CommitCutter:
+    """A TCP proxy in front of the server that, once, lets a transaction containing ``marker``
+    commit on the server and cuts the connection before the client hears the answer: the
+    client's COMMIT fails with a lost connection although the server committed."""
+
+    COMMIT_QUERY = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # simple Query message, as asyncpg sends COMMIT
+    COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for it
+
+    def __init__(self, upstream_port: int, marker: bytes) -> None:
+        self.upstream_port = upstream_port
+        self.marker = marker
+        self.fired = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        state = {"armed": False, "commit_sent": False}
+
+        async def upstream() -> None:
+            while data := await client_r.read(65536):
+                if not self.fired and self.marker in data:
+                    state["armed"] = True
+                elif state["armed"] and self.COMMIT_QUERY in data:
+                    state["commit_sent"] = True
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while data := await server_r.read(65536):
+                if state["commit_sent"] and not self.fired and self.COMMIT_DONE in data:
+                    self.fired = True  # committed on the server; the client never hears it
+                    break
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for writer in (client_w, server_w):
+                writer.transport.abort()
+
+
+LOST_COMMIT = """
+INSERT INTO ledger (step) VALUES (1);
+ALTER TABLE items ADD COLUMN after_commit int;
+"""
+
+
+def simple_query(sql: str) -> bytes:
+    """The wire bytes of ``sql`` sent as a simple Query message (how the engine sends a step)."""
+    body = sql.encode() + b"\x00"
+    return b"Q" + struct.pack("!I", 4 + len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        pytest.param(simple_query("INSERT INTO ledger (step) VALUES (1)"), id="step-commit"),
+        pytest.param(b"INSERT INTO zdmproxy.migrations", id="journal-record-commit"),
+    ],
+)
+async def test_connection_lost_after_the_server_committed_is_not_run_again(
+    dsn: str, tmp_path: Path, marker: bytes
+) -> None:
+    """The server committed, the client lost the connection before hearing it: the step's
+    journal row committed with it, so the engine finds it done and does not run it again
+    (and recording the migration itself survives the same loss)."""
+    admin = await setup(dsn)
+    port = int(dsn.rsplit(":", 1)[1].split("/", 1)[0])
+    cutter = CommitCutter(port, marker)
+    proxied = dsn.replace(f":{port}/", f":{await cutter.start()}/")
+    try:
+        result = await run_cli("apply", "--dsn", proxied, "--id", "m3", sql=LOST_COMMIT, tmp_path=tmp_path)
+        assert cutter.fired, "the proxy never cut a COMMIT: the test proved nothing"
+        assert result.code == 0, result.stderr
+        assert await admin.fetchval("SELECT array_agg(step) FROM ledger") == [1]  # applied once
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'after_commit'") == 1
+    finally:
+        await cutter.close()
+        await admin.close()
+
+
+async def test_connection_lost_before_the_commit_completed_is_run_again(dsn: str, tmp_path: Path) -> None:
+    """Terminated while its COMMIT runs (a deferred trigger): rolled back, so it runs again, once."""
+    admin = await setup(dsn, commit_sleep_s=0.5)
+    migration = "INSERT INTO slow_commit (step) VALUES (1);"
+    proc = await start_cli("apply", "--dsn", dsn, "--id", "m4", "--json", sql=migration, tmp_path=tmp_path)
+    try:
+        pid = await _wait_for(
+            admin,
+            "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'"
+            " AND application_name = 'zdmproxy:m4:step1'",
+        )
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        result = await finish(proc, timeout=60)
+        assert result.code == 0, result.stderr
+        assert await admin.fetchval("SELECT array_agg(step) FROM slow_commit") == [1]
+        outcomes = [a["outcome"] for a in result.json()["steps"][0]["attempts"]]  # type: ignore[index]
+        assert outcomes[0] == "connection_lost" and outcomes[-1] == "succeeded", outcomes
+    finally:
+        await _kill9(proc)
+        await admin.close()

@@ -88,7 +88,9 @@ EXPECTED = {
 }
 
 
-async def apply(dsn: str, tmp_path: Path, sql: str = MIGRATION, *options: str, id: str = "m1") -> tuple[int, str]:
+async def apply(
+    dsn: str, tmp_path: Path, sql: str = MIGRATION, *options: str, id: str = "m1"
+) -> tuple[int, str]:
     result = await run_cli("apply", "--dsn", dsn, "--id", id, *options, sql=sql, tmp_path=tmp_path)
     return result.code, result.stderr
 
@@ -118,7 +120,9 @@ async def test_second_apply_executes_nothing_and_changed_sql_is_a_conflict(dsn: 
 
 
 async def test_a_failed_step_fixed_afterwards_resumes_where_it_stopped(dsn: str, tmp_path: Path) -> None:
-    broken = MIGRATION.replace("ALTER TABLE items ADD COLUMN extra int", "ALTER TABLE nosuch ADD COLUMN extra int")
+    broken = MIGRATION.replace(
+        "ALTER TABLE items ADD COLUMN extra int", "ALTER TABLE nosuch ADD COLUMN extra int"
+    )
     admin = await setup(dsn)
     try:
         code, stderr = await apply(dsn, tmp_path, broken)
@@ -143,7 +147,9 @@ async def test_sigterm_then_rerun_applies_each_step_once(dsn: str, tmp_path: Pat
     proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
     try:
         # While step 4 sleeps in its COMMIT, a reader opens a transaction on items: step 5 waits for it.
-        await _wait_for(admin, "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'")
+        await _wait_for(
+            admin, "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'"
+        )
         blocker = await idle_blocker(dsn, "items")
         await wait_for_session(admin, "zdmproxy:m1:step5")
         proc.send_signal(signal.SIGTERM)
@@ -237,7 +243,8 @@ async def test_kill_9_at_random_moments_then_rerun(dsn: str, tmp_path: Path) -> 
             try:
                 async with asyncio.timeout(30):  # until the step begins, or the run ends without it
                     while proc.returncode is None and not await admin.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", f"zdmproxy:m1:step{step}"
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        f"zdmproxy:m1:step{step}",
                     ):
                         await asyncio.sleep(0.005)
                 await asyncio.sleep(rng.uniform(0, 0.03))  # the random moment, not a synchronisation

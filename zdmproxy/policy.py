@@ -43,6 +43,10 @@ class MigrationPolicy(BaseModel):
         True, description="cancel a (non-wraparound) autovacuum in the way, as PostgreSQL would"
     )
     allow_destructive: bool = Field(False, description="permit DROP TABLE, DROP COLUMN, TRUNCATE ...")
+    allow_unverified_locks: bool = Field(
+        False,
+        description="run statements whose locks the catalogue does not know, as written (no LOCK first)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MigrationPolicy:

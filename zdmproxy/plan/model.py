@@ -32,6 +32,9 @@ class Step:
     reason: str
     kind: str = ""  # what the statement is, as the catalogue names it ("REINDEX CONCURRENTLY")
     destructive: str | None = None  # why the step loses data, when it does
+    # Why the lock catalogue cannot say what the step locks, when it cannot: apply refuses
+    # such a step unless unverified locks are allowed, and then takes no LOCK TABLE first.
+    unverified: str | None = None
 
     @property
     def rewrites_table(self) -> bool:
@@ -52,6 +55,7 @@ class Step:
             "scans_table": self.scans_table,
             "reason": self.reason,
             "destructive": self.destructive,
+            "unverified": self.unverified,
         }
 
 
@@ -111,6 +115,7 @@ class PlannedStatement:
             "rewrites": [str(r) for r in self.effects.rewrites],
             "scans": [str(r) for r in self.effects.scans],
             "notes": list(self.effects.notes),
+            "unverified": self.effects.unverified,
             "sizes": [size.as_dict() for size in self.sizes],
             "steps": [step.as_dict() for step in self.steps],
         }

@@ -51,11 +51,14 @@ def _as_written(statement: Statement, effects: Effects, sizes: dict[RelationName
         reason=describe(effects, sizes),
         kind=effects.kind,
         destructive=destructive_reason(statement.node),
+        unverified=effects.unverified,
     )
 
 
 def describe(effects: Effects, sizes: dict[RelationName, RelationSize] | None = None) -> str:
     """One line a reviewer can act on: what is locked, what it blocks, for how long."""
+    if effects.unverified:
+        return f"{effects.kind}: not in the lock catalogue ({effects.unverified}); its locks are unknown"
     held = [lock for lock in effects.locks if not lock.created]
     if not held:
         return f"{effects.kind}: takes no lock on existing tables"

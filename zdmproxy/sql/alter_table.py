@@ -97,6 +97,8 @@ PLAIN_MODES: dict[AT, LockMode] = {
         SUE,
     ),
 }
+# Storage parameters take SHARE UPDATE EXCLUSIVE on a table, but a view's options change its queries.
+VIEW_OPTIONS = frozenset({AT.AT_SetRelOptions, AT.AT_ResetRelOptions})
 # Subcommands that write the whole table anew under ACCESS EXCLUSIVE.
 REWRITING: frozenset[AT] = frozenset(
     {AT.AT_SetTableSpace, AT.AT_SetAccessMethod, AT.AT_SetLogged, AT.AT_SetUnLogged}
@@ -181,6 +183,8 @@ def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_
     info = facts.resolve(written)
     target = info.name if info is not None else written
     cmds = [c for c in stmt.cmds or () if isinstance(c, ast.AlterTableCmd) and c.subtype is not None]
+    if target_kind == "type":
+        return _alter_composite_type(stmt, target, cmds)
     names = sorted({_SUBCOMMAND_NAMES.get(_subtype(cmd), _subtype(cmd).name[3:]) for cmd in cmds})
     out = EffectsBuilder(kind=f"ALTER {target_kind.upper()} " + ", ".join(names))
     inh = stmt.relation is not None and bool(stmt.relation.inh)
@@ -191,13 +195,38 @@ def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_
         if handler is not None:
             handler(ctx, cmd)
         elif subtype in REWRITING:
-            out.lock(target, AEL, kind=target_kind)
+            out.lock(target, AEL, kind=lock_kind(target_kind))
             out.rewrite(target)
         else:
             mode = PLAIN_MODES.get(subtype, AEL)
-            out.lock(target, mode, kind=target_kind)
+            if target_kind == "view" and subtype in VIEW_OPTIONS:
+                mode = AEL  # check_option, security_barrier: every query on the view changes
+            out.lock(target, mode, kind=lock_kind(target_kind))
             ctx.tree(subtype).lock_children(out, mode)
     return out
+
+
+def _alter_composite_type(
+    stmt: ast.AlterTableStmt, target: RelationName, cmds: list[ast.AlterTableCmd]
+) -> EffectsBuilder:
+    """ALTER TYPE of a composite type (ADD / DROP / ALTER ATTRIBUTE): the type alone, unless CASCADE.
+
+    Without CASCADE it fails if a typed table (CREATE TABLE ... OF type) exists,
+    and ALTER ATTRIBUTE TYPE fails whenever a column uses the type; with CASCADE
+    every typed table is altered too, under ACCESS EXCLUSIVE.
+    """
+    out = EffectsBuilder(kind="ALTER TYPE (composite)")
+    out.lock(target, AEL, kind="type")
+    if any(cmd.behavior == DropBehavior.DROP_CASCADE for cmd in cmds):
+        out.not_catalogued(
+            "ALTER TYPE ... CASCADE alters every typed table of the type, which the facts do not list"
+        )
+    return out
+
+
+def lock_kind(target_kind: str) -> str:
+    """What a lock request calls the relation: an index, or a table (views and the rest alike)."""
+    return "index" if target_kind == "index" else "table"
 
 
 def _subtype(cmd: ast.AlterTableCmd) -> AT:
@@ -281,7 +310,7 @@ def _alter_column_type(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
 
 
 def _drop_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
-    ctx.out.lock(ctx.target, AEL, kind=ctx.target_kind)
+    ctx.out.lock(ctx.target, AEL, kind=lock_kind(ctx.target_kind))
     ctx.tree(cmd.subtype).lock_children(ctx.out, AEL)
     views = _views_using(ctx, cmd.name)
     if views and cmd.behavior != DropBehavior.DROP_CASCADE:
@@ -514,6 +543,7 @@ _KIND_BY_OBJECT = {
     ObjectType.OBJECT_MATVIEW: "materialized view",
     ObjectType.OBJECT_SEQUENCE: "sequence",
     ObjectType.OBJECT_FOREIGN_TABLE: "foreign table",
+    ObjectType.OBJECT_TYPE: "type",
 }
 _SUBCOMMAND_NAMES = {
     AT.AT_AddColumn: "ADD COLUMN",

@@ -9,21 +9,20 @@ relation they name, with a note saying so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
 from pglast import ast
 from pglast.enums import ConstrType, DropBehavior, ObjectType, ReindexObjectType
-from pglast.visitors import Visitor
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql import versions
+from zdmproxy.sql import decisions, objects, versions, views
 from zdmproxy.sql.alter_table import classify_alter_table
 from zdmproxy.sql.effects import Effects, EffectsBuilder
-from zdmproxy.sql.facts import CatalogFacts, RelationInfo
+from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.locks import LockMode, RelationName
-from zdmproxy.sql.names import dotted_name, range_var_name
+from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
 from zdmproxy.sql.parse import Statement
+from zdmproxy.sql.relations import named_tree, range_vars, read_relations, resolved
 from zdmproxy.sql.trees import PARTITIONS, Tree
 
 AS = LockMode.ACCESS_SHARE
@@ -48,44 +47,15 @@ def classify(
     return classifier(node, facts, version).build()
 
 
-def _q(facts: CatalogFacts, name: RelationName) -> RelationName:
-    return facts.qualify(name)
-
-
-def _words(value: Enum | None, prefix: str = "OBJECT_") -> str:
-    """An enum member as the SQL words it stands for: ObjectType.OBJECT_TABLE is "TABLE"."""
-    return value.name.removeprefix(prefix).replace("_", " ") if value is not None else "?"
-
-
-def _resolved(facts: CatalogFacts, written: RelationName) -> tuple[RelationName, RelationInfo | None]:
-    """The relation's qualified name when the facts know it, and what they know."""
-    info = facts.resolve(written)
-    return (info.name if info is not None else written), info
-
-
-def _tree(facts: CatalogFacts, node: ast.RangeVar | None, *, reaches: str | None = None) -> Tree:
-    """A relation named by ``node`` and the children it reaches unless written with ONLY.
-
-    ``reaches=PARTITIONS`` is for statements that recurse into partitions but
-    not into inheritance children (CREATE INDEX, triggers).
-    """
-    name, info = _resolved(facts, range_var_name(node))
-    recurse = node is not None and bool(node.inh)
-    if reaches == PARTITIONS:
-        recurse = recurse and (info is None or info.is_partitioned)
-        return Tree(name, info, recurse, reaches=PARTITIONS)
-    return Tree(name, info, recurse)
-
-
 def _alter_table(node: ast.AlterTableStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     return classify_alter_table(node, facts, version)
 
 
 def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     if node.relation is None:
-        return EffectsBuilder(kind=f"RENAME {_words(node.renameType)}")
-    target = _q(facts, range_var_name(node.relation))
-    out = EffectsBuilder(kind=f"RENAME {_words(node.renameType)}")
+        return EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
+    target = facts.qualify(range_var_name(node.relation))
+    out = EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
     is_index = node.renameType == ObjectType.OBJECT_INDEX
     # Renaming an index takes only SHARE UPDATE EXCLUSIVE since PostgreSQL 12.
     out.lock(target, SUE if is_index else AEL, kind="index" if is_index else "table")
@@ -95,13 +65,13 @@ def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsB
     )
     if renames_inherited:
         # Columns and CHECK constraints are inherited: without ONLY, every child renames them too.
-        _tree(facts, node.relation).lock_children(out, AEL)
+        named_tree(facts, node.relation).lock_children(out, AEL)
     return out
 
 
 def _create_index(node: ast.IndexStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     # Indexes are not inherited: only a partitioned table passes the index on (to every partition).
-    tree = _tree(facts, node.relation, reaches=PARTITIONS)
+    tree = named_tree(facts, node.relation, reaches=PARTITIONS)
     table = tree.name
     out = EffectsBuilder(kind="CREATE INDEX CONCURRENTLY" if node.concurrent else "CREATE INDEX")
     if node.concurrent:
@@ -130,12 +100,12 @@ def _create_index(node: ast.IndexStmt, facts: CatalogFacts, version: int) -> Eff
 
 def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     kind = node.removeType
-    out = EffectsBuilder(kind=f"DROP {_words(kind)}{' CONCURRENTLY' if node.concurrent else ''}")
+    out = EffectsBuilder(kind=f"DROP {enum_words(kind)}{' CONCURRENTLY' if node.concurrent else ''}")
     cascade = node.behavior == DropBehavior.DROP_CASCADE
     for parts in node.objects or ():
         if not isinstance(parts, (tuple, list)):
             continue
-        name, info = _resolved(facts, dotted_name(parts))
+        name, info = resolved(facts, dotted_name(parts))
         if kind == ObjectType.OBJECT_INDEX:
             mode = SUE if node.concurrent else AEL
             out.lock(name, mode, kind="index")
@@ -147,7 +117,11 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
                     Tree(info.table, table_info, recurse=True).lock_children(out, mode)
             else:
                 out.note(f"the table of index {name} is unknown without a database; it is locked too")
-        elif kind in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW, ObjectType.OBJECT_MATVIEW):
+        elif kind in (
+            ObjectType.OBJECT_TABLE,
+            ObjectType.OBJECT_VIEW,
+            ObjectType.OBJECT_MATVIEW,
+        ):
             out.lock(name, AEL)
             if info is None:
                 out.note(f"{name}: tables it references by foreign key are locked too (unknown here)")
@@ -162,6 +136,8 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
             if cascade:
                 for child in info.fk_children:
                     out.lock(child, AEL)
+                for view in info.views:
+                    out.lock(view, AEL)  # dropped with it
             if info.views:
                 views = ", ".join(map(str, info.views))
                 out.note(
@@ -174,8 +150,22 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
             if info.partition_of is not None:
                 # The parent's partition descriptor changes: dropping a partition blocks its readers.
                 out.lock(info.partition_of, AEL)
-        else:
+        elif kind in objects.TABLE_OBJECTS:
+            # A trigger, rule or policy is dropped under ACCESS EXCLUSIVE on its table.
+            table = objects.object_relation(kind, parts)
+            if table is not None:
+                out.lock(facts.qualify(table), AEL)
+        elif kind in (ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_FOREIGN_TABLE):
             out.lock(name, AEL)
+        elif kind == ObjectType.OBJECT_STATISTIC_EXT:
+            out.not_catalogued(
+                "DROP STATISTICS locks the statistics object's table, which the facts do not name"
+            )
+        elif cascade:
+            out.not_catalogued(
+                f"DROP {enum_words(kind)} ... CASCADE drops whatever depends on it (columns, tables, "
+                "triggers, views), which the catalogue does not list; drop the dependents first"
+            )
     if node.concurrent:
         out.transactional = False
     return out
@@ -219,16 +209,20 @@ def _reindex(node: ast.ReindexStmt, facts: CatalogFacts, version: int) -> Effect
 
 
 def _create_table(node: ast.CreateStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    table = _q(facts, range_var_name(node.relation))
+    table = facts.qualify(range_var_name(node.relation))
     out = EffectsBuilder(kind="CREATE TABLE")
     out.lock(table, AEL, created=True)
     for element in node.tableElts or ():
         constraints = element.constraints if isinstance(element, ast.ColumnDef) else (element,)
         for con in constraints or ():
             if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_FOREIGN:
-                out.lock(_q(facts, range_var_name(con.pktable)), SRE)
+                out.lock(facts.qualify(range_var_name(con.pktable)), SRE)
+    for element in node.tableElts or ():
+        if isinstance(element, ast.TableLikeClause):
+            # LIKE reads the source's definition (columns, and what INCLUDING asks for).
+            out.lock(facts.qualify(range_var_name(element.relation)), AS)
     for parent in node.inhRelations or ():
-        parent_name = _q(facts, range_var_name(parent))
+        parent_name = facts.qualify(range_var_name(parent))
         out.lock(parent_name, AEL if node.partbound is not None else SUE)
     return out
 
@@ -236,7 +230,7 @@ def _create_table(node: ast.CreateStmt, facts: CatalogFacts, version: int) -> Ef
 def _truncate(node: ast.TruncateStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="TRUNCATE")
     for rel in node.relations or ():
-        tree = _tree(facts, rel)
+        tree = named_tree(facts, rel)
         tree.lock(out, AEL)
         # New, empty storage: nothing of the old rows is read, so a TRUNCATE is no scan.
         tree.rewrite(out, reads=False)
@@ -256,7 +250,7 @@ def _vacuum(node: ast.VacuumStmt, facts: CatalogFacts, version: int) -> EffectsB
     else:
         out = EffectsBuilder(kind="VACUUM FULL" if full else "VACUUM", transactional=False)
     for rel in node.rels or ():
-        tree = _tree(facts, rel.relation)
+        tree = named_tree(facts, rel.relation)
         mode = AEL if full else SUE
         out.lock(tree.name, mode)
         if tree.partitioned or tree.info is None:
@@ -282,7 +276,7 @@ def _cluster(node: ast.ClusterStmt, facts: CatalogFacts, version: int) -> Effect
         out.transactional = False
         out.note("a bare CLUSTER reclusters every previously clustered table")
         return out
-    name = _q(facts, range_var_name(node.relation))
+    name = facts.qualify(range_var_name(node.relation))
     out.lock(name, AEL)
     out.rewrite(name)
     return out
@@ -303,17 +297,20 @@ def _dml(
 ) -> EffectsBuilder:
     verb = {ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.InsertStmt: "INSERT"}[type(node)]
     out = EffectsBuilder(kind=verb)
+    if views.writes_through_view(node.relation, facts, out):
+        read_relations(node, facts, out, skip=node.relation)
+        return out
     if verb == "INSERT":
-        name, info = _resolved(facts, range_var_name(node.relation))
+        name, info = resolved(facts, range_var_name(node.relation))
         target = Tree(name, info, recurse=False)
         out.lock(name, RE)
         if info is not None and info.is_partitioned:
             out.note(f"rows inserted into {name} lock the partitions they are routed to (RowExclusiveLock)")
     else:
         # The planner expands the parent into every child it cannot prune, and locks them all.
-        target = _tree(facts, node.relation)
+        target = named_tree(facts, node.relation)
         target.lock(out, RE)
-    _read_relations(node, facts, out, skip=node.relation)
+    read_relations(node, facts, out, skip=node.relation)
     if verb != "INSERT" and getattr(node, "whereClause", None) is None:
         target.scan(out)
         out.note(f"{verb} without WHERE touches every row in one transaction: batch it")
@@ -322,36 +319,18 @@ def _dml(
     return out
 
 
-def _select(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilder:
+def _select(node: ast.SelectStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="SELECT")
-    _read_relations(node, facts, out)
+    if node.intoClause is not None:
+        views.classify_select_into(node, facts, out)
+    read_relations(node, facts, out)
     return out
-
-
-def _read_relations(
-    node: ast.Node, facts: CatalogFacts, out: EffectsBuilder, skip: ast.RangeVar | None = None
-) -> None:
-    """ACCESS SHARE on every relation the statement reads, and their children unless ONLY.
-
-    A relation in the FROM list of a query with no WHERE and no LIMIT is read in
-    full: that is the one case the tree alone proves (INSERT ... SELECT * FROM
-    old). With a WHERE clause the planner may still choose a full scan; that
-    the catalogue cannot know.
-    """
-    visitor = _range_var_visitor(node)
-    for rel in visitor.every:
-        if rel is skip:
-            continue
-        tree = _tree(facts, rel)
-        tree.lock(out, AS)
-        if id(rel) in visitor.read_in_full:
-            tree.scan(out)
 
 
 def _create_trigger(node: ast.CreateTrigStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="CREATE TRIGGER")
     # A trigger on a partitioned table is cloned onto every partition; inheritance children get none.
-    _tree(facts, node.relation, reaches=PARTITIONS).lock(out, SRE)
+    named_tree(facts, node.relation, reaches=PARTITIONS).lock(out, SRE)
     return out
 
 
@@ -369,81 +348,62 @@ def _refuse(reason: str) -> Classifier:
     return classify_
 
 
+def _not_catalogued(reason: str) -> Classifier:
+    def classify_(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilder:
+        out = EffectsBuilder(kind=type(node).__name__.removesuffix("Stmt"))
+        out.not_catalogued(reason)
+        return out
+
+    return classify_
+
+
 def _unknown(node: ast.Node, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    out = EffectsBuilder(kind=type(node).__name__)
-    relations = _range_vars(node)
-    for rel in relations:
-        out.lock(_q(facts, rel), AEL)
+    """A statement type nobody decided (a newer pglast): no lock is guessed, apply refuses it."""
+    out = _not_catalogued(f"{type(node).__name__} is not in the lock catalogue")(node, facts, version)
+    relations = range_vars(node)
     if relations:
-        out.note(f"{type(node).__name__} is not in the lock catalogue: ACCESS EXCLUSIVE is assumed")
+        out.note("it names " + ", ".join(str(facts.qualify(r)) for r in relations))
     return out
 
 
-class _CteNames(Visitor):
-    """The names of a statement's WITH queries, which its FROM clauses may use like tables."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: set[str] = set()
-
-    def visit_CommonTableExpr(self, ancestors: object, node: ast.CommonTableExpr) -> None:
-        self.names.add(node.ctename or "")
+def _create_schema(node: ast.CreateSchemaStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    out = EffectsBuilder(kind="CREATE SCHEMA")
+    if node.schemaElts:
+        out.not_catalogued("CREATE SCHEMA with elements: write each element as a statement of its own")
+    return out
 
 
-class _RangeVars(Visitor):
-    """Every relation a statement names (not CTE names), and which of them a query reads in full."""
-
-    def __init__(self, ctes: set[str]) -> None:
-        super().__init__()
-        self.found: list[RelationName] = []
-        self.every: list[ast.RangeVar] = []  # every occurrence: the same table may be target and source
-        self.ctes = ctes
-        self.read_in_full: set[int] = set()
-
-    def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:
-        if node.whereClause is None and node.limitCount is None:
-            for item in node.fromClause or ():
-                self.read_in_full.update(id(rel) for rel in _from_item_relations(item))
-
-    def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
-        name = range_var_name(node)
-        if name.schema is None and name.name in self.ctes:
-            return
-        self.every.append(node)
-        if name not in self.found:
-            self.found.append(name)
+def _create_foreign_table(
+    node: ast.CreateForeignTableStmt, facts: CatalogFacts, version: int
+) -> EffectsBuilder:
+    assert node.base is not None
+    out = _create_table(node.base, facts, version)
+    out.kind = "CREATE FOREIGN TABLE"
+    return out
 
 
-def _from_item_relations(item: ast.Node | None) -> list[ast.RangeVar]:
-    """The tables a FROM item reads directly: itself, or both sides of a join (not subqueries)."""
-    if isinstance(item, ast.RangeVar):
-        return [item]
-    if isinstance(item, ast.JoinExpr):
-        return _from_item_relations(item.larg) + _from_item_relations(item.rarg)
-    return []
+def _merge(node: ast.MergeStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    """MERGE: ROW EXCLUSIVE on the target (and its children unless ONLY), ACCESS SHARE on the source."""
+    out = EffectsBuilder(kind="MERGE")
+    target = named_tree(facts, node.relation)
+    target.lock(out, RE)
+    read_relations(node, facts, out, skip=node.relation)
+    # A MERGE joins the whole target with the whole source: both are read in full.
+    target.scan(out)
+    source = node.sourceRelation
+    if isinstance(source, ast.RangeVar):
+        named_tree(facts, source).scan(out)
+    return out
 
 
-def _range_var_visitor(node: ast.Node) -> _RangeVars:
-    """The relations ``node`` names, after a first pass that learns its CTE names (the
-    visitor may meet a CTE's use in FROM before its definition in WITH)."""
-    ctes = _CteNames()
-    ctes(node)
-    visitor = _RangeVars(ctes.names)
-    visitor(node)
-    return visitor
-
-
-def _range_vars(node: ast.Node) -> list[RelationName]:
-    return _range_var_visitor(node).found
-
-
-_CLASSIFIERS: dict[type, Classifier] = {
+CATALOGUED: dict[type[ast.Node], Classifier] = {
     ast.AlterTableStmt: _alter_table,
     ast.RenameStmt: _rename,
     ast.IndexStmt: _create_index,
     ast.DropStmt: _drop,
     ast.ReindexStmt: _reindex,
     ast.CreateStmt: _create_table,
+    ast.CreateForeignTableStmt: _create_foreign_table,
     ast.TruncateStmt: _truncate,
     ast.VacuumStmt: _vacuum,
     ast.ClusterStmt: _cluster,
@@ -451,30 +411,48 @@ _CLASSIFIERS: dict[type, Classifier] = {
     ast.UpdateStmt: _dml,
     ast.DeleteStmt: _dml,
     ast.InsertStmt: _dml,
+    ast.MergeStmt: _merge,
     ast.SelectStmt: _select,
     ast.CreateTrigStmt: _create_trigger,
-    ast.CreateEnumStmt: _no_table_locks("CREATE TYPE"),
-    ast.CreateFunctionStmt: _no_table_locks("CREATE FUNCTION"),
-    ast.CreateSeqStmt: _no_table_locks("CREATE SEQUENCE"),
-    ast.CreateSchemaStmt: _no_table_locks("CREATE SCHEMA"),
-    ast.CreateExtensionStmt: _no_table_locks("CREATE EXTENSION"),
-    ast.CommentStmt: _no_table_locks("COMMENT"),
-    ast.TransactionStmt: _refuse(
-        "BEGIN/COMMIT/ROLLBACK in a migration: zdmproxy runs each statement in its own short, "
-        "lock-guarded transaction; remove the transaction control statements"
-    ),
-    ast.VariableSetStmt: _refuse(
-        "SET in a migration: zdmproxy sets lock_timeout and statement_timeout itself for every "
-        "attempt; configure them with ZDM_LOCK_TIMEOUT / ZDM_STATEMENT_TIMEOUT instead"
-    ),
+    ast.CreateSchemaStmt: _create_schema,
+    ast.ViewStmt: views.classify_view,
+    ast.CreateTableAsStmt: views.classify_create_table_as,
+    ast.RefreshMatViewStmt: views.classify_refresh,
+    ast.RuleStmt: views.classify_rule,
+    ast.CreatePolicyStmt: views.classify_policy,
+    ast.AlterPolicyStmt: views.classify_policy,
+    ast.LockStmt: views.classify_lock,
+    ast.CommentStmt: objects.classify_comment,
+    ast.GrantStmt: objects.classify_grant,
+    ast.AlterObjectSchemaStmt: objects.classify_set_schema,
+    ast.CreateStatsStmt: objects.classify_create_statistics,
+    ast.CreatePublicationStmt: objects.classify_publication,
+    ast.AlterPublicationStmt: objects.classify_publication,
+    ast.CreateSeqStmt: objects.classify_sequence,
+    ast.AlterSeqStmt: objects.classify_sequence,
+    ast.CreateFunctionStmt: objects.classify_function,
+    ast.AlterDomainStmt: objects.classify_domain,
+}
+_CLASSIFIERS: dict[type, Classifier] = {
+    **CATALOGUED,
+    **{kind: _no_table_locks(name) for kind, name in decisions.LOCK_FREE.items()},
+    **{kind: _refuse(reason) for kind, reason in decisions.REFUSED.items()},
+    **{kind: _not_catalogued(reason) for kind, reason in decisions.NOT_CATALOGUED.items()},
 }
 
 
 def mentioned_relations(statement: Statement) -> list[RelationName]:
     """Every relation a statement names, as written: what the catalog must be asked about."""
-    found = _range_vars(statement.node)
+    found = range_vars(statement.node)
     if isinstance(statement.node, ast.DropStmt):
         found += [dotted_name(p) for p in statement.node.objects or () if isinstance(p, tuple)]
+        kind = statement.node.removeType
+        tables = (objects.object_relation(kind, p) for p in statement.node.objects or ())
+        found += [t for t in tables if t is not None]
+    found += objects.owned_by(statement.node)
+    if isinstance(statement.node, ast.CommentStmt):
+        commented = objects.object_relation(statement.node.objtype, statement.node.object)
+        found += [commented] if commented is not None else []
     if isinstance(statement.node, ast.AlterTableStmt):
         schema = range_var_name(statement.node.relation).schema
         for cmd in statement.node.cmds or ():

@@ -13,7 +13,10 @@ class Effects:
 
     ``locks`` holds one request per relation (the strongest mode it takes
     there); ``notes`` says where the answer rests on an assumption because the
-    catalog was not available, so a plan never hides a guess.
+    catalog was not available, so a plan never hides a guess. ``unverified`` is
+    set, with the reason, when the catalogue does not know what the statement
+    locks at all: its ``locks`` are then empty rather than guessed, and ``apply``
+    runs it only when the caller allows unverified locks.
     """
 
     kind: str
@@ -22,6 +25,7 @@ class Effects:
     scans: tuple[RelationName, ...] = ()
     transactional: bool = True
     notes: tuple[str, ...] = ()
+    unverified: str | None = None
 
 
 @dataclass
@@ -34,6 +38,7 @@ class EffectsBuilder:
     rewrites: list[RelationName] = field(default_factory=list)
     scans: list[RelationName] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unverified: str | None = None
 
     def lock(
         self, relation: RelationName, mode: LockMode, *, kind: str = "table", created: bool = False
@@ -52,6 +57,15 @@ class EffectsBuilder:
         if relation not in self.scans:
             self.scans.append(relation)
 
+    def not_catalogued(self, reason: str) -> None:
+        """The catalogue cannot tell what this statement locks: say why, and claim no lock.
+
+        A guessed lock would be taken by ``apply`` itself (LOCK TABLE before the
+        statement), so a guess of ACCESS EXCLUSIVE causes the outage it guards against.
+        """
+        if self.unverified is None:
+            self.unverified = reason
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
@@ -59,9 +73,10 @@ class EffectsBuilder:
     def build(self) -> Effects:
         return Effects(
             kind=self.kind,
-            locks=tuple(strongest(self.locks)),
+            locks=() if self.unverified else tuple(strongest(self.locks)),
             rewrites=tuple(self.rewrites),
             scans=tuple(self.scans),
             transactional=self.transactional,
             notes=tuple(self.notes),
+            unverified=self.unverified,
         )

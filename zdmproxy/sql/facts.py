@@ -71,6 +71,8 @@ class RelationInfo:
     # Every partition or inheritance child below this relation (pg_inherits, recursively), parents first.
     children: tuple[ChildInfo, ...] = ()
     partition_of: RelationName | None = None  # the partitioned table this one is a partition of
+    view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
+    instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
 
     @property
     def is_partitioned(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum
+
 from pglast import ast
 
 from zdmproxy.sql.locks import RelationName
@@ -28,3 +30,8 @@ def quote_relation(name: RelationName) -> str:
     if name.schema is None:
         return quote_ident(name.name)
     return f"{quote_ident(name.schema)}.{quote_ident(name.name)}"
+
+
+def enum_words(value: Enum | None, prefix: str = "OBJECT_") -> str:
+    """An enum member as the SQL words it stands for: ObjectType.OBJECT_TABLE is "TABLE"."""
+    return value.name.removeprefix(prefix).replace("_", " ") if value is not None else "?"

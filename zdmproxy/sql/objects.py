@@ -1,0 +1,173 @@
+"""The lock catalogue for statements that address objects by name: COMMENT ON,
+GRANT / REVOKE, ALTER ... SET SCHEMA, CREATE STATISTICS, publications, sequences
+owned by a column, domains, functions with a SQL-standard body.
+
+PostgreSQL resolves such a name with ``get_object_address``, which locks the
+relation the object lives on with a mode chosen by the command: COMMENT takes
+SHARE UPDATE EXCLUSIVE on a relation (and on the table of a column), ACCESS
+SHARE on the table of a constraint, trigger, rule or policy, and nothing for
+objects outside any table. Checked against pg_locks by tests/test_lock_catalogue.py.
+"""
+
+from __future__ import annotations
+
+from pglast import ast
+from pglast.enums import GrantTargetType, ObjectType
+
+from zdmproxy.sql import versions
+from zdmproxy.sql.effects import EffectsBuilder
+from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.locks import LockMode, RelationName
+from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
+from zdmproxy.sql.relations import read_relations
+
+AS = LockMode.ACCESS_SHARE
+SUE = LockMode.SHARE_UPDATE_EXCLUSIVE
+AEL = LockMode.ACCESS_EXCLUSIVE
+
+# Objects that are relations: the name is the relation's.
+RELATION_OBJECTS = frozenset(
+    {
+        ObjectType.OBJECT_TABLE,
+        ObjectType.OBJECT_VIEW,
+        ObjectType.OBJECT_MATVIEW,
+        ObjectType.OBJECT_INDEX,
+        ObjectType.OBJECT_SEQUENCE,
+        ObjectType.OBJECT_FOREIGN_TABLE,
+    }
+)
+# Objects that live on a table and are named "<object> ON <table>": the name ends in the object's.
+TABLE_OBJECTS = frozenset(
+    {
+        ObjectType.OBJECT_TABCONSTRAINT,
+        ObjectType.OBJECT_TRIGGER,
+        ObjectType.OBJECT_RULE,
+        ObjectType.OBJECT_POLICY,
+    }
+)
+
+
+def object_relation(objtype: ObjectType | None, parts: object) -> RelationName | None:
+    """The relation an object address names or lives on, or None for objects outside any table."""
+    if not isinstance(parts, (tuple, list)) or not parts:
+        return None
+    names = [p for p in parts if isinstance(p, ast.String)]
+    if objtype in RELATION_OBJECTS:
+        return dotted_name(names)
+    if objtype == ObjectType.OBJECT_COLUMN or objtype in TABLE_OBJECTS:
+        return dotted_name(names[:-1]) if len(names) > 1 else None
+    return None
+
+
+def classify_comment(node: ast.CommentStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    out = EffectsBuilder(kind=f"COMMENT ON {enum_words(node.objtype)}")
+    relation = object_relation(node.objtype, node.object)
+    if relation is not None:
+        mode = AS if node.objtype in TABLE_OBJECTS else SUE
+        kind = "index" if node.objtype == ObjectType.OBJECT_INDEX else "table"
+        out.lock(facts.qualify(relation), mode, kind=kind)
+    return out
+
+
+def classify_grant(node: ast.GrantStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    """GRANT / REVOKE: no relation lock before 17; from 17 on ACCESS SHARE on each table or
+    sequence (it keeps the table's pg_class row steady while the ACL is rewritten)."""
+    out = EffectsBuilder(kind="GRANT" if node.is_grant else "REVOKE")
+    on_relations = node.objtype in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_SEQUENCE)
+    if not on_relations or version < versions.GRANT_LOCKS_RELATION:
+        return out
+    if node.targtype != GrantTargetType.ACL_TARGET_OBJECT:
+        out.not_catalogued(
+            "GRANT ON ALL TABLES IN SCHEMA locks every table of the schema, which the catalogue "
+            "does not list; name the tables"
+        )
+        return out
+    for rel in node.objects or ():
+        if isinstance(rel, ast.RangeVar):
+            out.lock(facts.qualify(range_var_name(rel)), AS)
+    return out
+
+
+def classify_set_schema(node: ast.AlterObjectSchemaStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    """ALTER ... SET SCHEMA: ACCESS EXCLUSIVE on a relation moved; nothing for other objects."""
+    out = EffectsBuilder(kind=f"ALTER {enum_words(node.objectType)} SET SCHEMA")
+    if node.relation is not None and node.objectType in RELATION_OBJECTS:
+        out.lock(facts.qualify(range_var_name(node.relation)), AEL)
+    return out
+
+
+def classify_create_statistics(
+    node: ast.CreateStatsStmt, facts: CatalogFacts, version: int
+) -> EffectsBuilder:
+    out = EffectsBuilder(kind="CREATE STATISTICS")
+    for rel in node.relations or ():
+        if isinstance(rel, ast.RangeVar):
+            out.lock(facts.qualify(range_var_name(rel)), SUE)
+    return out
+
+
+def classify_publication(
+    node: ast.CreatePublicationStmt | ast.AlterPublicationStmt, facts: CatalogFacts, version: int
+) -> EffectsBuilder:
+    """Adding tables to a publication (or dropping them) takes SHARE UPDATE EXCLUSIVE on each."""
+    creates = isinstance(node, ast.CreatePublicationStmt)
+    out = EffectsBuilder(kind="CREATE PUBLICATION" if creates else "ALTER PUBLICATION")
+    for spec in node.pubobjects or ():
+        table = getattr(getattr(spec, "pubtable", None), "relation", None)
+        if isinstance(table, ast.RangeVar):
+            out.lock(facts.qualify(range_var_name(table)), SUE)
+        else:
+            out.not_catalogued("a publication of whole schemas locks their tables, which are not listed")
+    if node.for_all_tables:
+        out.not_catalogued("a publication FOR ALL TABLES: its locks on every table are not catalogued")
+    return out
+
+
+def classify_sequence(
+    node: ast.CreateSeqStmt | ast.AlterSeqStmt, facts: CatalogFacts, version: int
+) -> EffectsBuilder:
+    """CREATE / ALTER SEQUENCE: ACCESS SHARE on the table of an OWNED BY column (the sequence
+    itself is new, or not a table anyone queues behind)."""
+    creates = isinstance(node, ast.CreateSeqStmt)
+    out = EffectsBuilder(kind="CREATE SEQUENCE" if creates else "ALTER SEQUENCE")
+    for table in owned_by(node):
+        out.lock(facts.qualify(table), AS)
+    return out
+
+
+def owned_by(node: ast.Node) -> list[RelationName]:
+    """The table of a sequence's OWNED BY column, as written (none for OWNED BY NONE)."""
+    if not isinstance(node, (ast.CreateSeqStmt, ast.AlterSeqStmt)):
+        return []
+    tables = []
+    for option in node.options or ():
+        if isinstance(option, ast.DefElem) and option.defname == "owned_by":
+            parts = [p for p in option.arg or () if isinstance(p, ast.String)]
+            if len(parts) > 1:  # OWNED BY NONE is one word
+                tables.append(dotted_name(parts[:-1]))
+    return tables
+
+
+def classify_function(node: ast.CreateFunctionStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    """CREATE FUNCTION: a SQL-standard body (BEGIN ATOMIC, RETURN) is parsed at creation, which
+    locks what it reads with ACCESS SHARE; any other body is stored as text and locks nothing."""
+    out = EffectsBuilder(kind="CREATE PROCEDURE" if node.is_procedure else "CREATE FUNCTION")
+    if node.sql_body is not None:
+        read_relations(node.sql_body, facts, out, executed=False)
+    return out
+
+
+def classify_domain(node: ast.AlterDomainStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
+    """ALTER DOMAIN: adding a validated constraint, SET NOT NULL and VALIDATE check every column of
+    the domain's type, taking SHARE on their tables; the rest changes the type alone."""
+    out = EffectsBuilder(kind="ALTER DOMAIN")
+    con = node.def_
+    checks = node.subtype in ("O", "V") or (
+        node.subtype == "C" and isinstance(con, ast.Constraint) and not con.skip_validation
+    )
+    if checks:
+        out.not_catalogued(
+            "it checks every column of the domain, locking their tables SHARE; the catalogue does not "
+            "know which tables use the domain"
+        )
+    return out

@@ -149,6 +149,31 @@ ANALYZE;
 """
 
 
+# Foreign keys with actions, and rows that make their triggers fire (accounts 9001 and 9002 are
+# referenced by no order; kids reference 9001).
+KEYS = """
+CREATE TABLE kids (id bigint PRIMARY KEY, acc bigint REFERENCES accounts ON DELETE CASCADE,
+                   acc2 bigint REFERENCES accounts ON DELETE SET NULL ON UPDATE CASCADE);
+INSERT INTO accounts (id, email) VALUES (9001, 'z'), (9002, 'z');
+INSERT INTO kids SELECT g, 9001, NULL FROM generate_series(1, 2000) g;
+CREATE TABLE pets (id bigint PRIMARY KEY, owner bigint REFERENCES accounts ON DELETE CASCADE);
+CREATE INDEX pets_owner_idx ON pets (owner);  -- so deleting an account probes pets, not reads it
+INSERT INTO pets SELECT g, 9001 FROM generate_series(1, 2000) g;
+ANALYZE;
+"""
+KEY_CASES: dict[str, str] = {
+    "insert_referencing": "INSERT INTO kids VALUES (100000, 9001, 9002)",
+    "insert_referencing_two_keys": "INSERT INTO orders (id, account_id, ref) VALUES (100000, 1, 2)",
+    "update_referencing_key": "UPDATE kids SET acc2 = 9001 WHERE id = 1",
+    "update_referencing_other_column": "UPDATE orders SET amount = 2 WHERE id = 1",
+    "delete_referenced": "DELETE FROM accounts WHERE id = 9002",
+    "update_referenced_key": "UPDATE accounts SET id = 9003 WHERE id = 9002",
+    "update_referenced_other_column": "UPDATE accounts SET email = 'q' WHERE id = 9002",
+    "type_referencing_column": "ALTER TABLE orders ALTER COLUMN account_id TYPE int",
+    "type_referenced_column": "ALTER TABLE accounts ALTER COLUMN id TYPE int",
+}
+
+
 ANALYZE_SAMPLE = (
     "ANALYZE reads a sample with its own block sampler, which the tuple counters do not see; on "
     "tables this small the sample is every block, so the block counters cannot tell it from a scan"
@@ -482,6 +507,9 @@ CASES: dict[str, Case] = {
         "REINDEX TABLE logs", blocker="LOCK TABLE {table} IN ROW EXCLUSIVE MODE", blocker_table="logs_2"
     ),
     **{name: Case(sql, extra=VIEWS, min_version=version) for name, (sql, version) in VIEW_CASES.items()},
+    **{
+        name: Case(sql, extra=KEYS, planner_decides=PLANNER_READS_ACCOUNTS) for name, sql in KEY_CASES.items()
+    },
     # The planner probes orders by its key (nested loop) or reads it in full (hash join), as it likes.
     "merge": Case(
         "MERGE INTO keyless k USING orders o ON k.id = o.id WHEN MATCHED THEN UPDATE SET id = o.id",

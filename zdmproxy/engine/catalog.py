@@ -14,7 +14,14 @@ from zdmproxy.engine.queries import QUERIES
 from zdmproxy.plan.model import Plan
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.sql.catalogue import mentioned_relations
-from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ColumnType, ConstraintInfo, RelationInfo
+from zdmproxy.sql.facts import (
+    CatalogFacts,
+    ChildInfo,
+    ColumnType,
+    ConstraintInfo,
+    ForeignKey,
+    RelationInfo,
+)
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.parse import Statement, parse_script
 from zdmproxy.sql.relations import MAX_VIEW_DEPTH
@@ -85,6 +92,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
+    keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
     children = (
         await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in ("r", "p", "f") else []
     )
@@ -116,6 +124,21 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
         view_definition=row["view_definition"],
         instead=row["instead"],
+        foreign_keys=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing"),
+        referenced_by=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming"),
+    )
+
+
+def _foreign_key(row: Any) -> ForeignKey:
+    return ForeignKey(
+        name=row["conname"],
+        table=RelationName(row["table_schema"], row["table_name"]),
+        columns=tuple(row["columns"]),
+        referenced=RelationName(row["ref_schema"], row["ref_name"]),
+        referenced_columns=tuple(row["referenced_columns"]),
+        on_delete=row["on_delete"],
+        on_update=row["on_update"],
+        indexed=row["indexed"],
     )
 
 

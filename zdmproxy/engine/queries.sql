@@ -61,6 +61,33 @@ SELECT a.attname, t.typname, a.atttypmod, a.attnotnull
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
 
+-- name: relation_foreign_keys
+-- Foreign keys on both sides of relation $1: "outgoing" ones it has, "incoming" ones that
+-- reference it; columns by name, in key order, and the actions on delete and update.
+SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END AS direction,
+       con.conname, tn.nspname AS table_schema, t.relname AS table_name,
+       rn.nspname AS ref_schema, r.relname AS ref_name,
+       ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum
+              ORDER BY k.ord) AS columns,
+       ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum
+              ORDER BY k.ord) AS referenced_columns,
+       con.confdeltype::text AS on_delete, con.confupdtype::text AS on_update,
+       -- An index on the referencing table that starts with the key's columns (in any order):
+       -- without one, every action on a referenced row reads the referencing table in full.
+       EXISTS (SELECT FROM pg_index i
+                WHERE i.indrelid = con.conrelid
+                  AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey
+                  AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] <@ con.conkey) AS indexed
+  FROM pg_constraint con
+  JOIN pg_class t ON t.oid = con.conrelid
+  JOIN pg_namespace tn ON tn.oid = t.relnamespace
+  JOIN pg_class r ON r.oid = con.confrelid
+  JOIN pg_namespace rn ON rn.oid = r.relnamespace
+ WHERE con.contype = 'f' AND (con.conrelid = $1 OR con.confrelid = $1) AND con.conparentid = 0
+ ORDER BY 1, con.conname;
+
 -- name: relation_children
 -- Every partition or inheritance child below $1, at any depth, parents before their children.
 WITH RECURSIVE tree(oid, depth) AS (

@@ -21,6 +21,7 @@ from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.sql import versions
 from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RelationInfo
+from zdmproxy.sql.foreign_keys import rebuilt_by_type_change
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import range_var_name
 from zdmproxy.sql.trees import PARTITIONS, Tree
@@ -295,6 +296,12 @@ def _alter_column_type(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
             f"column {cmd.name} is used by {views}: PostgreSQL refuses to change its type (0A000); "
             "drop and recreate the views around the change"
         )
+    for fk in rebuilt_by_type_change(ctx.info, cmd.name):
+        # The key is dropped and added again, and validated: ACCESS EXCLUSIVE on its other table as
+        # well, the referencing table read in full and the referenced one read or probed.
+        ctx.out.lock(fk.referenced if fk.table == ctx.target else fk.table, AEL)
+        ctx.out.scan(fk.table)
+        _scan_referenced(ctx, fk.referenced)
     column = _definition(cmd, ast.ColumnDef)
     old = ctx.info.columns.get(cmd.name or "") if ctx.info is not None else None
     if type_change_rewrites(old, column.typeName, column.raw_default is not None):

@@ -15,7 +15,7 @@ from pglast import ast
 from pglast.enums import ConstrType, DropBehavior, ObjectType, ReindexObjectType
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql import decisions, objects, versions, views
+from zdmproxy.sql import decisions, foreign_keys, objects, versions, views
 from zdmproxy.sql.alter_table import classify_alter_table
 from zdmproxy.sql.effects import Effects, EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts
@@ -311,6 +311,7 @@ def _dml(
         target = named_tree(facts, node.relation)
         target.lock(out, RE)
     read_relations(node, facts, out, skip=node.relation)
+    foreign_keys.dml_locks(node, target.info, out)
     if verb != "INSERT" and getattr(node, "whereClause", None) is None:
         target.scan(out)
         out.note(f"{verb} without WHERE touches every row in one transaction: batch it")

@@ -24,6 +24,32 @@ class ConstraintInfo:
 
 
 @dataclass(frozen=True)
+class ForeignKey:
+    """One foreign key as seen from either of its tables.
+
+    Its triggers lock the other table when rows change: inserting or updating
+    the key columns checks the referenced row (ROW SHARE on the referenced
+    table); deleting or updating a referenced row runs the key's action on the
+    referencing table (ROW SHARE for NO ACTION / RESTRICT, which only look;
+    ROW EXCLUSIVE for CASCADE / SET NULL / SET DEFAULT, which write).
+    """
+
+    name: str
+    table: RelationName  # the referencing table
+    columns: tuple[str, ...]
+    referenced: RelationName
+    referenced_columns: tuple[str, ...]
+    on_delete: str = "a"  # pg_constraint.confdeltype: a (no action), r, c, n, d
+    on_update: str = "a"  # pg_constraint.confupdtype
+    indexed: bool = False  # an index on the referencing table starts with the key's columns
+
+    @staticmethod
+    def action_writes(action: str) -> bool:
+        """CASCADE, SET NULL and SET DEFAULT change the referencing rows; the others only check."""
+        return action in ("c", "n", "d")
+
+
+@dataclass(frozen=True)
 class ColumnType:
     """A column's type as ``pg_type.typname`` plus its decoded type modifiers.
 
@@ -73,6 +99,8 @@ class RelationInfo:
     partition_of: RelationName | None = None  # the partitioned table this one is a partition of
     view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
     instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
+    foreign_keys: tuple[ForeignKey, ...] = ()  # keys this table has (it references others)
+    referenced_by: tuple[ForeignKey, ...] = ()  # keys of other tables that reference this one
 
     @property
     def is_partitioned(self) -> bool:

@@ -183,29 +183,69 @@ async def _wait_for(admin: asyncpg.Connection, query: str, *args: object, timeou
     return int(pid)
 
 
-async def test_kill_9_during_a_concurrently_build_then_rerun(dsn: str, tmp_path: Path) -> None:
-    """The build is held in its wait for old snapshots when the process dies: its backend must
-    not go on building unseen, the rerun must wait for it to be gone, find the INVALID index,
-    drop it and build again."""
+PARTS = """
+CREATE TABLE events (id bigint NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE INDEX items_a_idx ON items (a);
+"""
+# (statement, what holds it in its wait, what must hold after the rerun)
+CONCURRENTLY = {
+    "create-index": (
+        "CREATE INDEX CONCURRENTLY items_note_idx ON items (a)",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ledger",  # an old snapshot
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_note_idx'::regclass",
+    ),
+    "drop-index": (
+        "DROP INDEX CONCURRENTLY items_a_idx",
+        "BEGIN; SELECT count(*) FROM items",  # a transaction using the table
+        "SELECT to_regclass('items_a_idx') IS NULL",
+    ),
+    "reindex": (
+        "REINDEX INDEX CONCURRENTLY items_a_idx",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ledger",
+        "SELECT bool_and(indisvalid) AND count(*) = 2 FROM pg_index WHERE indrelid = 'items'::regclass",
+    ),
+    "detach-partition": (
+        "ALTER TABLE events DETACH PARTITION events_2025 CONCURRENTLY",
+        # A transaction using the parent but not the partition (pre-flight would wait for that).
+        "BEGIN; SELECT count(*) FROM events WHERE at = '2026-06-01'",
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = 'events_2025'::regclass)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONCURRENTLY))
+async def test_kill_9_during_a_concurrently_statement_then_rerun(dsn: str, tmp_path: Path, case: str) -> None:
+    """The statement is held in one of its waits when the process dies: its backend must not go
+    on unseen, the rerun must wait for it to be gone, then tell from the catalog what is done
+    and finish the rest (an INVALID index dropped and built again, a detach FINALIZEd)."""
+    statement, hold, done = CONCURRENTLY[case]
+    migration = f"INSERT INTO ledger (step) VALUES (1);\n{statement};\n"
     admin = await setup(dsn)
-    snapshot = await asyncpg.connect(dsn)
-    await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM ledger")
-    proc = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    # DROP INDEX CONCURRENTLY must be the first action of its transaction: no event trigger first.
+    await admin.execute(PARTS + "ALTER EVENT TRIGGER log_ddl DISABLE;")
+    holder = await asyncpg.connect(dsn)
+    await holder.execute(hold)
+    proc = await start_cli("apply", "--dsn", dsn, "--id", "m2", sql=migration, tmp_path=tmp_path)
     try:
-        builder = await _wait_for(
+        backend = await _wait_for(
             admin,
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'"
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'zdmproxy:m2:step2'"
             " AND wait_event_type = 'Lock'",
         )
         await _kill9(proc)
-        await snapshot.execute("ROLLBACK")
-        code, stderr = await apply(dsn, tmp_path)
+        await holder.execute("ROLLBACK")
+        code, stderr = await apply(dsn, tmp_path, migration, id="m2")
         assert code == 0, stderr
-        assert not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", builder)
-        assert await final_state(admin) == EXPECTED
+        assert not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", backend)
+        assert await admin.fetchval(done), stderr
+        assert await admin.fetchval("SELECT array_agg(step) FROM ledger") == [1]
+        assert not await admin.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")  # no debris
+        assert not await admin.fetchval("SELECT count(*) FROM pg_inherits WHERE inhdetachpending")
     finally:
         await _kill9(proc)
-        await snapshot.close()
+        await holder.close()
         await admin.close()
 
 
@@ -257,17 +297,26 @@ async def test_kill_9_at_random_moments_then_rerun(dsn: str, tmp_path: Path) -> 
         await admin.close()
 
 
-class CommitCutter:
-    """A TCP proxy in front of the server that, once, lets a transaction containing ``marker``
-    commit on the server and cuts the connection before the client hears the answer: the
-    client's COMMIT fails with a lost connection although the server committed."""
+def simple_query(sql: str) -> bytes:
+    """The wire bytes of ``sql`` sent as a simple Query message (how the engine sends a step)."""
+    body = sql.encode() + b"\x00"
+    return b"Q" + struct.pack("!I", 4 + len(body)) + body
 
-    COMMIT_QUERY = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # simple Query message, as asyncpg sends COMMIT
-    COMMIT_DONE = b"C\x00\x00\x00\x0bCOMMIT\x00"  # the server's CommandComplete for it
 
-    def __init__(self, upstream_port: int, marker: bytes) -> None:
+def command_complete(tag: str) -> bytes:
+    """The wire bytes of the server's CommandComplete message with ``tag``."""
+    body = tag.encode() + b"\x00"
+    return b"C" + struct.pack("!I", 4 + len(body)) + body
+
+
+class AnswerCutter:
+    """A TCP proxy in front of the server that, once, lets the server finish a statement and
+    cuts the connection before the client hears the answer: after the client sent ``arm`` (on
+    that connection), then ``query``, the server's ``done`` is never delivered."""
+
+    def __init__(self, upstream_port: int, arm: bytes, query: bytes, done: bytes) -> None:
         self.upstream_port = upstream_port
-        self.marker = marker
+        self.arm, self.query, self.done = arm, query, done
         self.fired = False
         self.server: asyncio.Server | None = None
 
@@ -281,21 +330,21 @@ class CommitCutter:
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        state = {"armed": False, "commit_sent": False}
+        state = {"armed": False, "sent": False}
 
         async def upstream() -> None:
             while data := await client_r.read(65536):
-                if not self.fired and self.marker in data:
+                if not self.fired and self.arm in data:
                     state["armed"] = True
-                elif state["armed"] and self.COMMIT_QUERY in data:
-                    state["commit_sent"] = True
+                if state["armed"] and self.query in data:
+                    state["sent"] = True
                 server_w.write(data)
                 await server_w.drain()
 
         async def downstream() -> None:
             while data := await server_r.read(65536):
-                if state["commit_sent"] and not self.fired and self.COMMIT_DONE in data:
-                    self.fired = True  # committed on the server; the client never hears it
+                if state["sent"] and not self.fired and self.done in data:
+                    self.fired = True  # done on the server; the client never hears it
                     break
                 client_w.write(data)
                 await client_w.drain()
@@ -319,35 +368,42 @@ ALTER TABLE items ADD COLUMN after_commit int;
 """
 
 
-def simple_query(sql: str) -> bytes:
-    """The wire bytes of ``sql`` sent as a simple Query message (how the engine sends a step)."""
-    body = sql.encode() + b"\x00"
-    return b"Q" + struct.pack("!I", 4 + len(body)) + body
+COMMIT = (simple_query("COMMIT"), command_complete("COMMIT"))
+CIC = "CREATE INDEX CONCURRENTLY items_lost_idx ON items (a)"
 
 
 @pytest.mark.parametrize(
-    "marker",
+    ("arm", "query", "done"),
     [
-        pytest.param(simple_query("INSERT INTO ledger (step) VALUES (1)"), id="step-commit"),
-        pytest.param(b"INSERT INTO zdmproxy.migrations", id="journal-record-commit"),
+        pytest.param(simple_query("INSERT INTO ledger (step) VALUES (1)"), *COMMIT, id="step-commit"),
+        pytest.param(b"INSERT INTO zdmproxy.migrations", *COMMIT, id="journal-record-commit"),
+        pytest.param(
+            simple_query(CIC), simple_query(CIC), command_complete("CREATE INDEX"), id="concurrently"
+        ),
     ],
 )
-async def test_connection_lost_after_the_server_committed_is_not_run_again(
-    dsn: str, tmp_path: Path, marker: bytes
+async def test_connection_lost_after_the_server_finished_is_not_run_again(
+    dsn: str, tmp_path: Path, arm: bytes, query: bytes, done: bytes
 ) -> None:
-    """The server committed, the client lost the connection before hearing it: the step's
-    journal row committed with it, so the engine finds it done and does not run it again
-    (and recording the migration itself survives the same loss)."""
+    """The server committed, the client lost the connection before hearing it. A transactional
+    step's journal row committed with it, a CONCURRENTLY build is found valid in the catalog:
+    either way the engine finds the step done and does not run it again (and recording the
+    migration itself survives the same loss)."""
     admin = await setup(dsn)
     port = int(dsn.rsplit(":", 1)[1].split("/", 1)[0])
-    cutter = CommitCutter(port, marker)
+    cutter = AnswerCutter(port, arm, query, done)
     proxied = dsn.replace(f":{port}/", f":{await cutter.start()}/")
     try:
-        result = await run_cli("apply", "--dsn", proxied, "--id", "m3", sql=LOST_COMMIT, tmp_path=tmp_path)
-        assert cutter.fired, "the proxy never cut a COMMIT: the test proved nothing"
+        result = await run_cli(
+            "apply", "--dsn", proxied, "--id", "m3", sql=LOST_COMMIT + CIC, tmp_path=tmp_path
+        )
+        assert cutter.fired, "the proxy never cut an answer: the test proved nothing"
         assert result.code == 0, result.stderr
         assert await admin.fetchval("SELECT array_agg(step) FROM ledger") == [1]  # applied once
         assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'after_commit'") == 1
+        assert await admin.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_lost_idx'::regclass"
+        )
     finally:
         await cutter.close()
         await admin.close()

@@ -213,3 +213,7 @@ SELECT ix.indisvalid
 -- name: partition_attached
 -- Whether relation $1 is still a partition (or inheritance child) of $2.
 SELECT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2));
+
+-- name: set_application_name
+-- The step session is named for the step it runs, so pg_stat_activity says which one it is.
+SELECT set_config('application_name', $1, false);

@@ -40,6 +40,7 @@ from zdmproxy.engine.debris import drop_invalid_indexes, resume_detach
 from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
 from zdmproxy.engine.ledger import NO_LEDGER, Ledger
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
+from zdmproxy.engine.queries import QUERIES
 from zdmproxy.errors import (
     Cancelled,
     DatabaseUnreachable,
@@ -327,7 +328,7 @@ class _StepRun:
         all before asking for any lock. Returns the step to run this time."""
         session, watch = await self.runner.sessions(self.report.index)
         name = f"zdmproxy:{self.runner.migration_id}:step{self.report.index + 1}"[:63]
-        await session.execute("SELECT set_config('application_name', $1, false)", name)
+        await session.execute(QUERIES["set_application_name"], name)
         if self.recheck:
             if await self._already_applied(watch):
                 raise _AlreadyApplied

@@ -7,6 +7,9 @@ SELECT to_regclass('zdmproxy.schema_version') IS NOT NULL;
 -- name: schema_exists
 SELECT to_regnamespace('zdmproxy') IS NOT NULL;
 
+-- name: create_schema
+CREATE SCHEMA zdmproxy;
+
 -- name: journal_version
 SELECT coalesce(max(version), 0) FROM zdmproxy.schema_version;
 

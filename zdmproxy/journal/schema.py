@@ -53,7 +53,7 @@ async def ensure_schema(session: Session) -> None:
             await session.execute("BEGIN")
             try:
                 if not await session.fetchval(QUERIES["schema_exists"]):
-                    await session.execute("CREATE SCHEMA zdmproxy")
+                    await session.execute(QUERIES["create_schema"])
                 await session.execute(sql)
                 await session.execute(QUERIES["record_journal_version"], version, __version__)
                 await session.execute("COMMIT")

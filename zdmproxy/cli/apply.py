@@ -150,6 +150,9 @@ def _interrupted(report: MigrationReport) -> str:
 
 def _print_event(event: Event) -> None:
     """One short line per decision; attempts are shown only when one failed."""
+    if event.step < 0:  # about the migration as a whole: another process runs it, a takeover
+        err.print(f"[yellow]{escape(event.message)}[/yellow]")
+        return
     number = f"[{event.step + 1}]"
     if event.kind is EventKind.STEP_STARTED:
         sql = " ".join(event.message.split())
@@ -203,7 +206,12 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None) -> N
 def _runs_dict(batch: _Batch, runs: list[tuple[MigrationReport, Applied | None]]) -> dict[str, object]:
     """A FILE's report is one object; a folder's is the list of its files' reports."""
     reports = [
-        {**_report_dict(report), "result": applied.result.value if applied else None}
+        {
+            **_report_dict(report),
+            # applied: the journal's word (it also covers steps run by earlier runs or others)
+            "succeeded": applied.record.state == "succeeded" if applied else False,
+            "result": applied.result.value if applied else None,
+        }
         for report, applied in runs
     ]
     if batch.folder is None:

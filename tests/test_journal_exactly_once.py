@@ -429,3 +429,20 @@ async def test_connection_lost_before_the_commit_completed_is_run_again(dsn: str
     finally:
         await _kill9(proc)
         await admin.close()
+
+
+async def test_a_concurrently_step_is_checked_in_the_catalog_after_it_reports_success(
+    dsn: str, tmp_path: Path
+) -> None:
+    """IF NOT EXISTS skips the build (with a NOTICE) when any relation has the name: success
+    without an index. The journal must not record it as done."""
+    admin = await setup(dsn)
+    try:
+        await admin.execute("CREATE TABLE clash (x int)")
+        sql = "CREATE INDEX CONCURRENTLY IF NOT EXISTS clash ON items (a);"
+        code, stderr = await apply(dsn, tmp_path, sql, id="m5")
+        assert code == 1, stderr
+        assert "does not show its effect" in stderr
+        assert await admin.fetchval("SELECT state FROM zdmproxy.steps WHERE migration_id = 'm5'") == "failed"
+    finally:
+        await admin.close()

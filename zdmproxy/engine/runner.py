@@ -316,6 +316,14 @@ class _StepRun:
             raise
         self.report.attempts.append(record)
         await self.ledger.attempt_ended(self.report.index, record)
+        if not step.transactional and await verify.applied(watch, step) is False:
+            # No transaction commits a CONCURRENTLY statement's effect together with its record:
+            # the catalog is asked instead (an IF NOT EXISTS that met an INVALID index succeeds).
+            raise StepFailed(
+                f"step {self.report.index + 1} ({step.sql[:60]!r}) reported success, but the catalog "
+                "does not show its effect (an INVALID index, an index still there, a partition still "
+                "attached); see `zdmproxy status` and fix it by hand before re-running"
+            )
 
     async def _failed_early(self, number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptFailed:
         record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome, error=error)

@@ -32,6 +32,8 @@ def pg_error(cls: type[asyncpg.PostgresError]) -> asyncpg.PostgresError:
         (asyncpg.exceptions.DeadlockDetectedError, False, False, Outcome.DEADLOCK),
         (asyncpg.exceptions.SerializationError, False, False, Outcome.SERIALIZATION_FAILURE),
         (asyncpg.exceptions.AdminShutdownError, False, False, Outcome.CONNECTION_LOST),
+        (asyncpg.exceptions.IdleInTransactionSessionTimeoutError, False, False, Outcome.CONNECTION_LOST),
+        (asyncpg.exceptions.TransactionTimeoutError, False, False, Outcome.CONNECTION_LOST),
         (asyncpg.exceptions.PostgresSyntaxError, False, False, Outcome.FAILED),
         (asyncpg.exceptions.UndefinedTableError, False, False, Outcome.FAILED),
         (asyncpg.exceptions.InsufficientPrivilegeError, False, False, Outcome.FAILED),
@@ -109,3 +111,11 @@ def test_lock_timeout_escalates_up_to_its_cap() -> None:
 def test_inconsistent_policy_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="lock_timeout_max_ms"):
         load_settings(lock_timeout_ms=3000, lock_timeout_max_ms=1000)
+
+
+def test_a_first_lock_timeout_above_the_default_maximum_raises_the_maximum() -> None:
+    """--lock-timeout-ms 3000 alone must work; a maximum set too must be consistent with it."""
+    assert load_settings().policy(lock_timeout_ms=3000).lock_timeout_max_ms == 3000
+    assert load_settings().policy(lock_timeout_ms=500).lock_timeout_max_ms == 2000
+    with pytest.raises(ConfigError, match="raise ZDM_LOCK_TIMEOUT_MAX_MS too"):
+        load_settings().policy(lock_timeout_ms=3000, lock_timeout_max_ms=2500)

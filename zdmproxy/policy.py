@@ -7,6 +7,9 @@ reads it as an immutable value.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -48,10 +51,24 @@ class MigrationPolicy(BaseModel):
         description="run statements whose locks the catalogue does not know, as written (no LOCK first)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _max_follows_first(cls, data: Any) -> Any:
+        """A first lock_timeout above the default maximum raises the maximum with it, unless
+        the maximum was set too (then a lower maximum is an error that names both)."""
+        if isinstance(data, dict) and "lock_timeout_max_ms" not in data and "lock_timeout_ms" in data:
+            default = cls.model_fields["lock_timeout_max_ms"].default
+            with contextlib.suppress(TypeError, ValueError):  # not a number: the field says so
+                data = {**data, "lock_timeout_max_ms": max(default, float(data["lock_timeout_ms"]))}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> MigrationPolicy:
         if self.lock_timeout_max_ms < self.lock_timeout_ms:
-            raise ValueError("lock_timeout_max_ms must be at least lock_timeout_ms")
+            raise ValueError(
+                f"lock_timeout_max_ms ({self.lock_timeout_max_ms:g}) must be at least lock_timeout_ms "
+                f"({self.lock_timeout_ms:g}): raise ZDM_LOCK_TIMEOUT_MAX_MS too, or leave it unset"
+            )
         if self.backoff_max_ms < self.backoff_initial_ms:
             raise ValueError("backoff_max_ms must be at least backoff_initial_ms")
         return self

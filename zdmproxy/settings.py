@@ -45,7 +45,13 @@ class Settings(BaseSettings, MigrationPolicy):
         return tuple(sources)
 
     def policy(self, **overrides: object) -> MigrationPolicy:
-        fields = {name: getattr(self, name) for name in MigrationPolicy.model_fields}
+        # Only what was set explicitly: a default must not count as a choice (a first
+        # lock_timeout above the default maximum raises the maximum unless that was set).
+        fields = {
+            name: getattr(self, name)
+            for name in MigrationPolicy.model_fields
+            if name in self.model_fields_set
+        }
         try:
             return MigrationPolicy(**{**fields, **overrides})
         except ValidationError as exc:

@@ -76,7 +76,9 @@ def classify_failure(
         return Outcome.LOCK_WAIT_TIMED_OUT if waiting_for_lock else Outcome.STATEMENT_TIMEOUT
     if sqlstate in _BY_SQLSTATE:
         return _BY_SQLSTATE[sqlstate]
-    if isinstance(exc, CONNECTION_LOST) or (sqlstate or "").startswith(("08", "57P")):
+    # 25P03/25P04: the server ended an idle-in-transaction or too-long transaction session
+    # (FATAL): the connection is gone exactly as if the network had dropped it.
+    if isinstance(exc, CONNECTION_LOST) or (sqlstate or "").startswith(("08", "57P", "25P03", "25P04")):
         return Outcome.CONNECTION_LOST
     return Outcome.FAILED
 

@@ -55,8 +55,17 @@ from zdmproxy.errors import (
 )
 from zdmproxy.plan.model import Plan, Step
 from zdmproxy.policy import MigrationPolicy
+from zdmproxy.sql import versions
 
-MIN_SERVER_VERSION_NUM = 140000
+
+def require_apply_support(server_version_num: int) -> None:
+    """Refuse servers apply cannot guard (versions.APPLY says why)."""
+    if server_version_num < versions.APPLY:
+        raise UnsupportedServer(
+            f"apply needs PostgreSQL {versions.major(versions.APPLY)} or later (the watchdog reads "
+            f"pg_locks.waitstart); this server is {versions.major(server_version_num)}. "
+            "`zdmproxy plan` still works."
+        )
 
 
 @dataclass
@@ -127,11 +136,8 @@ class Runner:
 
         ``report`` (filled in as steps run) stays readable after an error.
         """
-        if plan.from_catalog and plan.server_version_num < MIN_SERVER_VERSION_NUM:
-            raise UnsupportedServer(
-                f"apply needs PostgreSQL 14 or later (the watchdog reads pg_locks.waitstart); "
-                f"this server is {plan.server_version_num // 10000}. `zdmproxy plan` still works."
-            )
+        if plan.from_catalog:
+            require_apply_support(plan.server_version_num)
         return await self.run_steps(plan.steps, report)
 
     async def run_steps(

@@ -31,12 +31,11 @@ from enum import StrEnum
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import Session, connect, server_version_num
 from zdmproxy.engine.events import Event, EventKind, EventSink, ignore
-from zdmproxy.engine.runner import MIN_SERVER_VERSION_NUM, MigrationReport, Runner
+from zdmproxy.engine.runner import MigrationReport, Runner, require_apply_support
 from zdmproxy.errors import (
     ChecksumConflict,
     MigrationBusy,
     RecordedFailure,
-    UnsupportedServer,
     WaitTimedOut,
     ZdmError,
 )
@@ -140,12 +139,7 @@ class Coordinator:
         report: MigrationReport,
     ) -> None:
         """Run the migration's unfinished steps, holding its run lock on ``session``."""
-        version = await server_version_num(session)
-        if version < MIN_SERVER_VERSION_NUM:
-            raise UnsupportedServer(
-                f"apply needs PostgreSQL 14 or later (the watchdog reads pg_locks.waitstart); "
-                f"this server is {version // 10000}. `zdmproxy plan` still works."
-            )
+        require_apply_support(await server_version_num(session))
         steps = await self.journal.steps(request.migration_id)
         if record.checksum != ours:
             await self._amend(request, record, ours, steps)

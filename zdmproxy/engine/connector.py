@@ -16,10 +16,12 @@ from zdmproxy.errors import ConfigError, DatabaseUnreachable
 
 
 class Session(Protocol):
-    async def execute(self, query: str, *args: Any) -> str: ...
-    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
-    async def fetchrow(self, query: str, *args: Any) -> Any: ...
-    async def fetchval(self, query: str, *args: Any) -> Any: ...
+    # ``timeout`` is the client's own bound on one call (seconds): a network that drops packets
+    # silently must not hang a step past its deadline.
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str: ...
+    async def fetch(self, query: str, *args: Any, timeout: float | None = None) -> list[Any]: ...
+    async def fetchrow(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
+    async def fetchval(self, query: str, *args: Any, timeout: float | None = None) -> Any: ...
     def get_server_pid(self) -> int: ...
     def is_closed(self) -> bool: ...
     async def close(self) -> None: ...
@@ -37,17 +39,21 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
-# The session steps run on. If zdmproxy dies (kill -9, a lost node) while a step runs, its
-# backend must not go on changing the schema unseen: the server checks every second whether
-# the client is still there (PostgreSQL 14+) and TCP keepalives turn a silently dropped network
-# into a closed socket within about half a minute. The backend then aborts its statement and
-# ends, which also releases the migration's run lock held by this session.
-STEP_SESSION_SETTINGS = {
-    "client_connection_check_interval": "1000",
+# Every connection: the server probes a silent client, so a dropped network becomes a closed
+# socket on its side within about half a minute (the client bounds its own calls with timeouts).
+KEEPALIVE_SETTINGS = {
     "tcp_keepalives_idle": "10",
     "tcp_keepalives_interval": "5",
     "tcp_keepalives_count": "3",
 }
+# The session steps run on. If zdmproxy dies (kill -9, a lost node) while a step runs, its
+# backend must not go on changing the schema unseen: the server checks every second whether
+# the client is still there (PostgreSQL 14+), aborts the statement and ends, which also
+# releases the migration's run lock held by this session.
+STEP_SESSION_SETTINGS = {"client_connection_check_interval": "1000"}
+# A bound on any call on a connection that is not the step session's statement (catalog reads,
+# the journal, pre-flight polls): far above what any of them takes, far below a step's deadline.
+COMMAND_TIMEOUT_S = 60.0
 
 
 async def connect(
@@ -55,13 +61,15 @@ async def connect(
 ) -> Session:
     """Open a dedicated connection named for zdmproxy (visible in pg_stat_activity);
     ``step_session`` adds STEP_SESSION_SETTINGS (the server must be 14 or later)."""
-    settings = {"application_name": application_name[:63]}
+    settings = {"application_name": application_name[:63], **KEEPALIVE_SETTINGS}
     if step_session:
         settings.update(STEP_SESSION_SETTINGS)
     try:
         conn: Session = await asyncpg.connect(
             dsn,
             timeout=timeout,
+            # The step session's statements carry their own bound (statement_timeout + margin).
+            command_timeout=None if step_session else COMMAND_TIMEOUT_S,
             server_settings=settings,
             statement_cache_size=0,
         )

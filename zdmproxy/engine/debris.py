@@ -11,11 +11,11 @@ the broken index.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from zdmproxy.engine.connector import Session, execute_quietly
 from zdmproxy.engine.queries import QUERIES
+from zdmproxy.engine.timeouts import RESET_TIMEOUTS, timeouts_sql
 from zdmproxy.plan.model import Step
 from zdmproxy.sql.names import quote_relation
 
@@ -67,10 +67,10 @@ async def drop_invalid_indexes(session: Session, step: Step, lock_timeout_ms: fl
         found += [row["name"] for row in rows if row["name"] not in found]
     if not found:
         return []
-    await session.execute(f"SET lock_timeout = {max(1, math.ceil(lock_timeout_ms))}")
+    await session.execute(timeouts_sql(lock_timeout_ms, local=False))
     try:
         for name in found:  # already quoted where needed: regclass::text output
             await session.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
     finally:
-        await execute_quietly(session, "RESET lock_timeout")
+        await execute_quietly(session, RESET_TIMEOUTS)
     return found

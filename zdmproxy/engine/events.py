@@ -22,6 +22,7 @@ class EventKind(StrEnum):
     DETACH_RESUMED = "detach_resumed"
     ATTEMPT_STARTED = "attempt_started"
     ATTEMPT_FAILED = "attempt_failed"
+    QUEUED_BEHIND_HELD_LOCK = "queued_behind_held_lock"
     STEP_SUCCEEDED = "step_succeeded"
     STEP_FAILED = "step_failed"
     # Migration-level (step -1): another process is running it; we took over a stopped run.

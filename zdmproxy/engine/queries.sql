@@ -143,15 +143,24 @@ SELECT to_regclass(x)::int8 AS oid, (SELECT c.relkind::text FROM pg_class c WHER
  ORDER BY ord;
 
 -- name: watch
--- One poll of the watchdog (cheap: see POSTGRES-FACTS.md 3.4). Is the watched backend waiting
--- for a lock; who blocks it (with what they are doing); how many sessions queue behind it and
--- how long the longest of them has waited (ms).
-WITH queued AS (
+-- One poll of the watchdog (cheap: see POSTGRES-FACTS.md 3.4). The lock the watched backend is
+-- waiting for, if any (a backend waits for one lock at a time): its type, relation, mode and how
+-- long it has waited; who blocks it (with what they are doing); how many sessions are blocked by
+-- the watched backend, and how long the longest of them has waited (ms). Whether those sessions
+-- are queued behind our *request* (we wait on a relation lock) or behind a lock we hold while
+-- we wait for older transactions (a CONCURRENTLY build) is the caller's to tell from our wait.
+WITH ours AS (
+    SELECT l.locktype, l.relation::int8 AS relation_oid, l.relation::regclass::text AS relation, l.mode,
+           (EXTRACT(EPOCH FROM clock_timestamp() - l.waitstart) * 1000)::float8 AS waited_ms
+      FROM pg_locks l
+     WHERE l.pid = $1 AND NOT l.granted
+     LIMIT 1
+), queued AS (
     SELECT l.pid, clock_timestamp() - coalesce(l.waitstart, clock_timestamp()) AS waited
       FROM pg_locks l
      WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))
 )
-SELECT a.wait_event_type,
+SELECT (SELECT row_to_json(ours)::text FROM ours) AS our_wait,
        (SELECT count(DISTINCT pid) FROM queued) AS queued,
        (SELECT coalesce(max(EXTRACT(EPOCH FROM waited) * 1000), 0)::float8 FROM queued) AS queued_ms,
        (SELECT coalesce(json_agg(json_build_object(
@@ -161,15 +170,23 @@ SELECT a.wait_event_type,
                   'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - b.state_change)::float8,
                   'query', left(b.query, 200))), '[]')::text
           FROM pg_stat_activity b
-         WHERE a.wait_event_type = 'Lock' AND b.pid = ANY(pg_blocking_pids($1))) AS blockers
-  FROM pg_stat_activity a
- WHERE a.pid = $1;
+         WHERE EXISTS (SELECT 1 FROM ours) AND b.pid = ANY(pg_blocking_pids($1))) AS blockers,
+       (SELECT coalesce(json_agg(json_build_object(
+                  'pid', a.pid, 'application_name', a.application_name, 'state', a.state,
+                  'backend_type', a.backend_type,
+                  'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8,
+                  'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::float8,
+                  'query', left(a.query, 200))), '[]')::text
+          FROM pg_stat_activity a
+         WHERE a.pid IN (SELECT pid FROM queued)) AS queued_sessions;
 
 -- name: cancel_if_waiting
--- Cancel the watched backend only if it is still waiting for a lock: never a statement that got its lock.
-SELECT pg_cancel_backend(a.pid)
-  FROM pg_stat_activity a
- WHERE a.pid = $1 AND a.wait_event_type = 'Lock';
+-- Check and cancel in one statement: only while the watched backend ($1) is still waiting for
+-- that same relation lock ($2 relation oid, $3 mode), never a statement that got its lock.
+SELECT pg_cancel_backend(l.pid)
+  FROM pg_locks l
+ WHERE l.pid = $1 AND NOT l.granted AND l.locktype = 'relation'
+   AND l.relation = $2::int8::oid AND l.mode = $3;
 
 -- name: terminate
 SELECT pg_terminate_backend($1);
@@ -214,6 +231,21 @@ SELECT ix.indisvalid
 -- Whether relation $1 is still a partition (or inheritance child) of $2.
 SELECT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) AND i.inhparent = to_regclass($2));
 
--- name: set_application_name
--- The step session is named for the step it runs, so pg_stat_activity says which one it is.
-SELECT set_config('application_name', $1, false);
+-- name: backend_pid
+-- The step session's own backend, asked inside it (behind a pooler the handshake's pid is
+-- another backend's). Also names the session for the step it runs.
+SELECT pg_backend_pid() AS pid, set_config('application_name', $1, false) AS application_name;
+
+-- name: current_timeouts
+-- A caller's own timeouts, restored after a step ran inside its transaction.
+SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('statement_timeout') AS statement_timeout;
+
+-- name: restore_timeouts
+SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true);
+
+-- name: holds_traffic_blocking_locks
+-- Whether this session holds a relation lock that makes reads or writes wait.
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks l
+     WHERE l.pid = pg_backend_pid() AND l.granted AND l.locktype = 'relation'
+       AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));

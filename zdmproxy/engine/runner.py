@@ -43,6 +43,7 @@ from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.errors import (
     Cancelled,
+    ConfigError,
     DatabaseUnreachable,
     LockBudgetExhausted,
     MigrationBusy,
@@ -129,6 +130,7 @@ class Runner:
         self.sink = sink
         self.ledger = ledger
         self.session = session
+        self.step_pid: int | None = None
         self.watch: Session | None = None
 
     async def run(self, plan: Plan, report: MigrationReport | None = None) -> MigrationReport:
@@ -179,7 +181,7 @@ class Runner:
     async def sessions(self, step_index: int) -> tuple[Session, Session]:
         """The step session (claimed for the ledger when new) and the watch session."""
         if self.session is None or self.session.is_closed():
-            self.session = None
+            self.session = self.step_pid = None
             session = await connect(self.dsn, f"zdmproxy:{self.migration_id}", step_session=True)
             try:
                 await self.ledger.claim(session)
@@ -189,7 +191,26 @@ class Runner:
             self.session = session
         if self.watch is None or self.watch.is_closed():
             self.watch = await connect(self.dsn, f"zdmproxy-watch:{self.migration_id}")
+        await self._name_step(self.session, step_index)
         return self.session, self.watch
+
+    async def _name_step(self, session: Session, step_index: int) -> None:
+        """Name the step session for its step, and learn its backend's pid from inside it.
+
+        The pid the watchdog watches must be the backend that runs our statements; behind a
+        pooler the handshake's pid is some other backend (pgbouncer #1296). A pid that changes
+        between two statements means a pooler in transaction or statement mode, where neither
+        the run lock nor a non-transactional step's session survives: refused.
+        """
+        name = f"zdmproxy:{self.migration_id}:step{step_index + 1}"[:63]
+        pid = int(await session.fetchval(QUERIES["backend_pid"], name))
+        if self.step_pid is not None and pid != self.step_pid:
+            raise ConfigError(
+                f"the step session's backend changed between two statements (pid {self.step_pid}, then "
+                f"{pid}): a connection pooler in transaction or statement mode is in between. Point "
+                "zdmproxy at the database directly, or at a pool in session mode"
+            )
+        self.step_pid = pid
 
     async def close(self, *, watch_only: bool = False) -> None:
         for session in (self.watch,) if watch_only else (self.session, self.watch):
@@ -315,7 +336,9 @@ class _StepRun:
                 self.policy,
                 number,
                 self._time_left(),
+                pid=self.runner.step_pid or session.get_server_pid(),
                 commit_with=self.ledger.commit_statement(self.report.index),
+                report_queue=self._report_queue,
             )
         except AttemptFailed as failed:
             await self._after_failure(failed.record)
@@ -331,6 +354,15 @@ class _StepRun:
                 "attached); see `zdmproxy status` and fix it by hand before re-running"
             )
 
+    async def _report_queue(self, queued: tuple[Blocker, ...]) -> None:
+        self.emit(
+            EventKind.QUEUED_BEHIND_HELD_LOCK,
+            "sessions wait behind the lock this step holds while it waits for older transactions "
+            "(not cancelled: that would leave debris and the queue would form again): "
+            + "; ".join(b.describe() for b in queued),
+            blockers=queued,
+        )
+
     async def _failed_early(self, number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptFailed:
         record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome, error=error)
         record.ended_at = time.time()
@@ -341,8 +373,6 @@ class _StepRun:
         """Connect, find our relations, wait out blockers, clean up after an earlier failure:
         all before asking for any lock. Returns the step to run this time."""
         session, watch = await self.runner.sessions(self.report.index)
-        name = f"zdmproxy:{self.runner.migration_id}:step{self.report.index + 1}"[:63]
-        await session.execute(QUERIES["set_application_name"], name)
         if self.recheck:
             if await self._already_applied(watch):
                 raise _AlreadyApplied

@@ -58,6 +58,8 @@ TEST_SETTINGS: Final[dict[str, str]] = {
     "shared_buffers": "128MB",
     "autovacuum": "off",
     "max_locks_per_transaction": "256",
+    # Prepared transactions hold locks with no backend: pre-flight must see them (test_blockers).
+    "max_prepared_transactions": "10",
 }
 
 INITDB_TIMEOUT: Final = 120.0

@@ -21,6 +21,9 @@ class ExitCode(IntEnum):
     CONFLICT = 3
     WAIT_TIMED_OUT = 4
     CANCELLED = 5
+    # `plan` only: some statement would hold a lock that stops reads or writes while it
+    # rewrites or scans a table, so CI can refuse such a migration before anyone runs it.
+    BLOCKS_TRAFFIC = 6
     UNREACHABLE = 69
     LOCK_BUDGET_EXHAUSTED = 75
     BAD_CONFIG = 78
@@ -73,8 +76,10 @@ class SqlParseError(ZdmError):
     code = "parse_error"
 
     def __init__(self, message: str, *, position: int, line: int, column: int) -> None:
+        # PostgreSQL's message usually says "syntax error at or near ..." itself: say it once.
+        what = "" if message.startswith("syntax error") else "syntax error: "
         super().__init__(
-            f"syntax error at line {line}, column {column}: {message}",
+            f"line {line}, column {column}: {what}{message}",
             pg=PgErrorInfo(sqlstate="42601", message=message, position=position),
         )
         self.position = position

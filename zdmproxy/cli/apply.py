@@ -14,20 +14,22 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.markup import escape
 
 from zdmproxy.cli.shared import database_url, err, out, read_script, report_error, run_async
 from zdmproxy.engine.events import Event, EventKind
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport
-from zdmproxy.errors import ExitCode, UsageError, ZdmError
+from zdmproxy.errors import ConfigError, ExitCode, UsageError, ZdmError
 from zdmproxy.journal.coordinator import Applied, Coordinator, Request, Result
 from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_id, scan
 from zdmproxy.journal.ledger import Caller
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal
+from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
-from zdmproxy.settings import load_settings
+from zdmproxy.settings import Settings, load_settings
 from zdmproxy.sql.parse import parse_script
 
 
@@ -42,23 +44,28 @@ def run(args: argparse.Namespace) -> int:
         "terminate_idle_blockers_after_s": args.terminate_idle_blockers_after_s,
     }
     settings = load_settings()
-    policy = settings.policy(**{k: v for k, v in overrides.items() if v is not None})
-    batch = _batch(args)  # read, name-check and parse everything before touching any database
+    policy = _policy(settings, {k: v for k, v in overrides.items() if v is not None})
+    # Read, name-check, parse and plan everything before touching any database: a file that
+    # would be refused (BEGIN/COMMIT, SET ...) or holds nothing must not start a server or
+    # wait for a connection first.
+    batch = _batch(args)
     with ExitStack() as stack:
         dsn = database_url(args, settings, stack, embedded=args.embedded)
         runs: list[tuple[MigrationReport, Applied | None]] = []
         try:
-            run_async(_apply_async(dsn, batch, policy, args, runs))
+            run_async(_apply_async(dsn, batch, policy, args, runs), dsn=dsn)
         except ZdmError as exc:
             if args.json:  # one document on stdout: the report, with the error in it
                 out.print_json(json.dumps({**_runs_dict(batch, runs), "error": exc.as_dict()}, default=str))
             if runs:
-                _print_summary(*runs[-1])
+                _print_summary(*runs[-1], planned=batch.steps[len(runs) - 1])
+            else:
+                _print_not_started(batch)
             report_error(exc, json_output=False)
             return int(exc.exit_code)
         except (KeyboardInterrupt, asyncio.CancelledError):
             if runs:
-                _print_summary(*runs[-1])
+                _print_summary(*runs[-1], planned=batch.steps[len(runs) - 1])
                 err.print(f"[red]interrupted[/red]: {_interrupted(runs[-1][0])}")
             else:
                 err.print("[red]interrupted[/red] before any step ran")
@@ -68,11 +75,42 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
+def _policy(settings: Settings, flags: dict[str, object]) -> MigrationPolicy:
+    """The configured policy with the command's flags on top.
+
+    The environment and config file were checked by load_settings (a bad value there names its
+    ZDM_ variable, exit 78), so what fails here came from the command line: it is named as the
+    user typed it (``--queue-budget-ms``), a usage error (exit 2) like argparse's own.
+    """
+    try:
+        return settings.policy(**flags)
+    except ConfigError as exc:
+        problems = []
+        for name, value in flags.items():
+            try:
+                MigrationPolicy.model_validate({name: value})
+            except ValidationError as bad:
+                reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in bad.errors())
+                typed = f"{value:g}" if isinstance(value, float) else value  # as typed: -5, not -5.0
+                problems.append(f"{_flag(name)} {typed}: {reason}")
+        if not problems:  # only the combination is wrong: say which flags took part
+            given = ", ".join(_flag(name) for name in flags)
+            problems.append(f"{exc.message.removeprefix('bad configuration: ')} (with {given})")
+        raise UsageError("; ".join(problems)) from None
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 @dataclass(frozen=True)
 class _Batch:
-    """What one ``apply`` was asked to run: one file with --id, or a folder's files."""
+    """What one ``apply`` was asked to run: one file with --id, or a folder's files, and how
+    many steps each plans without a database (so a run that never reached one still reports
+    the real count)."""
 
     requests: tuple[Request, ...]
+    steps: tuple[int, ...]
     folder: tuple[MigrationFile, ...] | None = None  # None: a single FILE
 
 
@@ -84,11 +122,12 @@ def _batch(args: argparse.Namespace) -> _Batch:
             )
         files = tuple(scan(Path(args.path)))
         requests = []
+        counts = []
         for file in files:
             script = read_script(str(file.path))
-            parse_script(script)
+            counts.append(_planned_steps(script))
             requests.append(Request(file.migration_id, script, file.version_text, file.path.name))
-        return _Batch(tuple(requests), files)
+        return _Batch(tuple(requests), tuple(counts), files)
     if args.out_of_order:
         raise UsageError("--out-of-order is for a folder of versioned files")
     if not args.id:
@@ -96,8 +135,20 @@ def _batch(args: argparse.Namespace) -> _Batch:
             "apply FILE needs --id ID (the migration's id; a folder's files are named by their names)"
         )
     script = read_script(args.path)
-    parse_script(script)
-    return _Batch((Request(check_id(args.id), script),))
+    steps = _planned_steps(script)
+    if steps == 0:
+        # Decided: a usage error, not a quiet exit 0. A deploy job handed an empty file almost
+        # always has the wrong path or a generator that failed; success would hide it.
+        raise UsageError(
+            f"{args.path}: holds no SQL statement (only whitespace or comments): nothing to apply"
+        )
+    return _Batch((Request(check_id(args.id), script),), (steps,))
+
+
+def _planned_steps(script: str) -> int:
+    """Parse and plan ``script`` without a database: a syntax error or a statement zdmproxy
+    refuses (BEGIN/COMMIT, SET, COPY ...) is reported here, before any connection is made."""
+    return len(make_plan(script).steps)
 
 
 async def _apply_async(
@@ -176,7 +227,17 @@ def _print_event(event: Event) -> None:
     err.print(f"    [{style}]{mark}{escape(event.message)}[/{style}]")
 
 
-def _print_summary(report: MigrationReport, applied: Applied | None = None) -> None:
+def _print_not_started(batch: _Batch) -> None:
+    """The run stopped before its first migration began (no database, none reachable...)."""
+    if batch.folder is None:
+        name = batch.requests[0].migration_id
+        err.print(f"{escape(name)}: none of its {batch.steps[0]} step(s) ran")
+    else:
+        total = sum(batch.steps)
+        err.print(f"none of the {len(batch.requests)} migration(s) ({total} step(s)) ran")
+
+
+def _print_summary(report: MigrationReport, applied: Applied | None = None, *, planned: int = 0) -> None:
     name = report.migration_id
     if applied is not None and applied.result is not Result.APPLIED:
         record = applied.record
@@ -184,17 +245,20 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None) -> N
         how = "already applied" if applied.result is Result.ALREADY_APPLIED else "applied while we waited"
         err.print(f"{escape(name)}: {how} {when} by {escape(record.by())}; nothing ran here")
         return
+    # 0 when it stopped before the runner planned against the database: the count planned
+    # without one is the real count still (one step per statement, refusals already made).
+    planned = report.planned or planned
     for step in report.steps:
         for line in step.blocked_summary():
             err.print(f"step {step.index + 1}: {escape(line)}")
     done = [s for s in report.steps if s.outcome is Outcome.SUCCEEDED]
-    before = report.planned - len(report.steps)  # applied by earlier runs
-    if report.succeeded or (report.planned and before == report.planned):
+    before = report.planned - len(report.steps) if report.planned else 0  # applied by earlier runs
+    if report.succeeded or (planned and before == planned):
         resumed = f" ({before} of them by an earlier run)" if before else ""
-        err.print(f"{escape(name)}: all {report.planned} step(s) applied{resumed}")
+        err.print(f"{escape(name)}: all {planned} step(s) applied{resumed}")
         return
-    err.print(f"{escape(name)}: {before + len(done)} of {report.planned} step(s) applied")
-    if before + len(done) < report.planned and report.steps:
+    err.print(f"{escape(name)}: {before + len(done)} of {planned} step(s) applied")
+    if before + len(done) < planned and report.steps:
         failed = report.steps[len(done)] if len(done) < len(report.steps) else None
         if failed is not None:
             err.print(

@@ -58,7 +58,7 @@ def _with_journal(args: argparse.Namespace, show: Callable[[Journal], Awaitable[
             finally:
                 await journal.close()
 
-        run_async(run())
+        run_async(run(), dsn=dsn)
     return int(ExitCode.OK)
 
 

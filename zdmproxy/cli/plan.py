@@ -20,7 +20,7 @@ from zdmproxy.sql.parse import parse_script
 def run(args: argparse.Namespace) -> int:
     script = read_script(args.file)
     dsn = args.dsn
-    plan = run_async(_plan_with_catalog(script, dsn)) if dsn else make_plan(script)
+    plan = run_async(_plan_with_catalog(script, dsn), dsn=dsn) if dsn else make_plan(script)
     if args.json:
         out.print_json(json.dumps(plan.as_dict()))
     else:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Coroutine
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import uvloop
 from rich.console import Console
@@ -71,15 +73,53 @@ def database_url(
     return str(dsn)
 
 
-def run_async(main: Coroutine[Any, Any, T]) -> T:
+def run_async(main: Coroutine[Any, Any, T], *, dsn: str | None = None) -> T:
     """Run a command's coroutine on uvloop; a database connection lost where nothing retries
-    it is exit 69 (a Job may retry, the journal resumes), never a traceback."""
+    it is exit 69 (a Job may retry, the journal resumes), never a traceback. Given ``dsn``, an
+    unreachable database is named by host and port (never the password): "connection refused"
+    alone does not tell an operator which of their databases a deploy job tried."""
     try:
         return uvloop.run(main)
     except CONNECTION_LOST as exc:
-        raise DatabaseUnreachable(
+        lost = DatabaseUnreachable(
             f"lost the connection to the database ({exc}); re-run the same command to resume"
-        ) from exc
+        )
+        raise _naming(lost, dsn) from exc
+    except DatabaseUnreachable as exc:
+        raise _naming(exc, dsn) from exc
+
+
+def _naming(exc: DatabaseUnreachable, dsn: str | None) -> DatabaseUnreachable:
+    if dsn is None:
+        return exc
+    return DatabaseUnreachable(f"{exc.message} ({database_target(dsn)})", pg=exc.pg)
+
+
+def database_target(dsn: str) -> str:
+    """Where a connection URL points, for messages: hosts, ports, database and user, never the
+    password. asyncpg's own defaults apply to what the URL leaves out (PGHOST, PGPORT, 5432)."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    user = unquote(userinfo.partition(":")[0]) or query.get("user", [""])[0] or os.environ.get("PGUSER")
+    default_port = query.get("port", [""])[0] or os.environ.get("PGPORT") or "5432"
+    hosts = []
+    for spec in unquote(hostlist).split(","):
+        host, port = spec, ""
+        if spec.startswith("["):  # [IPv6]:port
+            host, _, rest = spec[1:].partition("]")
+            port = rest.removeprefix(":")
+        elif ":" in spec:
+            host, _, port = spec.rpartition(":")
+        host = host or query.get("host", [""])[0] or os.environ.get("PGHOST") or "localhost"
+        hosts.append(f"host {host} port {port or default_port}")
+    database = unquote(parts.path.lstrip("/")) or query.get("database", [""])[0] or user
+    described = ", ".join(hosts)
+    if database:
+        described += f", database {database}"
+    if user:
+        described += f", user {user}"
+    return described
 
 
 def report_error(exc: ZdmError, *, json_output: bool) -> None:

@@ -1,0 +1,171 @@
+"""The CLI as a new user meets it: what a mistake looks like, before any database is involved.
+
+Each case is what someone trying zdmproxy for the first time did (issue 11): a file in the
+wrong encoding, a directory, an unreachable database, a refused or empty file, a bad flag, a
+typo in the SQL. The answer must name what the user gave, exit with the documented code, and
+never start a server or wait for a connection it did not need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EIGHT_STATEMENTS = "\n".join(
+    [
+        "CREATE TABLE a (id int);",
+        "ALTER TABLE a ADD COLUMN b int;",
+        "CREATE INDEX CONCURRENTLY a_b ON a (b);",
+        "ALTER TABLE a ALTER COLUMN b TYPE bigint;",
+        "ALTER TABLE a ADD COLUMN c int;",
+        "ALTER TABLE a ADD COLUMN d int;",
+        "ALTER TABLE a ADD COLUMN e int;",
+        "ALTER TABLE a ADD COLUMN f int;",
+    ]
+)
+PASSWORD = "s3cret-Pa55"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m zdmproxy`` as a user runs it; bounded, so a hang is a failure, not a stall."""
+    command = [sys.executable, "-m", "zdmproxy", *args]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZDM_")}
+    environment.update(env or {})
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=environment)
+
+
+def sql_file(tmp_path: Path, text: str | bytes, name: str = "m.sql") -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def unused_port() -> int:
+    """A port nobody listens on (bound, read and released: connecting to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def unreachable_dsn() -> tuple[str, int]:
+    port = unused_port()
+    return f"postgresql://deployer:{PASSWORD}@127.0.0.1:{port}/shop", port
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_a_file_that_is_not_utf8_is_a_usage_error_naming_the_byte(tmp_path: Path, command: str) -> None:
+    path = sql_file(tmp_path, "ALTER TABLE a ADD COLUMN caf\xe9 int;".encode("latin-1"))
+    extra = ["--id", "x", "--dsn", unreachable_dsn()[0]] if command == "apply" else []
+    result = cli(command, *extra, path)
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: not UTF-8" in result.stderr and "byte 28 is 0xe9" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_directory_given_as_file_says_it_is_a_directory(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations.sql"
+    folder.mkdir()
+    result = cli("plan", str(folder))
+    assert result.returncode == 2, result.stderr
+    assert "is a directory, not a SQL file" in result.stderr and "no such file" not in result.stderr
+    # apply takes a folder of versioned files; with --id it must be a FILE, and it says so.
+    with_id = cli("apply", "--id", "x", str(folder))
+    assert with_id.returncode == 2 and "--id is for a FILE" in with_id.stderr, with_id.stderr
+
+
+def test_unreachable_database_names_host_and_port_and_the_real_step_count(tmp_path: Path) -> None:
+    dsn, port = unreachable_dsn()
+    result = cli("apply", "--dsn", dsn, "--id", "eight", sql_file(tmp_path, EIGHT_STATEMENTS))
+    assert result.returncode == 69, result.stderr
+    assert f"host 127.0.0.1 port {port}" in result.stderr and "database shop" in result.stderr
+    assert "eight: none of its 8 step(s) ran" in result.stderr
+    assert "0 of 0" not in result.stderr
+    as_json = cli("apply", "--json", "--dsn", dsn, "--id", "eight", sql_file(tmp_path, EIGHT_STATEMENTS))
+    assert as_json.returncode == 69 and f"port {port}" in as_json.stdout
+    status = cli("status", "--dsn", dsn, "eight")
+    assert status.returncode == 69 and f"host 127.0.0.1 port {port}" in status.stderr
+    for shown in (result, as_json, status):
+        assert PASSWORD not in shown.stdout + shown.stderr
+
+
+def test_a_password_never_appears_when_the_url_is_wrong(tmp_path: Path) -> None:
+    path = sql_file(tmp_path, EIGHT_STATEMENTS)
+    for dsn in (
+        f"postgresql://deployer:{PASSWORD}@127.0.0.1:notaport/shop",
+        f"mysql://deployer:{PASSWORD}@127.0.0.1/shop",
+        f"postgresql://deployer:{PASSWORD}@host.invalid/shop",
+    ):
+        result = cli("apply", "--dsn", dsn, "--id", "x", path)
+        assert result.returncode in (69, 78), result.stderr
+        assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("BEGIN;\nALTER TABLE a ADD COLUMN z int;\nCOMMIT;", "BEGIN/COMMIT"),
+        ("SET lock_timeout = '1s';\nALTER TABLE a ADD COLUMN z int;", "SET in a migration"),
+    ],
+)
+def test_a_refused_file_is_refused_before_connecting(tmp_path: Path, sql: str, refusal: str) -> None:
+    dsn, _ = unreachable_dsn()
+    result = cli("apply", "--dsn", dsn, "--id", "x", sql_file(tmp_path, sql))
+    assert result.returncode == 1 and refusal in result.stderr, result.stderr
+    assert "cannot reach" not in result.stderr
+    # Nor is a throwaway server started only to refuse the file.
+    embedded = cli("apply", "--embedded", "--id", "x", sql_file(tmp_path, sql))
+    assert embedded.returncode == 1 and refusal in embedded.stderr, embedded.stderr
+    assert "embedded" not in embedded.stderr
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "-- nothing yet\n/* later */\n"])
+def test_an_empty_file_is_a_usage_error_saying_nothing_to_apply(tmp_path: Path, text: str) -> None:
+    dsn, _ = unreachable_dsn()
+    path = sql_file(tmp_path, text)
+    result = cli("apply", "--dsn", dsn, "--id", "x", path)
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: holds no SQL statement" in result.stderr and "nothing to apply" in result.stderr
+    assert "cannot reach" not in result.stderr  # decided before connecting
+
+
+def test_a_bad_flag_value_is_named_as_typed(tmp_path: Path) -> None:
+    dsn, _ = unreachable_dsn()
+    path = sql_file(tmp_path, EIGHT_STATEMENTS)
+    result = cli("apply", "--dsn", dsn, "--id", "x", "--queue-budget-ms", "-5", path)
+    assert result.returncode == 2, result.stderr
+    assert "--queue-budget-ms -5:" in result.stderr and "ZDM_" not in result.stderr
+    both = cli("apply", "--dsn", dsn, "--id", "x", "--queue-budget-ms", "0", "--deadline-s", "-1", path)
+    assert (
+        both.returncode == 2 and "--queue-budget-ms 0:" in both.stderr and "--deadline-s -1:" in both.stderr
+    )
+    # The same value from the environment is named by its variable, as the operator set it.
+    from_env = cli("apply", "--dsn", dsn, "--id", "x", path, env={"ZDM_QUEUE_BUDGET_MS": "-5"})
+    assert from_env.returncode == 78 and "ZDM_QUEUE_BUDGET_MS" in from_env.stderr, from_env.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "where"),
+    [
+        ("ALTER TABLE a ADD COLUMN;", 'line 1, column 25: syntax error at or near ";"'),
+        ("SELECT 1;\nSELECT 'unterminated;", "line 2, column 8: syntax error: unterminated quoted string"),
+    ],
+)
+def test_a_syntax_error_says_so_once(tmp_path: Path, sql: str, where: str) -> None:
+    result = cli("plan", sql_file(tmp_path, sql))
+    assert result.returncode == 1 and where in result.stderr, result.stderr
+    assert result.stderr.count("syntax error") == 1
+    as_json = cli("plan", "--json", sql_file(tmp_path, sql))
+    error = json.loads(as_json.stdout)["error"]
+    assert error["message"].count("syntax error") == 1
+    # position: a 0-based character offset into the file, as the README's example says.
+    assert sql[error["position"]] in ";'"

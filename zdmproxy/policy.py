@@ -35,7 +35,11 @@ class MigrationPolicy(BaseModel):
     backoff_max_ms: float = Field(5000, ge=0)
     backoff_jitter_ms: float = Field(50, ge=0)
     watchdog_interval_ms: float = Field(20, ge=2, description="watchdog poll period; never a tight loop")
-    blocker_poll_ms: float = Field(100, ge=10, description="how often a waiting step re-checks blockers")
+    blocker_poll_ms: float = Field(
+        20,
+        ge=5,
+        description="how often a waiting step re-checks blockers (it starts within this of their end)",
+    )
     blocker_min_age_ms: float = Field(
         200, ge=0, description="pre-flight waits for conflicting transactions older than this"
     )

@@ -34,6 +34,8 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # asyncpg's protocol left mid-operation by a connection the server ended under it
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     OSError,
 )

@@ -428,6 +428,7 @@ class _StepRun:
         blocker_min_age is open: queueing behind it would stop every later query."""
         assert self.watch is not None
         seen: set[int] = set()
+        signalled: set[int] = set()  # cancelled or terminated: gone only once pg_locks says so
         waited: dict[int, Blocker] = {}
         while True:
             blockers = await find_blockers(self.watch, self.targets, self._own_pids())
@@ -438,18 +439,21 @@ class _StepRun:
                 for b in blockers
                 if b.xact_age_s is None or b.xact_age_s * 1000 >= self.policy.blocker_min_age_ms
             ]
-            long = [b for b in long if not await self._clear(b)]
-            waited.update((b.pid, b) for b in long)
+            for blocker in long:
+                if blocker.pid not in signalled and await self._clear(blocker):
+                    signalled.add(blocker.pid)
+            waited.update((b.pid, b) for b in long if b.pid not in signalled)
             if not long:
                 if waited:
                     self.report.waits.append(tuple(waited.values()))
                 return
-            if {b.pid for b in long} - seen:
-                seen |= {b.pid for b in long}
+            new = [b for b in long if b.pid not in seen and b.pid not in signalled]
+            if new:
+                seen |= {b.pid for b in new}
                 self.emit(
                     EventKind.WAITING_FOR_BLOCKERS,
-                    "waiting for " + "; ".join(b.describe() for b in long),
-                    blockers=tuple(long),
+                    "waiting for " + "; ".join(b.describe() for b in long if b.pid not in signalled),
+                    blockers=tuple(b for b in long if b.pid not in signalled),
                 )
             if time.monotonic() >= self.deadline:
                 self.report.waits.append(tuple(waited.values()))

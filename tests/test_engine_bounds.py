@@ -1,0 +1,172 @@
+"""The engine's second pass on real servers: bounds chosen by what a step's lock blocks, the
+watchdog counting only what queues behind our lock request, and attempts inside a caller's
+own transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import pytest
+from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, start_run, wait_until_blocked
+
+from zdmproxy.engine.attempt import AttemptFailed, holds_traffic_blocking_locks, run_attempt
+from zdmproxy.engine.blockers import resolve_targets
+from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.engine.watchdog import Watchdog
+from zdmproxy.errors import LockBudgetExhausted
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
+
+
+async def test_a_non_transactional_step_that_blocks_traffic_gets_the_short_lock_timeout(dsn: str) -> None:
+    """VACUUM FULL cannot run in a transaction block, but its ACCESS EXCLUSIVE request queues
+    every reader: it must wait no longer than a transactional ALTER would."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    report, task = start_run(
+        dsn, "vacfull", "VACUUM FULL items", lock_timeout_ms=300, deadline_s=2.5, **QUEUE_ANYWAY
+    )
+    try:
+        with pytest.raises(LockBudgetExhausted):
+            await asyncio.wait_for(task, 30)
+        attempts = report.steps[0].attempts
+        assert attempts[0].lock_timeout_ms == 300  # not the 600 s of a CONCURRENTLY build
+        assert {a.outcome for a in attempts} == {Outcome.LOCK_TIMEOUT}
+        assert len(attempts) >= 2
+    finally:
+        await blocker.close()
+        await admin.close()
+
+
+async def test_a_queue_behind_a_concurrently_builds_held_lock_is_reported_not_cancelled(dsn: str) -> None:
+    """The build waits for an old snapshot (a virtualxid: it queues nobody by waiting); a manual
+    VACUUM queues behind the ShareUpdateExclusiveLock it holds meanwhile. Cancelling the build
+    would leave an INVALID index and the VACUUM would queue again: report it, keep building."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS + "CREATE TABLE other (x int);")
+    snapshot = await asyncpg.connect(dsn)
+    vacuum = await asyncpg.connect(dsn)
+    await snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM other")
+    events: list[Event] = []
+    report = MigrationReport("cic")
+    runner = Runner(dsn, "cic", MigrationPolicy(queue_budget_ms=50), sink=events.append)
+    task = asyncio.create_task(
+        runner.run(make_plan("CREATE INDEX CONCURRENTLY items_a_idx ON items (a)"), report)
+    )
+    vacuum_task: asyncio.Task[Any] | None = None
+    try:
+        async with asyncio.timeout(30):
+            while not await admin.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE"
+                " a.application_name = 'zdmproxy:cic:step1' AND NOT l.granted AND l.locktype = 'virtualxid'"
+            ):
+                await asyncio.sleep(0.005)
+        vacuum_pid = await vacuum.fetchval("SELECT pg_backend_pid()")
+        vacuum_task = asyncio.create_task(vacuum.execute("VACUUM items"))
+        await wait_until_blocked(admin, vacuum_pid)
+        async with asyncio.timeout(30):  # the VACUUM has now waited well past the budget
+            while not any(e.kind is EventKind.QUEUED_BEHIND_HELD_LOCK for e in events):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # (the watchdog gets several more polls to misbehave in)
+        await snapshot.execute("ROLLBACK")
+        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(vacuum_task, 30)
+        assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]
+        (queued,) = [e for e in events if e.kind is EventKind.QUEUED_BEHIND_HELD_LOCK]
+        assert vacuum_pid in {b.pid for b in queued.blockers}
+        assert await admin.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_a_idx'::regclass"
+        )
+    finally:
+        for pending in (task, vacuum_task):
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+        for conn in (snapshot, vacuum, admin):
+            await conn.close()
+
+
+async def _waiting_lock(dsn: str) -> tuple[asyncpg.Connection, asyncpg.Connection, asyncio.Task[Any], int]:
+    """A session waiting, with no lock_timeout, for ACCESS EXCLUSIVE behind an idle reader."""
+    blocker = await idle_blocker(dsn, "items")
+    waiter = await asyncpg.connect(dsn)
+    pid = await waiter.fetchval("SELECT pg_backend_pid()")
+    task = asyncio.create_task(waiter.execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE"))
+    return blocker, waiter, task, int(pid)
+
+
+async def test_the_watchdog_bounds_a_traffic_blocking_wait_that_lock_timeout_does_not(dsn: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker, waiter, task, pid = await _waiting_lock(dsn)
+    watch = await asyncpg.connect(dsn)
+    try:
+        await wait_until_blocked(admin, pid)
+        async with Watchdog(watch, pid, budget_ms=10**6, interval_ms=10, wait_limit_ms=200) as dog:
+            with pytest.raises(asyncpg.QueryCanceledError):
+                await asyncio.wait_for(task, 10)
+        assert dog.cancelled
+    finally:
+        for conn in (blocker, waiter, watch, admin):
+            await conn.close()
+
+
+async def test_losing_the_watch_connection_ends_a_wait_nothing_else_bounds(dsn: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker, waiter, task, pid = await _waiting_lock(dsn)
+    watch = await asyncpg.connect(dsn)
+    try:
+        await wait_until_blocked(admin, pid)
+        async with Watchdog(
+            watch, pid, budget_ms=10**6, interval_ms=10, wait_limit_ms=60_000, cancel_statement=task.cancel
+        ) as dog:
+            await asyncio.sleep(0.05)
+            await admin.execute("SELECT pg_terminate_backend($1)", watch.get_server_pid())
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
+        assert dog.lost and dog.cancelled
+    finally:
+        for conn in (blocker, waiter, watch, admin):
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
+async def test_an_attempt_inside_the_callers_transaction_uses_a_savepoint(dsn: str) -> None:
+    """The wire-protocol front door will run steps inside a client's own transaction: a failed
+    attempt rolls back to its savepoint, leaving the transaction (and its earlier work) usable;
+    the caller's own timeouts come back afterwards."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS + "CREATE TABLE ledger (x int);")
+    client = await asyncpg.connect(dsn)
+    watch = await asyncpg.connect(dsn)
+    blocker = await idle_blocker(dsn, "items")
+    policy = MigrationPolicy(lock_timeout_ms=200, **QUEUE_ANYWAY)
+    (step,) = make_plan("ALTER TABLE items ADD COLUMN z int").steps
+    pid = await client.fetchval("SELECT pg_backend_pid()")
+    try:
+        await client.execute("BEGIN; SET LOCAL lock_timeout = '7s'; INSERT INTO ledger VALUES (1)")
+        targets = await resolve_targets(watch, step.locks)
+        with pytest.raises(AttemptFailed) as failed:
+            await run_attempt(client, watch, step, targets, policy, 1, 10, pid=pid, in_transaction=True)
+        assert failed.value.record.outcome is Outcome.LOCK_TIMEOUT
+        assert await client.fetchval("SELECT count(*) FROM ledger") == 1  # the transaction goes on
+        assert not await holds_traffic_blocking_locks(client)  # so trying again is allowed
+        await blocker.close()
+        record = await run_attempt(client, watch, step, targets, policy, 2, 10, pid=pid, in_transaction=True)
+        assert record.outcome is Outcome.SUCCEEDED
+        assert await client.fetchval("SHOW lock_timeout") == "7s"
+        assert await holds_traffic_blocking_locks(client)  # ACCESS EXCLUSIVE until the caller commits
+        await client.execute("COMMIT")
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'z'") == 1
+        assert await admin.fetchval("SELECT count(*) FROM ledger") == 1
+    finally:
+        for conn in (blocker, client, watch, admin):
+            await conn.close()

@@ -1,14 +1,23 @@
-"""Idle-in-transaction blockers: reported by default, terminated only when the operator opts in."""
+"""Idle-in-transaction blockers: reported by default, terminated only when the operator opts in;
+prepared transactions: waited for and named, never terminated."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 from helpers import ITEMS, idle_blocker, run_cli
+
+from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.runner import MigrationReport, Runner
+from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
 
 ALTER = "ALTER TABLE items ADD COLUMN flag boolean"
 
@@ -104,3 +113,86 @@ async def test_blockers_hidden_by_missing_privileges_are_waited_for(
         assert await blocker.fetchval("SELECT 1") == 1
     finally:
         await blocker.close()
+
+
+async def prepare_transaction(dsn: str, table: str) -> str:
+    """A transaction that read ``table`` and was PREPAREd: it keeps its AccessShareLock with no
+    session at all (pg_locks.pid is NULL) until COMMIT/ROLLBACK PREPARED. Returned once it is
+    older than pre-flight's blocker_min_age (200 ms), so that pre-flight counts it as long."""
+    gid = f"zdm-test-{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"BEGIN; SELECT count(*) FROM {table}; PREPARE TRANSACTION '{gid}'")
+        async with asyncio.timeout(10):
+            while not await conn.fetchval(
+                "SELECT prepared < clock_timestamp() - interval '300 ms'"
+                " FROM pg_prepared_xacts WHERE gid = $1",
+                gid,
+            ):
+                await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+    return gid
+
+
+async def end_prepared(admin: asyncpg.Connection, gid: str, how: str = "ROLLBACK") -> None:
+    """Prepared transactions outlive every session and would stop the database's DROP."""
+    if await admin.fetchval("SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1", gid):
+        await admin.execute(f"{how} PREPARED '{gid}'")
+
+
+async def test_prepared_transaction_is_waited_for_named_and_never_terminated(
+    dsn: str, tmp_path: Path, admin: asyncpg.Connection
+) -> None:
+    """Its locks have no pid: a join to pg_stat_activity alone loses them, and the ALTER queues
+    behind a lock nobody is reported to hold. Pre-flight must wait for it, name it when the
+    deadline runs out, and never try to end it (even with terminating idle blockers opted in)."""
+    gid = await prepare_transaction(dsn, "items")
+    try:
+        code, stdout, stderr = await apply(
+            dsn, tmp_path, "--deadline-s", "1.5", "--terminate-idle-blockers-after-s", "0.1", "--json"
+        )
+        assert code == 75, stderr
+        database = await admin.fetchval("SELECT current_database()")
+        assert f"prepared transaction '{gid}' (postgres, {database}) prepared " in stderr
+        assert "AccessShareLock on items" in stderr
+        step = json.loads(stdout)["steps"][0]
+        assert step["attempts"] == []  # it never queued behind the prepared transaction
+        assert step["terminated"] == []
+        assert await admin.fetchval("SELECT count(*) FROM pg_prepared_xacts WHERE gid = $1", gid) == 1
+        assert "flag" not in await columns(admin)
+    finally:
+        await end_prepared(admin, gid)
+
+
+async def test_preflight_waits_for_a_prepared_transaction_then_runs_once_it_ends(
+    dsn: str, admin: asyncpg.Connection
+) -> None:
+    """The wait is on the prepared transaction itself (pid 0, as pg_blocking_pids reports it,
+    with its gid): when COMMIT PREPARED releases its lock, the step's only attempt runs."""
+    gid = await prepare_transaction(dsn, "items")
+    events: list[Event] = []
+    report = MigrationReport("prepared")
+    runner = Runner(dsn, "prepared", MigrationPolicy(deadline_s=60), sink=events.append)
+    task = asyncio.create_task(runner.run(make_plan(ALTER), report))
+    try:
+        async with asyncio.timeout(20):
+            while not any(e.kind is EventKind.WAITING_FOR_BLOCKERS for e in events):
+                assert not task.done(), task
+                await asyncio.sleep(0.01)
+        waiting = next(e for e in events if e.kind is EventKind.WAITING_FOR_BLOCKERS)
+        (blocker,) = waiting.blockers
+        assert (blocker.pid, blocker.gid, blocker.owner, blocker.prepared) == (0, gid, "postgres", True)
+        assert blocker.database == await admin.fetchval("SELECT current_database()")
+        assert (blocker.mode, blocker.relation) == ("AccessShareLock", "items")
+        assert f"prepared transaction '{gid}'" in waiting.message
+        assert "flag" not in await columns(admin)
+        await admin.execute(f"COMMIT PREPARED '{gid}'")
+        await asyncio.wait_for(task, 30)
+    finally:
+        if not task.done():
+            task.cancel()
+        await end_prepared(admin, gid)
+    assert "flag" in await columns(admin)
+    assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]
+    assert [b.gid for wait in report.steps[0].waits for b in wait] == [gid]

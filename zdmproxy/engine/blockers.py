@@ -1,13 +1,15 @@
 """Pre-flight: who holds or awaits a lock that our step's lock requests would queue behind.
 
 Conflicts are decided in Python from the lock-mode table (zdmproxy.sql.locks),
-so the SQL stays a plain read of pg_locks joined to pg_stat_activity.
+so the SQL stays a plain read of pg_locks joined to pg_stat_activity and, for the
+locks no session holds, pg_prepared_xacts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import asyncpg
 
@@ -16,6 +18,9 @@ from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.sql.locks import LockMode, LockRequest
 from zdmproxy.sql.names import quote_relation
+
+AUTOVACUUM_WORKER = "autovacuum worker"
+WRAPAROUND_MARK = "(to prevent wraparound)"  # how a worker reports it (autovacuum.c autovac_report_activity)
 
 
 @dataclass(frozen=True)
@@ -41,27 +46,49 @@ async def resolve_targets(session: Session, locks: Sequence[LockRequest]) -> lis
 async def find_blockers(
     session: Session, targets: Sequence[Target], own_pids: Sequence[int]
 ) -> list[Blocker]:
-    """Sessions holding, or queued ahead for, a lock that conflicts with one of ours."""
+    """Sessions holding, or queued ahead for, a lock that conflicts with one of ours, and
+    prepared transactions holding one (pid 0: they have no session).
+
+    An autovacuum worker among them comes with ``wraparound`` decided from the catalog
+    (``vacuum_for_wraparound``), so ``is_cancellable_autovacuum`` needs no query text.
+    """
     if not targets:
         return []
     modes = {t.oid: t.request.mode for t in targets}
     rows = await session.fetch(QUERIES["conflicting_locks"], list(modes), list(own_pids))
-    found: dict[int, Blocker] = {}
+    found: dict[int | str, Blocker] = {}
     for row in rows:
         theirs = LockMode.from_pg_name(row["mode"]) if row["mode"] in _PG_NAMES else None
         ours = modes.get(row["relation_oid"])
-        if theirs is None or ours is None or not ours.conflicts_with(theirs) or row["pid"] in found:
+        if theirs is None or ours is None or not ours.conflicts_with(theirs):
             continue
-        found[row["pid"]] = Blocker.from_row(
+        blocker = Blocker.from_row(
             row,
             mode=row["mode"] if row["granted"] else f"waiting for {row['mode']}",
             relation=row["relation"],
         )
+        found.setdefault(blocker.key, blocker)
+    workers = [b.pid for b in found.values() if b.backend_type == AUTOVACUUM_WORKER]
+    if workers:
+        rows = await session.fetch(QUERIES["autovacuum_wraparound"], workers)
+        decided = {row["pid"]: vacuum_for_wraparound(row) for row in rows}
+        for key, blocker in found.items():
+            if blocker.backend_type == AUTOVACUUM_WORKER:
+                wraparound = decided.get(blocker.pid)
+                # The worker's own words, when it reported them and we may read them, can only
+                # add to the catalog's verdict: they never make a vacuum cancellable.
+                if WRAPAROUND_MARK in blocker.query:
+                    wraparound = True
+                found[key] = replace(blocker, wraparound=wraparound)
     return list(found.values())
 
 
 async def terminate(session: Session, pid: int) -> bool:
-    """End the session; False when not permitted (a superuser's session, for instance)."""
+    """End the session; False when not permitted (a superuser's session, for instance), and
+    for pid 0, a prepared transaction: it has no backend, and nothing may end it but the
+    COMMIT/ROLLBACK PREPARED of whoever prepared it."""
+    if pid <= 0:
+        return False
     try:
         return bool(await session.fetchval(QUERIES["terminate"], pid))
     except asyncpg.exceptions.InsufficientPrivilegeError:
@@ -74,14 +101,51 @@ def is_cancellable_autovacuum(blocker: Blocker) -> bool:
     PostgreSQL cancels a (non-wraparound) autovacuum that blocks a lock request once the
     request has waited deadlock_timeout; since zdmproxy waits *without* requesting the lock,
     it does the same on its own, before requesting, instead of queueing traffic for that
-    second (POSTGRES-FACTS.md 2.4). Anti-wraparound vacuums are never cancelled.
+    second (POSTGRES-FACTS.md 2.4). Anti-wraparound vacuums are never cancelled, and neither is
+    a worker whose purpose could not be told (``wraparound`` None): it is waited for.
+
+    Whether the worker is an autovacuum worker at all rests on pg_stat_activity.backend_type,
+    which a role without pg_read_all_stats cannot read (it sees NULL, as for the query text):
+    such a role never cancels an autovacuum, it waits for it.
     """
-    return blocker.backend_type == "autovacuum worker" and "to prevent wraparound" not in blocker.query
+    return blocker.backend_type == AUTOVACUUM_WORKER and blocker.wraparound is False
+
+
+def vacuum_for_wraparound(row: Mapping[str, Any]) -> bool | None:
+    """Whether PostgreSQL runs this autovacuum worker's vacuum to prevent wraparound (a row of
+    the ``autovacuum_wraparound`` query); None when the worker is between tables.
+
+    The rule is PostgreSQL's own, from autovacuum.c ``relation_needs_vacanalyze`` (the same in
+    15 and 18): the worker's table is vacuumed for wraparound when ``age(relfrozenxid)`` exceeds
+    its freeze max age, or ``mxid_age(relminmxid)`` its multixact freeze max age. Each limit is
+    the table's reloption (``autovacuum_freeze_max_age``, ``autovacuum_multixact_freeze_max_age``;
+    a toast table without reloptions of its own uses its main table's) capped by the server
+    setting of the same name. The worker then sets PROC_VACUUM_FOR_WRAPAROUND for the vacuum,
+    and ProcSleep (proc.c) never cancels a worker with that flag. Only vacuuming is protected:
+    an analyze runs in a transaction of its own without the flag, and PostgreSQL cancels it.
+
+    Where this reads more than the worker did, it errs towards "wraparound" (waiting):
+    the worker decided at the start of its pass, and the ages only grow since. Where it may
+    read less: the server lowers the multixact limit itself when multixact member space runs
+    short (``MultiXactMemberFreezeThreshold``), which SQL cannot see; ``find_blockers`` also
+    takes the worker's own "(to prevent wraparound)" when the query text is readable.
+    """
+    if row["vacuuming"] is None:
+        return None
+    if not row["vacuuming"]:
+        return False
+    xid_age, mxid_age = row["xid_age"], row["mxid_age"]
+    return bool(
+        (xid_age is not None and xid_age > row["freeze_max_age"])
+        or (mxid_age is not None and mxid_age > row["multixact_freeze_max_age"])
+    )
 
 
 async def cancel_autovacuum(session: Session, blocker: Blocker) -> bool:
     """Cancel the worker; False when not permitted (needs superuser, or in PostgreSQL 18
-    the pg_signal_autovacuum_worker role)."""
+    the pg_signal_autovacuum_worker role); never sent to one that is not cancellable."""
+    if not is_cancellable_autovacuum(blocker):
+        return False
     try:
         return bool(await session.fetchval(QUERIES["cancel"], blocker.pid))
     except asyncpg.exceptions.InsufficientPrivilegeError:

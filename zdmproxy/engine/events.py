@@ -32,7 +32,19 @@ class EventKind(StrEnum):
 
 @dataclass(frozen=True)
 class Blocker:
-    """A session in our way, as pg_stat_activity described it when we saw it."""
+    """A session in our way, as pg_stat_activity described it when we saw it, or a prepared
+    transaction (two-phase commit), which holds its locks with no session at all.
+
+    A prepared transaction has ``pid`` 0, as ``pg_blocking_pids`` reports it: there is no
+    backend to cancel or terminate, only COMMIT/ROLLBACK PREPARED by whoever prepared it ends
+    it. Its ``gid``, ``owner`` and ``database`` come from pg_prepared_xacts, and ``xact_age_s``
+    counts from the moment it was prepared (when it began is not recorded anywhere).
+    ``key`` tells blockers apart (prepared transactions all share pid 0).
+
+    ``wraparound`` is set for autovacuum workers only: True when PostgreSQL runs that vacuum to
+    prevent wraparound (never cancelled), False when it would cancel it itself, None when it
+    could not be told (then it is not cancelled either); see ``blockers.vacuum_for_wraparound``.
+    """
 
     pid: int
     application_name: str
@@ -43,26 +55,51 @@ class Blocker:
     query: str
     mode: str | None = None
     relation: str | None = None
+    gid: str | None = None
+    owner: str | None = None
+    database: str | None = None
+    wraparound: bool | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], **extra: Any) -> Blocker:
-        """From a pg_stat_activity row (or its JSON) with the columns the queries select."""
+        """From a pg_stat_activity row (or its JSON) with the columns the queries select;
+        a row with a ``gid`` (and a NULL pid) is a prepared transaction."""
         return cls(
-            pid=row["pid"],
+            pid=row["pid"] or 0,
             application_name=row["application_name"] or "",
             state=row["state"],
             backend_type=row["backend_type"],
             xact_age_s=row["xact_age_s"],
             state_age_s=row["state_age_s"],
             query=row["query"] or "",
+            gid=row.get("gid"),
+            owner=row.get("prepared_owner"),
+            database=row.get("prepared_database"),
             **extra,
         )
+
+    @property
+    def prepared(self) -> bool:
+        """A prepared transaction: nothing to signal, never terminated or cancelled."""
+        return self.gid is not None
+
+    @property
+    def key(self) -> int | str:
+        """Identity across polls: the pid, or the gid of a prepared transaction (pid 0)."""
+        return f"prepared:{self.gid}" if self.gid is not None else self.pid
 
     @property
     def idle_in_transaction(self) -> bool:
         return (self.state or "").startswith("idle in transaction")
 
     def describe(self) -> str:
+        held = f", {self.mode} on {self.relation}" if self.mode and self.relation else ""
+        if self.gid is not None:
+            ago = f" {_duration(self.xact_age_s)} ago" if self.xact_age_s is not None else ""
+            return (
+                f"prepared transaction '{self.gid}' ({self.owner}, {self.database}) prepared{ago}"
+                f"{held}: it has no session; only COMMIT PREPARED or ROLLBACK PREPARED ends it"
+            )
         who = f"pid {self.pid}"
         if self.application_name:
             who += f" app '{self.application_name}'"
@@ -76,7 +113,8 @@ class Blocker:
             doing = self.state
         if self.xact_age_s is not None:
             doing += f", transaction open {_duration(self.xact_age_s)}"
-        held = f", {self.mode} on {self.relation}" if self.mode and self.relation else ""
+        if self.wraparound:
+            doing += ", vacuuming to prevent wraparound (never cancelled)"
         query = " ".join(self.query.split())[:80]
         return f"{who}, {doing}{held}: {query}"
 

@@ -170,3 +170,27 @@ async def test_an_attempt_inside_the_callers_transaction_uses_a_savepoint(dsn: s
     finally:
         for conn in (blocker, client, watch, admin):
             await conn.close()
+
+
+async def test_events_carry_their_data_as_fields_to_an_async_sink(dsn: str) -> None:
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    events: list[Event] = []
+
+    async def sink(event: Event) -> None:  # the journal's, or an HTTP stream's, would write
+        await asyncio.sleep(0)
+        events.append(event)
+
+    policy = MigrationPolicy(lock_timeout_ms=200, deadline_s=1.0, **QUEUE_ANYWAY)
+    runner = Runner(dsn, "fields", policy, sink=sink)
+    try:
+        with pytest.raises(LockBudgetExhausted):
+            await asyncio.wait_for(runner.run(make_plan("ALTER TABLE items ADD COLUMN f int")), 30)
+        failed = [e for e in events if e.kind is EventKind.ATTEMPT_FAILED]
+        assert failed and failed[0].outcome == "lock_timeout" and failed[0].sqlstate == "55P03"
+        assert failed[0].lock_timeout_ms == 200 and failed[0].attempt == 1
+        assert events[-1].kind is EventKind.STEP_FAILED
+    finally:
+        await blocker.close()
+        await admin.close()

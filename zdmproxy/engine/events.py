@@ -6,8 +6,9 @@ metrics; the engine itself never prints.
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -131,16 +132,31 @@ def _duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Event:
+    """One decision of the engine, with its data as fields (a journal, metrics or an HTTP event
+    stream read these; ``message`` is for people)."""
+
     kind: EventKind
     step: int  # 0-based index of the step in its plan; -1 for the migration as a whole
     message: str
     attempt: int | None = None
     blockers: tuple[Blocker, ...] = ()
     detail: str = ""
+    outcome: str | None = None  # an attempt's or step's Outcome value
+    sqlstate: str | None = None
+    lock_timeout_ms: float | None = None
+    queued_behind_us: int | None = None
     at: float = field(default_factory=time.time)
 
 
-EventSink = Callable[[Event], None]
+# A sink may be a plain function or a coroutine function (the journal writes events).
+EventSink = Callable[[Event], Awaitable[None] | None]
+
+
+async def deliver(sink: EventSink, event: Event) -> None:
+    """Hand ``event`` to ``sink``, awaiting it if the sink is asynchronous."""
+    result = sink(event)
+    if inspect.isawaitable(result):
+        await result
 
 
 def ignore(event: Event) -> None:

@@ -37,7 +37,7 @@ from zdmproxy.engine.blockers import (
 )
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.debris import drop_invalid_indexes, resume_detach
-from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, ignore
+from zdmproxy.engine.events import Blocker, Event, EventKind, EventSink, deliver, ignore
 from zdmproxy.engine.ledger import NO_LEDGER, Ledger
 from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.engine.queries import QUERIES
@@ -249,13 +249,13 @@ class _StepRun:
     def watch(self, value: Session | None) -> None:
         self.runner.watch = value
 
-    def emit(self, kind: EventKind, message: str, **extra: object) -> None:
-        self.runner.sink(Event(kind, self.report.index, message, **extra))  # type: ignore[arg-type]
+    async def emit(self, kind: EventKind, message: str, **extra: object) -> None:
+        await deliver(self.runner.sink, Event(kind, self.report.index, message, **extra))  # type: ignore[arg-type]
 
     async def run(self) -> None:
         started = time.monotonic()
         index = self.report.index
-        self.emit(EventKind.STEP_STARTED, self.step.sql, detail=self.step.reason)
+        await self.emit(EventKind.STEP_STARTED, self.step.sql, detail=self.step.reason)
         retrying = AsyncRetrying(
             retry=retry_if_exception(
                 lambda exc: isinstance(exc, AttemptFailed) and exc.record.outcome.retryable  # type: ignore[union-attr]
@@ -280,7 +280,7 @@ class _StepRun:
         except AttemptFailed as failed:
             self.report.outcome = failed.record.outcome
             error = self._final_error(failed.record)
-            self.emit(EventKind.STEP_FAILED, error.message)
+            await self.emit(EventKind.STEP_FAILED, error.message)
             await self.ledger.step_failed(index, self.report.outcome, error)  # type: ignore[arg-type]
             raise error from failed
         except MigrationBusy:
@@ -292,7 +292,7 @@ class _StepRun:
             self.report.outcome = (
                 Outcome.BLOCKED if isinstance(error, LockBudgetExhausted) else Outcome.FAILED
             )
-            self.emit(EventKind.STEP_FAILED, error.message)
+            await self.emit(EventKind.STEP_FAILED, error.message)
             await self.ledger.step_failed(index, self.report.outcome, error)
             raise
         except BaseException:
@@ -303,9 +303,11 @@ class _StepRun:
         self.report.outcome = Outcome.SUCCEEDED
         attempts = len(self.report.attempts)
         if found_applied:
-            self.emit(EventKind.STEP_SUCCEEDED, "already applied by an earlier attempt that was cut off")
+            await self.emit(
+                EventKind.STEP_SUCCEEDED, "already applied by an earlier attempt that was cut off"
+            )
             return
-        self.emit(
+        await self.emit(
             EventKind.STEP_SUCCEEDED,
             f"done in {(time.monotonic() - started) * 1000:.0f} ms"
             + (f" after {attempts} attempts" if attempts > 1 else ""),
@@ -326,7 +328,7 @@ class _StepRun:
             # timeout) is judged like failing during one.
             outcome = classify_failure(exc, we_cancelled=False, waiting_for_lock=True)
             raise await self._failed_early(number, outcome, pg_error_info(exc)) from exc
-        self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
+        await self.emit(EventKind.ATTEMPT_STARTED, f"attempt {number}", attempt=number)
         try:
             record = await run_attempt(
                 session,
@@ -355,7 +357,7 @@ class _StepRun:
             )
 
     async def _report_queue(self, queued: tuple[Blocker, ...]) -> None:
-        self.emit(
+        await self.emit(
             EventKind.QUEUED_BEHIND_HELD_LOCK,
             "sessions wait behind the lock this step holds while it waits for older transactions "
             "(not cancelled: that would leave debris and the queue would form again): "
@@ -384,10 +386,12 @@ class _StepRun:
         lock_timeout_ms = min(self.policy.concurrent_lock_timeout_s, max(self._time_left(), 0.001)) * 1000
         for name in await drop_invalid_indexes(watch, self.step, lock_timeout_ms):
             self.report.debris_dropped.append(name)
-            self.emit(EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt")
+            await self.emit(
+                EventKind.DEBRIS_DROPPED, f"dropped INVALID index {name} left by a failed attempt"
+            )
         finish = await resume_detach(watch, self.step)
         if finish is not None:
-            self.emit(EventKind.DETACH_RESUMED, finish.reason)
+            await self.emit(EventKind.DETACH_RESUMED, finish.reason)
             return session, watch, finish
         return session, watch, self.step
 
@@ -414,7 +418,16 @@ class _StepRun:
             await self.runner.close()
             self.runner.session = self.watch = None
             self.recheck = True
-        self.emit(EventKind.ATTEMPT_FAILED, message, attempt=record.number, blockers=record.blockers)
+        await self.emit(
+            EventKind.ATTEMPT_FAILED,
+            message,
+            attempt=record.number,
+            blockers=record.blockers,
+            outcome=record.outcome.value,
+            sqlstate=record.error.sqlstate if record.error else None,
+            lock_timeout_ms=record.lock_timeout_ms,
+            queued_behind_us=record.queued_behind_us,
+        )
         await self.ledger.attempt_ended(self.report.index, record)
 
     def _time_left(self) -> float:
@@ -450,7 +463,7 @@ class _StepRun:
             new = [b for b in long if b.pid not in seen and b.pid not in signalled]
             if new:
                 seen |= {b.pid for b in new}
-                self.emit(
+                await self.emit(
                     EventKind.WAITING_FOR_BLOCKERS,
                     "waiting for " + "; ".join(b.describe() for b in long if b.pid not in signalled),
                     blockers=tuple(b for b in long if b.pid not in signalled),
@@ -468,7 +481,7 @@ class _StepRun:
         if self.policy.cancel_autovacuum and is_cancellable_autovacuum(blocker):
             assert self.watch is not None
             if await cancel_autovacuum(self.watch, blocker):
-                self.emit(
+                await self.emit(
                     EventKind.AUTOVACUUM_CANCELLED,
                     f"cancelled {blocker.describe()} (it restarts later)",
                     blockers=(blocker,),
@@ -487,7 +500,7 @@ class _StepRun:
             return False
         if blocker.pid not in {b.pid for b in self.report.terminated}:
             self.report.terminated.append(blocker)
-        self.emit(
+        await self.emit(
             EventKind.BLOCKER_TERMINATED,
             f"terminated {blocker.describe()} (idle in transaction longer than {threshold:g} s)",
             blockers=(blocker,),

@@ -30,7 +30,7 @@ from enum import StrEnum
 
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import Session, connect, server_version_num
-from zdmproxy.engine.events import Event, EventKind, EventSink, ignore
+from zdmproxy.engine.events import Event, EventKind, EventSink, deliver, ignore
 from zdmproxy.engine.runner import MigrationReport, Runner, require_apply_support
 from zdmproxy.errors import (
     ChecksumConflict,
@@ -146,13 +146,14 @@ class Coordinator:
             steps = await self.journal.steps(request.migration_id)
         start_at = _first_unfinished(steps)
         if record.state in ("running", "cancelled") and record.runs:
-            self.sink(
+            await deliver(
+                self.sink,
                 Event(
                     EventKind.TAKING_OVER,
                     -1,
                     f"resuming {request.migration_id} from step {start_at + 1}: the run by "
                     f"{record.by()} stopped without finishing ({record.state})",
-                )
+                ),
             )
         await ledger.start(session)
         runner = Runner(
@@ -196,7 +197,7 @@ class Coordinator:
         await self.journal.amend(request.migration_id, ours, request.script, new, keep)
 
     async def _wait(self, migration_id: str, busy: MigrationBusy, deadline: float | None) -> None:
-        self.sink(Event(EventKind.WAITING_FOR_OTHER_RUN, -1, f"waiting: {busy.message}"))
+        await deliver(self.sink, Event(EventKind.WAITING_FOR_OTHER_RUN, -1, f"waiting: {busy.message}"))
         key = advisory.migration_key(migration_id)
         if not await advisory.wait_until_free(self.journal.session, key, self.poll_s, deadline):
             raise WaitTimedOut(

@@ -5,6 +5,13 @@ while 8 clients run primary-key reads and writes. ``zdmproxy apply`` of an
 ADD COLUMN must not make any client wait longer than the queue budget plus a
 small margin, and must finish shortly after the blocker ends. The same ALTER
 run naively in the same test makes the clients wait for the blocker.
+
+What the clients measured is backed by what PostgreSQL says: pg_locks is
+sampled every few milliseconds, and no session may ever be seen waiting
+behind a lock zdmproxy holds or requests for longer than the budget plus one
+watchdog interval; with pre-flight, zdmproxy's own lock request never queues
+behind the blocker at all (switch pre-flight off with ZDM_BLOCKER_MIN_AGE_MS
+and this test fails).
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from pathlib import Path
 
 import asyncpg
 from helpers import ITEMS, finish, idle_blocker, start_cli, wait_for_session, wait_until_blocked
-from traffic import Traffic
+from traffic import LockSampler, Traffic
 
 BUDGET_MS = 100
 MARGIN_MS = 150  # Python clients on 2 shared cores: scheduling noise, not lock waits
+WATCHDOG_INTERVAL_MS = 20  # the default
 HOLD_S = 3.0
 
 
@@ -31,6 +39,7 @@ async def test_apply_keeps_traffic_flowing_where_naive_alter_stalls(dsn: str, tm
             blocker = await idle_blocker(dsn, "items")
             blocker_pid = blocker.get_server_pid()
             start = time.monotonic()
+            sampler = await LockSampler(dsn).__aenter__()
             proc = await start_cli(
                 "apply",
                 "--dsn",
@@ -54,7 +63,7 @@ async def test_apply_keeps_traffic_flowing_where_naive_alter_stalls(dsn: str, tm
 
             # naive: the same ALTER, no timeouts, behind the same kind of blocker.
             blocker2 = await idle_blocker(dsn, "items")
-            naive = await asyncpg.connect(dsn)
+            naive = await asyncpg.connect(dsn, server_settings={"application_name": "naive"})
             naive_start = time.monotonic()
             alter = asyncio.create_task(naive.execute("ALTER TABLE items ADD COLUMN naive text"))
             await wait_until_blocked(admin, naive.get_server_pid())
@@ -62,12 +71,20 @@ async def test_apply_keeps_traffic_flowing_where_naive_alter_stalls(dsn: str, tm
             await blocker2.execute("COMMIT")
             await asyncio.wait_for(alter, 30)
             naive_max = traffic.max_latency(naive_start, await traffic.settle())
+            await sampler.__aexit__()
             await asyncio.gather(blocker.close(), blocker2.close(), naive.close())
     finally:
         await admin.close()
 
     assert result.code == 0, result.stderr
     assert ours_errors == []
+    # The sampler does see queues: the naive ALTER's, seconds long.
+    assert sampler.longest_wait_behind("naive") > 1000, (
+        "the sampler missed the naive queue: it proves nothing"
+    )
+    assert sampler.queued_behind("zdmproxy", blocker_pid) == [], "our lock request queued behind the blocker"
+    longest = sampler.longest_wait_behind("zdmproxy", start, finished)
+    assert longest <= BUDGET_MS + WATCHDOG_INTERVAL_MS, f"a session waited {longest:.0f} ms behind zdmproxy"
     assert ours_max * 1000 < BUDGET_MS + MARGIN_MS, f"a client waited {ours_max * 1000:.0f} ms"
     assert finished - released < 1.5, f"ALTER finished {finished - released:.2f} s after the blocker"
     step = result.json()["steps"][0]  # type: ignore[index]

@@ -76,3 +76,87 @@ class Traffic:
     def max_latency(self, start: float, end: float) -> float:
         """The longest wait of any request started in [start, end] (call ``settle`` first)."""
         return max((s.latency_s for s in self.window(start, end)), default=0.0)
+
+
+@dataclass
+class LockWait:
+    """One session seen waiting for a lock, and who it waited behind."""
+
+    at: float  # time.monotonic() of the sample
+    pid: int
+    application_name: str
+    waited_ms: float
+    blocked_by: tuple[int, ...]
+    blocked_by_apps: tuple[str, ...]
+
+
+@dataclass
+class LockSampler:
+    """Samples pg_locks at a high rate: every session waiting for a lock, how long it has
+    waited, and whose locks (held or requested) it waits behind. The truth about who waited
+    behind whom is PostgreSQL's, not the engine's own report."""
+
+    dsn: str
+    interval_s: float = 0.005
+    waits: list[LockWait] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    QUERY = """
+        SELECT l.pid, coalesce(a.application_name, '') AS application_name,
+               (EXTRACT(EPOCH FROM clock_timestamp() - l.waitstart) * 1000)::float8 AS waited_ms,
+               pg_blocking_pids(l.pid) AS blocked_by,
+               (SELECT coalesce(array_agg(coalesce(b.application_name, '')), '{}')
+                  FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(l.pid))) AS apps
+          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE NOT l.granted AND l.pid <> pg_backend_pid()
+    """
+
+    async def __aenter__(self) -> LockSampler:
+        conn = await asyncpg.connect(self.dsn)
+        self._task = asyncio.create_task(self._run(conn))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        await asyncio.wait_for(self._task, 10)
+
+    async def _run(self, conn: asyncpg.Connection) -> None:
+        deadline = time.monotonic() + 120
+        try:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                rows = await conn.fetch(self.QUERY)
+                at = time.monotonic()
+                for row in rows:
+                    self.waits.append(
+                        LockWait(
+                            at,
+                            row["pid"],
+                            row["application_name"],
+                            row["waited_ms"] or 0.0,
+                            tuple(row["blocked_by"]),
+                            tuple(row["apps"]),
+                        )
+                    )
+                await asyncio.sleep(self.interval_s)
+        finally:
+            await conn.close()
+
+    def longest_wait_behind(self, app_prefix: str, start: float = 0.0, end: float = float("inf")) -> float:
+        """The longest any session not named ``app_prefix…`` waited behind one that is (ms),
+        among the samples taken in [start, end]."""
+        return max(
+            (
+                w.waited_ms
+                for w in self.waits
+                if start <= w.at <= end
+                and not w.application_name.startswith(app_prefix)
+                and any(app.startswith(app_prefix) for app in w.blocked_by_apps)
+            ),
+            default=0.0,
+        )
+
+    def queued_behind(self, app_prefix: str, pid: int) -> list[LockWait]:
+        """Every sample of a session named ``app_prefix…`` waiting behind ``pid``."""
+        return [w for w in self.waits if w.application_name.startswith(app_prefix) and pid in w.blocked_by]

@@ -112,27 +112,33 @@ def is_cancellable_autovacuum(blocker: Blocker) -> bool:
 
 
 def vacuum_for_wraparound(row: Mapping[str, Any]) -> bool | None:
-    """Whether PostgreSQL runs this autovacuum worker's vacuum to prevent wraparound (a row of
-    the ``autovacuum_wraparound`` query); None when the worker is between tables.
+    """Whether PostgreSQL may be running this autovacuum worker's vacuum to prevent wraparound
+    (a row of the ``autovacuum_wraparound`` query); None when the worker's table is unknown.
 
     The rule is PostgreSQL's own, from autovacuum.c ``relation_needs_vacanalyze`` (the same in
-    15 and 18): the worker's table is vacuumed for wraparound when ``age(relfrozenxid)`` exceeds
-    its freeze max age, or ``mxid_age(relminmxid)`` its multixact freeze max age. Each limit is
-    the table's reloption (``autovacuum_freeze_max_age``, ``autovacuum_multixact_freeze_max_age``;
-    a toast table without reloptions of its own uses its main table's) capped by the server
-    setting of the same name. The worker then sets PROC_VACUUM_FOR_WRAPAROUND for the vacuum,
-    and ProcSleep (proc.c) never cancels a worker with that flag. Only vacuuming is protected:
-    an analyze runs in a transaction of its own without the flag, and PostgreSQL cancels it.
+    15 and 18): a table is vacuumed for wraparound when ``age(relfrozenxid)`` exceeds its freeze
+    max age, or ``mxid_age(relminmxid)`` its multixact freeze max age. Each limit is the table's
+    reloption (``autovacuum_freeze_max_age``, ``autovacuum_multixact_freeze_max_age``; a toast
+    table without reloptions of its own uses its main table's) capped by the server setting of
+    the same name. The worker then sets PROC_VACUUM_FOR_WRAPAROUND for that vacuum, and
+    ProcSleep (proc.c) never cancels a worker with that flag. An analyze runs in a transaction
+    of its own without the flag, and PostgreSQL cancels it: a worker the progress views show
+    analyzing is cancellable whatever the ages.
 
-    Where this reads more than the worker did, it errs towards "wraparound" (waiting):
-    the worker decided at the start of its pass, and the ages only grow since. Where it may
-    read less: the server lowers the multixact limit itself when multixact member space runs
-    short (``MultiXactMemberFreezeThreshold``), which SQL cannot see; ``find_blockers`` also
-    takes the worker's own "(to prevent wraparound)" when the query text is readable.
+    The worker's table comes from pg_stat_progress_vacuum/analyze or, when they do not show it
+    (``track_activities`` off hides progress and query text alike, and a role without
+    pg_read_all_stats sees no relid), from the ShareUpdateExclusiveLock it holds in pg_locks.
+
+    Where this reads more than the worker did, it errs towards "wraparound" (waiting): the worker
+    decided at the start of its pass and the ages only grow since; a table over its limit whose
+    worker's phase is unknown counts as wraparound. Where it may read less: the server lowers
+    the multixact limit itself when multixact member space runs short
+    (``MultiXactMemberFreezeThreshold``), which SQL cannot see; ``find_blockers`` therefore also
+    takes the worker's own "(to prevent wraparound)" when its query text is readable.
     """
-    if row["vacuuming"] is None:
+    if row["relation"] is None:
         return None
-    if not row["vacuuming"]:
+    if row["vacuuming"] is False:
         return False
     xid_age, mxid_age = row["xid_age"], row["mxid_age"]
     return bool(

@@ -117,7 +117,7 @@ class Blocker:
         if self.wraparound:
             doing += ", vacuuming to prevent wraparound (never cancelled)"
         query = " ".join(self.query.split())[:80]
-        return f"{who}, {doing}{held}: {query}"
+        return f"{who}, {doing}{held}" + (f": {query}" if query else "")
 
 
 def _duration(seconds: float) -> str:

@@ -266,11 +266,12 @@ SELECT EXISTS (
        AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));
 
 -- name: autovacuum_wraparound
--- For the autovacuum workers $1: the table each one works on, whether it is vacuuming it (true),
--- analyzing it (false) or between tables (NULL), and what PostgreSQL's rule for an anti-wraparound
--- vacuum reads: the table's xid and multixact ages and its effective freeze max ages (the
--- reloption, or a toast table's main table's when it has none of its own, capped by the server
--- setting). The rule itself and what it rests on: blockers.vacuum_for_wraparound.
+-- For the autovacuum workers $1: the table each one works on (from the progress views, else
+-- from the ShareUpdateExclusiveLock it holds), whether it is vacuuming it (true), analyzing it
+-- (false) or the progress views do not say (NULL: track_activities off, or between tables), and
+-- what PostgreSQL's rule for an anti-wraparound vacuum reads: the table's xid and multixact ages
+-- and its effective freeze max ages (the reloption, or a toast table's main table's when it has
+-- none of its own, capped by the server setting). The rule: blockers.vacuum_for_wraparound.
 WITH workers AS (
     SELECT w.pid,
            CASE WHEN v.pid IS NOT NULL THEN true WHEN an.pid IS NOT NULL THEN false END AS vacuuming,

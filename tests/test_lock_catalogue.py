@@ -174,6 +174,13 @@ KEY_CASES: dict[str, str] = {
 }
 
 
+# A grandchild under inheritance, and a CHECK every level inherits.
+GRANDCHILD = """
+CREATE TABLE grand (id bigint) INHERITS (inherited);
+ALTER TABLE base ADD CONSTRAINT base_pos CHECK (id > 0);
+"""
+
+
 ANALYZE_SAMPLE = (
     "ANALYZE reads a sample with its own block sampler, which the tuple counters do not see; on "
     "tables this small the sample is every block, so the block counters cannot tell it from a scan"
@@ -503,6 +510,14 @@ CASES: dict[str, Case] = {
         evidence="blocks",
         watched="public.metrics_b",
     ),
+    "add_check_no_inherit": Case("ALTER TABLE base ADD CONSTRAINT base_pos CHECK (id > 0) NO INHERIT"),
+    "drop_column_only_parent": Case("ALTER TABLE ONLY base DROP COLUMN id", extra=GRANDCHILD),
+    "drop_constraint_only_parent": Case("ALTER TABLE ONLY base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
+    "drop_constraint_parent": Case("ALTER TABLE base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
+    "insert_partition": Case("INSERT INTO logs_1 VALUES (1, 1)"),
+    "insert_subpartition": Case("INSERT INTO metrics_a1 VALUES (1, 1, 1)"),
+    "update_partition": Case("UPDATE logs_1 SET id = id"),
+    "delete_partition": Case("DELETE FROM logs_1"),
     "reindex_partitioned": Case(
         "REINDEX TABLE logs", blocker="LOCK TABLE {table} IN ROW EXCLUSIVE MODE", blocker_table="logs_2"
     ),

@@ -9,6 +9,11 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
        dn.nspname AS default_partition_schema, dc.relname AS default_partition_name,
        pn.nspname AS partition_of_schema, pc.relname AS partition_of_name,
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS view_definition,
+       -- The partitioned tables above a partition, nearest first, as (schema, name) pairs.
+       ARRAY(SELECT ARRAY[an.nspname::text, a.relname::text]
+               FROM pg_partition_ancestors(c.oid) WITH ORDINALITY AS x(relid, ord)
+               JOIN pg_class a ON a.oid = x.relid JOIN pg_namespace an ON an.oid = a.relnamespace
+              WHERE x.relid <> c.oid ORDER BY x.ord) AS ancestors,
        -- INSTEAD OF triggers (tgtype bit 6) or non-SELECT INSTEAD rules: a write runs them.
        EXISTS (SELECT FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgtype & 64 <> 0)
        OR EXISTS (SELECT FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.is_instead AND r.ev_type <> '1')
@@ -96,7 +101,7 @@ WITH RECURSIVE tree(oid, depth) AS (
     SELECT i.inhrelid, t.depth + 1 FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
 )
 -- A child of two parents (multiple inheritance) is listed once, at its shallowest depth.
-SELECT n.nspname, c.relname, c.relkind::text AS relkind
+SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -248,8 +253,10 @@ SELECT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = to_regclass($1) AN
 
 -- name: backend_pid
 -- The step session's own backend, asked inside it (behind a pooler the handshake's pid is
--- another backend's). Also names the session for the step it runs.
-SELECT pg_backend_pid() AS pid, set_config('application_name', $1, false) AS application_name;
+-- another backend's), and when the server started (a restart changes it). Also names the
+-- session for the step it runs.
+SELECT pg_backend_pid() AS pid, pg_postmaster_start_time() AS server_started,
+       set_config('application_name', $1, false) AS application_name;
 
 -- name: current_timeouts
 -- A caller's own timeouts, restored after a step ran inside its transaction.

@@ -98,6 +98,8 @@ PLAIN_MODES: dict[AT, LockMode] = {
         SUE,
     ),
 }
+# Constraints every inheritance child has a copy of (pg_constraint.contype): CHECK, NOT NULL (18).
+INHERITED_CONSTRAINTS = frozenset({"c", "n"})
 # Storage parameters take SHARE UPDATE EXCLUSIVE on a table, but a view's options change its queries.
 VIEW_OPTIONS = frozenset({AT.AT_SetRelOptions, AT.AT_ResetRelOptions})
 # Subcommands that write the whole table anew under ACCESS EXCLUSIVE.
@@ -316,9 +318,20 @@ def _alter_column_type(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
         ctx.out.note(f"column {cmd.name}: indexes on it are rebuilt when its collation changes")
 
 
+def _direct_children_with_only(ctx: AlterContext) -> None:
+    """ALTER TABLE ONLY parent DROP COLUMN / DROP CONSTRAINT still locks the direct children:
+    their copies become their own (attinhcount, coninhcount are decremented)."""
+    if ctx.inh or ctx.target_kind != "table" or ctx.info is None:
+        return
+    for child in ctx.info.children:
+        if child.depth == 1:
+            ctx.out.lock(child.name, AEL)
+
+
 def _drop_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.out.lock(ctx.target, AEL, kind=lock_kind(ctx.target_kind))
     ctx.tree(cmd.subtype).lock_children(ctx.out, AEL)
+    _direct_children_with_only(ctx)
     views = _views_using(ctx, cmd.name)
     if views and cmd.behavior != DropBehavior.DROP_CASCADE:
         ctx.out.note(f"column {cmd.name} is used by {views}: DROP COLUMN fails without CASCADE")
@@ -412,6 +425,14 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
                 tree.lock_children(ctx.out, AEL)
             _scan_own(ctx)
         return
+    if con.is_no_inherit:
+        # Only the table itself has it and is checked; 17+ still locks the children (the tree is
+        # locked before the constraint is looked at).
+        if whole_tree:
+            tree.lock_children(ctx.out, AEL)
+        if validates:
+            _scan_own(ctx)
+        return
     # CHECK (and NOT NULL on 18): inherited by every child, and checked there too.
     tree.lock_children(ctx.out, AEL)
     if validates:
@@ -451,6 +472,8 @@ def _scan_referenced(ctx: AlterContext, parent: RelationName) -> None:
 def _drop_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.tree(cmd.subtype).lock(ctx.out, AEL)
     con = ctx.info.constraint(cmd.name or "") if ctx.info is not None else None
+    if con is not None and con.kind in INHERITED_CONSTRAINTS:
+        _direct_children_with_only(ctx)
     if con is None:
         ctx.out.note(
             f"constraint {cmd.name} is unknown without a database: if it is a foreign key, "

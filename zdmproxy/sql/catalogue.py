@@ -312,6 +312,11 @@ def _dml(
         target.lock(out, RE)
     read_relations(node, facts, out, skip=node.relation)
     foreign_keys.dml_locks(node, target.info, out)
+    if verb != "DELETE" and target.info is not None:
+        # A row written straight into a partition is checked against its bounds, which reads
+        # every ancestor's partitioning (when this backend has not cached it yet).
+        for ancestor in target.info.ancestors:
+            out.lock(ancestor, AS)
     if verb != "INSERT" and getattr(node, "whereClause", None) is None:
         target.scan(out)
         out.note(f"{verb} without WHERE touches every row in one transaction: batch it")

@@ -73,6 +73,7 @@ class ChildInfo:
 
     name: RelationName
     relkind: str  # pg_class.relkind: r (a table), p (partitioned: no storage), f (foreign)
+    depth: int = 1  # 1 for a direct child (pg_inherits names it), 2 for its children ...
 
     @property
     def has_storage(self) -> bool:
@@ -97,6 +98,9 @@ class RelationInfo:
     # Every partition or inheritance child below this relation (pg_inherits, recursively), parents first.
     children: tuple[ChildInfo, ...] = ()
     partition_of: RelationName | None = None  # the partitioned table this one is a partition of
+    # Every partitioned table above a partition, nearest first: checking a row written straight
+    # into the partition reads their partition bounds (ACCESS SHARE on each).
+    ancestors: tuple[RelationName, ...] = ()
     view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
     instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
     foreign_keys: tuple[ForeignKey, ...] = ()  # keys this table has (it references others)

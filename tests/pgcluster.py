@@ -283,6 +283,26 @@ class Cluster:
         )
         return out.strip()
 
+    def restart(self) -> None:
+        """Restart the server in place (same port, same data): what a failover or an upgrade
+        looks like to clients. Every connection is closed with 57P01."""
+        self._pg(
+            "pg_ctl",
+            "-D",
+            self.data_dir,
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(int(START_TIMEOUT)),
+            "-l",
+            self.log_file,
+            "-o",
+            self._server_options(),
+            "restart",
+            timeout=STOP_TIMEOUT + START_TIMEOUT + 10,
+        )
+
     def stop(self) -> None:
         """Idempotent; never raises, because it runs from finalizers and atexit."""
         if self.base_dir is None:

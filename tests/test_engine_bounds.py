@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import pytest
 from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, start_run, wait_until_blocked
+from pgcluster import Cluster, find_bin_dir
 
 from zdmproxy.engine.attempt import AttemptFailed, holds_traffic_blocking_locks, run_attempt
 from zdmproxy.engine.blockers import resolve_targets
@@ -18,7 +19,7 @@ from zdmproxy.engine.events import Event, EventKind
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.engine.watchdog import Watchdog
-from zdmproxy.errors import LockBudgetExhausted
+from zdmproxy.errors import Cancelled, LockBudgetExhausted
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 
@@ -194,3 +195,82 @@ async def test_events_carry_their_data_as_fields_to_an_async_sink(dsn: str) -> N
     finally:
         await blocker.close()
         await admin.close()
+
+
+async def _waiting_step(dsn: str, migration_id: str) -> tuple[MigrationReport, asyncio.Task[Any], int]:
+    """A step waiting for its lock behind an idle reader (pre-flight told to queue anyway)."""
+    report, task = start_run(
+        dsn,
+        migration_id,
+        "ALTER TABLE items ADD COLUMN z int",
+        lock_timeout_ms=10_000,
+        lock_timeout_max_ms=10_000,
+        **QUEUE_ANYWAY,
+    )
+    admin = await asyncpg.connect(dsn)
+    try:
+        async with asyncio.timeout(15):
+            while not (
+                pid := await admin.fetchval(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                    f"zdmproxy:{migration_id}:step1",
+                )
+            ):
+                await asyncio.sleep(0.005)
+    finally:
+        await admin.close()
+    return report, task, int(pid)
+
+
+async def test_a_backend_terminated_by_an_operator_stops_the_step(dsn: str) -> None:
+    """pg_terminate_backend on our step while the server stays up is someone's decision: stop
+    (exit 5 from the CLI), do not reconnect and try again behind their back."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    blocker = await idle_blocker(dsn, "items")
+    report, task, pid = await _waiting_step(dsn, "term")
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        with pytest.raises(Cancelled, match="terminated our backend"):
+            await asyncio.wait_for(task, 20)
+        (attempt,) = report.steps[0].attempts
+        assert attempt.outcome is Outcome.CONNECTION_LOST
+        assert attempt.error is not None and attempt.error.sqlstate == "57P01"
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'z'") == 0
+    finally:
+        await blocker.close()
+        await admin.close()
+
+
+@pytest.mark.parametrize("major", [15, 18])
+async def test_a_server_restart_is_waited_out_and_the_step_retried(major: int) -> None:
+    """A restart also ends our backend with 57P01, but the server comes back with a new start
+    time: that is not an operator's decision, so the step reconnects and runs."""
+    bin_dir = find_bin_dir(major)
+    if bin_dir is None:
+        pytest.skip(f"PostgreSQL {major} not installed")
+    cluster = Cluster(bin_dir)  # its own server: restarting the shared one would disturb others
+    await asyncio.to_thread(cluster.start)
+    try:
+        dsn = cluster.dsn()
+        admin = await asyncpg.connect(dsn)
+        await admin.execute(ITEMS)
+        await admin.close()
+        blocker = await idle_blocker(dsn, "items")
+        report, task, _ = await _waiting_step(dsn, "restart")
+        await asyncio.to_thread(cluster.restart)
+        await asyncio.wait_for(task, 60)
+        outcomes = [a.outcome for a in report.steps[0].attempts]
+        # The first attempt ends by the step's own 57P01, or by the watchdog losing its
+        # connection first (it then cancels the wait it can no longer watch): either way the
+        # step comes back after the restart instead of stopping as for an operator's terminate.
+        assert outcomes[0] in (Outcome.CONNECTION_LOST, Outcome.WATCHDOG_CANCELLED)
+        assert Outcome.CONNECTION_LOST in outcomes and outcomes[-1] is Outcome.SUCCEEDED
+        with contextlib.suppress(Exception):
+            await blocker.close()
+        admin = await asyncpg.connect(dsn)
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'z'") == 1
+        await admin.close()
+    finally:
+        await asyncio.to_thread(cluster.stop)

@@ -84,6 +84,12 @@ def classify_failure(
 
 
 def pg_error_info(exc: BaseException) -> PgErrorInfo:
+    # A connection the server closed on purpose carries its FATAL (57P01 terminate or shutdown,
+    # 25P03 ...) as the cause of asyncpg's "connection was closed" error: report what it said.
+    if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError) and isinstance(
+        exc.__cause__, asyncpg.PostgresError
+    ):
+        exc = exc.__cause__
     if isinstance(exc, asyncpg.PostgresError):
         position = getattr(exc, "position", None)
         return PgErrorInfo(

@@ -131,6 +131,8 @@ class Runner:
         self.ledger = ledger
         self.session = session
         self.step_pid: int | None = None
+        self.server_started: object | None = None  # pg_postmaster_start_time() when first seen
+        self.restarted = False  # the server restarted since the step session before this one
         self.watch: Session | None = None
 
     async def run(self, plan: Plan, report: MigrationReport | None = None) -> MigrationReport:
@@ -203,7 +205,10 @@ class Runner:
         the run lock nor a non-transactional step's session survives: refused.
         """
         name = f"zdmproxy:{self.migration_id}:step{step_index + 1}"[:63]
-        pid = int(await session.fetchval(QUERIES["backend_pid"], name))
+        row = await session.fetchrow(QUERIES["backend_pid"], name)
+        pid = int(row["pid"])
+        self.restarted = self.server_started is not None and row["server_started"] != self.server_started
+        self.server_started = row["server_started"]
         if self.step_pid is not None and pid != self.step_pid:
             raise ConfigError(
                 f"the step session's backend changed between two statements (pid {self.step_pid}, then "
@@ -375,6 +380,7 @@ class _StepRun:
         """Connect, find our relations, wait out blockers, clean up after an earlier failure:
         all before asking for any lock. Returns the step to run this time."""
         session, watch = await self.runner.sessions(self.report.index)
+        self._stop_if_terminated()
         if self.recheck:
             if await self._already_applied(watch):
                 raise _AlreadyApplied
@@ -394,6 +400,26 @@ class _StepRun:
             await self.emit(EventKind.DETACH_RESUMED, finish.reason)
             return session, watch, finish
         return session, watch, self.step
+
+    def _stop_if_terminated(self) -> None:
+        """Our backend was ended with 57P01 and the server stayed up (same start time): an
+        operator terminated it on purpose (pg_terminate_backend), and trying again would defy
+        them. A server shutdown also says 57P01, but the server comes back with a new start time."""
+        last = self.report.attempts[-1] if self.report.attempts else None
+        if (
+            last is None
+            or last.outcome is not Outcome.CONNECTION_LOST
+            or last.error is None
+            or last.error.sqlstate != "57P01"
+            or self.runner.restarted
+        ):
+            return
+        raise Cancelled(
+            f"step {self.report.index + 1} ({self.step.sql[:60]!r}): another session terminated our "
+            "backend (pg_terminate_backend) while the server stayed up; stopping as asked. Nothing "
+            "of the step is applied unless the journal says so: re-run to resume.",
+            pg=last.error,
+        )
 
     async def _already_applied(self, watch: Session) -> bool:
         """After a cut-off run or attempt: did the step take effect before it was cut off?

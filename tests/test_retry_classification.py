@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 import pytest
@@ -95,7 +94,7 @@ async def test_watchdog_cancels_our_wait_when_traffic_queues_behind_it(dsn: str)
         queue_budget_ms=50,
     )
     try:
-        ddl_pid = (await _first_waiting(admin, "dog")).pid
+        ddl_pid = await _first_waiting(admin, "dog")
         read = asyncio.create_task(reader.fetchval("SELECT count(*) FROM items WHERE id = 1"))
         # The reader queues behind our AccessExclusiveLock *request*, and behind nothing else
         # (the idle blocker's AccessShareLock does not conflict with the reader's).
@@ -133,31 +132,17 @@ async def test_statement_timeout_while_holding_locks_is_not_retried(dsn: str) ->
     assert [a.outcome for a in report.steps[0].attempts] == [Outcome.STATEMENT_TIMEOUT]
 
 
-class Backend(NamedTuple):
-    """A backend as pg_stat_activity names it: a pid alone may be reused by a later backend."""
-
-    pid: int
-    started: datetime
-
-
-async def _first_waiting(
-    admin: asyncpg.Connection, migration_id: str, *, started_after: datetime | None = None
-) -> Backend:
-    """The migration's step backend once it waits for a lock; with ``started_after``, only one
-    that connected later. A backend just terminated stays in pg_stat_activity, still waiting on
-    its lock, until it has handled the signal: picking by name alone may return it again."""
+async def _first_waiting(admin: asyncpg.Connection, migration_id: str) -> int:
+    """The pid of the migration's step connection once it waits for a lock."""
     async with asyncio.timeout(10):
         while True:
-            row = await admin.fetchrow(
-                "SELECT pid, backend_start FROM pg_stat_activity"
-                " WHERE application_name LIKE 'zdmproxy:' || $1 || ':%' AND wait_event_type = 'Lock'"
-                "   AND ($2::timestamptz IS NULL OR backend_start > $2)"
-                " ORDER BY backend_start DESC LIMIT 1",
+            pid = await admin.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'zdmproxy:' || $1 || ':%'"
+                " AND wait_event_type = 'Lock'",
                 migration_id,
-                started_after,
             )
-            if row is not None:
-                return Backend(row["pid"], row["backend_start"])
+            if pid:
+                return int(pid)
             await asyncio.sleep(0.005)
 
 
@@ -190,7 +175,7 @@ async def test_reconnect_keeps_trying_while_the_database_refuses_connections(
         **QUEUE_ANYWAY,
     )
     try:
-        pid = (await _first_waiting(admin, "restart")).pid
+        pid = await _first_waiting(admin, "restart")
         await server.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
         await admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"

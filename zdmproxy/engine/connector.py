@@ -8,10 +8,12 @@ engine, which is why it takes sessions rather than DSNs where it can.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import asyncpg
 
+from zdmproxy.engine.queries import QUERIES
 from zdmproxy.errors import ConfigError, DatabaseUnreachable
 
 
@@ -41,18 +43,15 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 )
 
 
+# Session settings are SET after connecting (queries.sql: keepalives, client_connection_check),
+# not sent in the startup packet: PostgreSQL before 14 and PgBouncer refuse unknown startup
+# parameters, and the connection would look unreachable.
 # Every connection: the server probes a silent client, so a dropped network becomes a closed
 # socket on its side within about half a minute (the client bounds its own calls with timeouts).
-KEEPALIVE_SETTINGS = {
-    "tcp_keepalives_idle": "10",
-    "tcp_keepalives_interval": "5",
-    "tcp_keepalives_count": "3",
-}
-# The session steps run on. If zdmproxy dies (kill -9, a lost node) while a step runs, its
-# backend must not go on changing the schema unseen: the server checks every second whether
-# the client is still there (PostgreSQL 14+), aborts the statement and ends, which also
-# releases the migration's run lock held by this session.
-STEP_SESSION_SETTINGS = {"client_connection_check_interval": "1000"}
+# The session steps run on: if zdmproxy dies (kill -9, a lost node) while a step runs, its
+# backend must not go on changing the schema unseen: the server checks every second whether the
+# client is still there (PostgreSQL 14+), aborts the statement and ends, which also releases the
+# migration's run lock held by this session.
 # A bound on any call on a connection that is not the step session's statement (catalog reads,
 # the journal, pre-flight polls): far above what any of them takes, far below a step's deadline.
 COMMAND_TIMEOUT_S = 60.0
@@ -62,17 +61,14 @@ async def connect(
     dsn: str, application_name: str, *, timeout: float = 10.0, step_session: bool = False
 ) -> Session:
     """Open a dedicated connection named for zdmproxy (visible in pg_stat_activity);
-    ``step_session`` adds STEP_SESSION_SETTINGS (the server must be 14 or later)."""
-    settings = {"application_name": application_name[:63], **KEEPALIVE_SETTINGS}
-    if step_session:
-        settings.update(STEP_SESSION_SETTINGS)
+    ``step_session`` also has the server check that we are still there (14+)."""
     try:
         conn: Session = await asyncpg.connect(
             dsn,
             timeout=timeout,
             # The step session's statements carry their own bound (statement_timeout + margin).
             command_timeout=None if step_session else COMMAND_TIMEOUT_S,
-            server_settings=settings,
+            server_settings={"application_name": application_name[:63]},
             statement_cache_size=0,
         )
     except (
@@ -90,7 +86,15 @@ async def connect(
         raise DatabaseUnreachable(f"no such database: {exc}") from exc
     except asyncpg.PostgresError as exc:  # e.g. 55000: not accepting connections right now
         raise DatabaseUnreachable(f"the database refused the connection: {exc}") from exc
+    await _configure(conn, step_session=step_session)
     return conn
+
+
+async def _configure(session: Session, *, step_session: bool) -> None:
+    with contextlib.suppress(asyncpg.PostgresError):  # a server without them still works
+        await session.execute(QUERIES["keepalives"])
+        if step_session:
+            await session.execute(QUERIES["client_connection_check"])
 
 
 async def execute_quietly(session: Session, query: str) -> None:
@@ -107,4 +111,4 @@ async def execute_quietly(session: Session, query: str) -> None:
 
 
 async def server_version_num(session: Session) -> int:
-    return int(await session.fetchval("SELECT current_setting('server_version_num')::int"))
+    return int(await session.fetchval(QUERIES["server_version_num"]))

@@ -59,12 +59,18 @@ async def resume_detach(session: Session, step: Step) -> Step | None:
     return dataclasses.replace(step, sql=finalize, reason=f"finishes the interrupted detach: {finalize}")
 
 
-async def drop_invalid_indexes(session: Session, step: Step, lock_timeout_ms: float) -> list[str]:
-    """Drop the INVALID leftovers of ``step``, concurrently; returns what was dropped."""
+async def leftovers(session: Session, step: Step) -> list[str]:
+    """The INVALID indexes a failed run of ``step`` left behind, by name."""
     found: list[str] = []
     for probe in debris_probes(step):
         rows = await session.fetch(QUERIES[probe.query], *probe.args)
         found += [row["name"] for row in rows if row["name"] not in found]
+    return found
+
+
+async def drop_invalid_indexes(session: Session, step: Step, lock_timeout_ms: float) -> list[str]:
+    """Drop the INVALID leftovers of ``step``, concurrently; returns what was dropped."""
+    found = await leftovers(session, step)
     if not found:
         return []
     await session.execute(timeouts_sql(lock_timeout_ms, local=False))

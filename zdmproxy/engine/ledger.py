@@ -30,9 +30,11 @@ class Ledger(Protocol):
     async def claim(self, session: Session) -> None:
         """Take the run lock on ``session``; raise MigrationBusy if another process holds it."""
 
-    async def step_started(self, index: int) -> bool:
-        """Record that step ``index`` is about to run; True if an earlier run had already
-        started it and never recorded how it ended (a crash, a kill, a lost connection)."""
+    async def step_started(self, index: int) -> str:
+        """Record that step ``index`` is about to run; return the state it had: ``pending``,
+        ``running`` (an earlier run began it and never recorded how it ended: a crash, a kill, a
+        lost connection), ``failed``, or ``succeeded`` (done already: it must not run). Raise
+        MigrationBusy if another process owns the migration now."""
 
     def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
         """SQL (and its arguments) a transactional step runs inside its transaction before COMMIT."""
@@ -54,8 +56,8 @@ class _NoLedger:
     async def claim(self, session: Session) -> None:
         return None
 
-    async def step_started(self, index: int) -> bool:
-        return False
+    async def step_started(self, index: int) -> str:
+        return "pending"
 
     def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
         return None

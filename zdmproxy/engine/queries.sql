@@ -308,3 +308,14 @@ SELECT w.pid, w.vacuuming, c.oid::regclass::text AS relation,
                  c.reloptions,
                  (SELECT m.reloptions FROM pg_class m WHERE c.relkind = 't' AND m.reltoastrelid = c.oid))) AS t
   ) o ON true;
+
+-- name: keepalives
+-- Every connection (connector.py says why): the server probes a silent client.
+SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3;
+
+-- name: client_connection_check
+-- The step session (PostgreSQL 14+): a backend whose client is gone stops within a second.
+SET client_connection_check_interval = 1000;
+
+-- name: server_version_num
+SELECT current_setting('server_version_num')::int;

@@ -59,6 +59,23 @@ from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql import versions
 
 
+def check_allowed(steps: Sequence[Step], policy: MigrationPolicy) -> None:
+    """Refuse, before anything runs, a step the caller's policy does not allow."""
+    refused = [s for s in steps if s.destructive and not policy.allow_destructive]
+    if refused:
+        raise UnsupportedStatement(
+            f"refusing a destructive statement ({refused[0].destructive}): {refused[0].sql!r}; "
+            "pass --allow-destructive (ZDM_ALLOW_DESTRUCTIVE=true) if this is intended"
+        )
+    unverified = [s for s in steps if s.unverified and not policy.allow_unverified_locks]
+    if unverified:
+        raise UnsupportedStatement(
+            f"refusing a statement the lock catalogue does not know ({unverified[0].unverified}): "
+            f"{unverified[0].sql!r}; pass --allow-unverified-locks (ZDM_ALLOW_UNVERIFIED_LOCKS=true) "
+            "to run it as written, under the timeouts and the watchdog but without taking its locks first"
+        )
+
+
 def require_apply_support(server_version_num: int) -> None:
     """Refuse servers apply cannot guard (versions.APPLY says why)."""
     if server_version_num < versions.APPLY:
@@ -157,20 +174,7 @@ class Runner:
         caller to record the outcome before letting go (then ``close()``)."""
         report = report if report is not None else MigrationReport(self.migration_id)
         report.planned = len(steps)
-        pending = steps[start_at:]
-        refused = [s for s in pending if s.destructive and not self.policy.allow_destructive]
-        if refused:
-            raise UnsupportedStatement(
-                f"refusing a destructive statement ({refused[0].destructive}): {refused[0].sql!r}; "
-                "pass --allow-destructive (ZDM_ALLOW_DESTRUCTIVE=true) if this is intended"
-            )
-        unverified = [s for s in pending if s.unverified and not self.policy.allow_unverified_locks]
-        if unverified:
-            raise UnsupportedStatement(
-                f"refusing a statement the lock catalogue does not know ({unverified[0].unverified}): "
-                f"{unverified[0].sql!r}; pass --allow-unverified-locks (ZDM_ALLOW_UNVERIFIED_LOCKS=true) "
-                "to run it as written, under the timeouts and the watchdog but without taking its locks first"
-            )
+        check_allowed(steps[start_at:], self.policy)
         try:
             for index in range(start_at, len(steps)):
                 step_report = StepReport(index, steps[index])
@@ -276,17 +280,28 @@ class _StepRun:
         )
         found_applied = False
         try:
-            self.recheck = await self.ledger.step_started(index)
+            before = await self.ledger.step_started(index)
+            if before == "succeeded":
+                raise _AlreadyApplied
+            # A transactional step recorded as failed rolled back; a CONCURRENTLY one may not have.
+            self.recheck = before == "running" or (before == "failed" and not self.step.transactional)
             async for attempt in retrying:
                 with attempt:
                     await self._attempt(attempt.retry_state.attempt_number)
         except _AlreadyApplied:
             found_applied = True
+            if before == "succeeded":
+                self.report.outcome = Outcome.SUCCEEDED
+                await self.emit(EventKind.STEP_SUCCEEDED, "already applied (the journal says so)")
+                return
         except AttemptFailed as failed:
             self.report.outcome = failed.record.outcome
             error = self._final_error(failed.record)
             await self.emit(EventKind.STEP_FAILED, error.message)
-            await self.ledger.step_failed(index, self.report.outcome, error)  # type: ignore[arg-type]
+            if failed.record.outcome is not Outcome.CONNECTION_LOST:
+                # After a lost connection nobody knows whether the step committed: it stays
+                # 'running' in the journal, so the next run asks before running it again.
+                await self.ledger.step_failed(index, failed.record.outcome, error)  # type: ignore[arg-type]
             raise error from failed
         except MigrationBusy:
             # Another process took the migration over while we reconnected: it is theirs now,
@@ -539,7 +554,10 @@ class _StepRun:
         await asyncio.sleep(min(seconds, self.policy.backoff_initial_ms / 1000))
         while time.monotonic() < end:
             if self.watch is None:
-                return  # the connection was lost: reconnecting is the next attempt's first move
+                # The connection was lost (a failover, a restart): back off for real, so the
+                # attempts last through it instead of being spent in a few seconds.
+                await asyncio.sleep(max(0.0, end - time.monotonic()))
+                return
             try:
                 if not await find_blockers(self.watch, self.targets, self._own_pids()):
                     return
@@ -555,6 +573,13 @@ class _StepRun:
             return Cancelled(
                 f"{where} was cancelled by another session (pg_cancel_backend) after "
                 f"{record.duration_s:.1f} s; nothing of it was committed. Re-run to resume.",
+                pg=record.error,
+            )
+        if record.outcome is Outcome.CONNECTION_LOST:
+            return DatabaseUnreachable(
+                f"{where}: lost the connection to the database and could not get it back within the "
+                f"step's deadline ({self.policy.deadline_s:g} s) or attempts; whether the last attempt "
+                "committed is unknown here: re-run, the journal tells and nothing runs twice",
                 pg=record.error,
             )
         if record.outcome is not None and record.outcome.retryable:

@@ -26,12 +26,14 @@ import contextlib
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
+from zdmproxy.engine import debris, verify
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import Session, connect, server_version_num
 from zdmproxy.engine.events import Event, EventKind, EventSink, deliver, ignore
-from zdmproxy.engine.runner import MigrationReport, Runner, require_apply_support
+from zdmproxy.engine.runner import MigrationReport, Runner, check_allowed, require_apply_support
 from zdmproxy.errors import (
     ChecksumConflict,
     MigrationBusy,
@@ -43,6 +45,7 @@ from zdmproxy.journal import advisory
 from zdmproxy.journal.ledger import Caller, JournalLedger
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, MigrationRecord, StepRecord
+from zdmproxy.plan.model import Step
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.parse import parse_script
 
@@ -87,11 +90,11 @@ class Coordinator:
         ours = checksum(parse_script(request.script))
         ledger = JournalLedger(self.journal, request.migration_id, self.caller)
         deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
-        waited = False
+        waiting_since: datetime | None = None  # the database's clock when another run held it
         while True:
             record = await self.journal.migration(request.migration_id)
             if record is None:
-                plan = await plan_script(self.journal.session, request.script)
+                plan = await self.journal.using(lambda session: plan_script(session, request.script))
                 await self.journal.create(
                     request.migration_id,
                     ours,
@@ -101,7 +104,7 @@ class Coordinator:
                     source=request.source,
                 )
                 continue  # read back what was recorded (ours, or a faster process's)
-            settled = _settled(record, ours, waited)
+            settled = _settled(record, ours, waiting_since)
             if settled is not None:
                 return settled
             session = await connect(self.dsn, f"zdmproxy:{request.migration_id}", step_session=True)
@@ -109,21 +112,20 @@ class Coordinator:
                 await ledger.claim(session)
             except MigrationBusy as busy:
                 await session.close()
-                waited = True
+                waiting_since = waiting_since or record.read_at
                 await self._wait(request.migration_id, busy, deadline)
                 continue
             except BaseException:
                 await session.close()
                 raise
             try:
-                record = await self.journal.migration(request.migration_id)  # as of holding the lock
-                assert record is not None
-                if _settled(record, ours, waited) is not None:
+                record = await self._reread(request.migration_id)  # as of holding the lock
+                if _settled(record, ours, waiting_since) is not None:
                     continue  # finished while we connected: the top of the loop reports it
                 await self._run(request, record, ours, ledger, session, report)
                 return Applied(Result.APPLIED, await self._reread(request.migration_id))
             except MigrationBusy as busy:  # lost our connection, and another process took over
-                waited = True
+                waiting_since = waiting_since or record.read_at
                 await self._wait(request.migration_id, busy, deadline)
             finally:
                 if not session.is_closed():
@@ -145,6 +147,9 @@ class Coordinator:
             await self._amend(request, record, ours, steps)
             steps = await self.journal.steps(request.migration_id)
         start_at = _first_unfinished(steps)
+        # This caller's own policy refuses a step: nothing was tried, so nothing is recorded
+        # (another caller, allowed to, may run the migration).
+        check_allowed([s.step for s in steps[start_at:]], self.policy)
         if record.state in ("running", "cancelled") and record.runs:
             await deliver(
                 self.sink,
@@ -164,46 +169,63 @@ class Coordinator:
         except MigrationBusy:
             raise
         except ZdmError as error:
-            await self.journal.finish(request.migration_id, "failed", error)
+            await ledger.finish("failed", error)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             # Stopped (SIGTERM, Ctrl-C): the running step was rolled back or left for the next
             # run to verify; say so while the run lock is still ours.
-            await _quietly(self.journal.finish(request.migration_id, "cancelled"))
+            await _quietly(ledger.finish("cancelled"))
             raise
         else:
-            await self.journal.finish(request.migration_id, "succeeded")
+            await ledger.finish("succeeded")
         finally:
             await runner.close()
 
     async def _amend(
         self, request: Request, record: MigrationRecord, ours: str, steps: Sequence[StepRecord]
     ) -> None:
-        """Take the corrected SQL of an unfinished migration, if no applied step changed."""
-        plan = await plan_script(self.journal.session, request.script)
+        """Take the corrected SQL of an unfinished migration, if no applied step changes and the
+        step it replaces left nothing behind."""
+        plan = await self.journal.using(lambda session: plan_script(session, request.script))
         start = _first_unfinished(steps)
-        touched = [s for s in steps[start:] if s.state == "running" and not s.transactional]
-        keep = start + (1 if touched and touched[0].index == start else 0)
         new = plan.steps
-        for old in steps[:keep]:
+        for old in steps[:start]:
             if old.index >= len(new) or new[old.index].sql != old.sql:
                 raise _conflict(
                     record,
                     ours,
-                    f"step {old.index + 1} ({_short(old.sql)}) "
-                    + ("is already applied" if old.state == "succeeded" else "may have been applied")
-                    + " and the new SQL changes it",
+                    f"step {old.index + 1} ({_short(old.sql)}) is already applied and the new SQL changes it",
                 )
-        await self.journal.amend(request.migration_id, ours, request.script, new, keep)
+        interrupted = steps[start] if start < len(steps) else None
+        changed = interrupted is not None and (start >= len(new) or new[start].sql != interrupted.sql)
+        if (
+            interrupted is not None
+            and changed
+            and not interrupted.transactional
+            and interrupted.state != "pending"
+        ):
+            # A CONCURRENTLY statement commits on its own: replacing it must not hide what it did.
+            left = await self.journal.using(lambda session: _leftovers(session, interrupted.step))
+            if left:
+                raise _conflict(
+                    record,
+                    ours,
+                    f"step {start + 1} ({_short(interrupted.sql)}) was interrupted and left {left} "
+                    "behind; re-run it unchanged to finish or clean it up, or remove that by hand first",
+                )
+        await self.journal.amend(request.migration_id, ours, request.script, new, start)
 
     async def _wait(self, migration_id: str, busy: MigrationBusy, deadline: float | None) -> None:
+        """Poll, without taking it, until nobody holds the run lock (or the deadline passes)."""
         await deliver(self.sink, Event(EventKind.WAITING_FOR_OTHER_RUN, -1, f"waiting: {busy.message}"))
         key = advisory.migration_key(migration_id)
-        if not await advisory.wait_until_free(self.journal.session, key, self.poll_s, deadline):
-            raise WaitTimedOut(
-                f"{busy.message}, still running after {self.wait_timeout_s:g} s of waiting; "
-                "it goes on without us: re-run to wait again (or see `zdmproxy status`)"
-            )
+        while await self.journal.using(lambda session: advisory.holder(session, key)) is not None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimedOut(
+                    f"{busy.message}, still running after {self.wait_timeout_s:g} s of waiting; "
+                    "it goes on without us: re-run to wait again (or see `zdmproxy status`)"
+                )
+            await asyncio.sleep(self.poll_s)
 
     async def _reread(self, migration_id: str) -> MigrationRecord:
         record = await self.journal.migration(migration_id)
@@ -211,20 +233,45 @@ class Coordinator:
         return record
 
 
-def _settled(record: MigrationRecord, ours: str, waited: bool) -> Applied | None:
+# Recorded failures that running the migration again cannot change (the SQL is wrong, an object
+# is missing, a permission): a process that waited reports them. Anything that depends on the
+# moment or on the caller's own settings (a lock budget, a statement timeout, a lost database,
+# a cancel) is taken over and run again instead.
+_FINAL_FAILURES = frozenset({"step_failed"})
+
+
+def _settled(record: MigrationRecord, ours: str, waiting_since: datetime | None) -> Applied | None:
     """The answer when there is nothing to run; raises when the answer is an error."""
     if record.state == "succeeded":
         if record.checksum != ours:
             raise _conflict(record, ours, "it is already applied")
-        return Applied(Result.APPLIED_BY_OTHER if waited else Result.ALREADY_APPLIED, record)
-    if waited and record.state == "failed" and record.checksum == ours:
-        error = record.error or {}
+        return Applied(Result.APPLIED_BY_OTHER if waiting_since else Result.ALREADY_APPLIED, record)
+    error = record.error or {}
+    adopt = (
+        waiting_since is not None
+        and record.state == "failed"
+        and record.checksum == ours
+        and record.finished_at is not None
+        and record.finished_at >= waiting_since  # the run we waited for, not an older one
+        and error.get("code") in _FINAL_FAILURES
+    )
+    if adopt:
         raise RecordedFailure(
             f"{record.id} failed in the run by {record.by()}: {error.get('message', 'no message recorded')}",
-            code=str(error.get("code", "step_failed")),
+            code=str(error.get("code")),
             exit_code=int(error.get("exit_code", 1)),
         )
     return None
+
+
+async def _leftovers(session: Session, step: Step) -> str:
+    """What an interrupted non-transactional step left in the catalog, named; '' for nothing."""
+    if await verify.applied(session, step):
+        return "its effect (it completed)"
+    found = await debris.leftovers(session, step)
+    if await debris.resume_detach(session, step) is not None:
+        found.append("a partition detach pending")
+    return ", ".join(found)
 
 
 def _conflict(record: MigrationRecord, ours: str, why: str) -> ChecksumConflict:

@@ -30,9 +30,11 @@ class Caller:
 class JournalLedger:
     """One run of one migration, recorded in the journal.
 
-    ``claim`` takes the run lock on a step session; ``start`` marks the run as
-    begun (once the caller decided there is something to run); every later
-    claim (a reconnect) only records which backend holds the lock now.
+    ``claim`` takes the run lock on a step session; ``start`` begins a run (once
+    the caller decided there is something to run) and gets its number, the
+    fencing token every later write of the run is checked against: a run whose
+    step session was lost, and which another process took over meanwhile, can
+    neither reclaim the migration nor write over the new run's record.
     """
 
     def __init__(self, journal: Journal, migration_id: str, caller: Caller) -> None:
@@ -44,25 +46,27 @@ class JournalLedger:
 
     async def claim(self, session: Session) -> None:
         if not await advisory.try_lock(session, self.key):
-            holder = await advisory.holder(self.journal.session, self.key)
+            holder = await self.journal.using(lambda journal: advisory.holder(journal, self.key))
             raise MigrationBusy(
                 f"migration {self.migration_id!r} is being run by "
                 + (holder.describe() if holder else "another process")
             )
-        if self.run:
-            await self._claimed(session, new_run=False)
+        if (
+            self.run
+            and await session.fetchval(QUERIES["migration_reclaimed"], self.migration_id, self.run) is None
+        ):
+            # Our step session was lost, and another process took the migration over (and maybe
+            # finished it) before we got the lock back: it is not ours any more.
+            await advisory.unlock(session, self.key)
+            raise MigrationBusy(f"migration {self.migration_id!r} was taken over by another process")
 
     async def start(self, session: Session) -> None:
-        """Mark the migration running under this process, on the claimed ``session``."""
-        await self._claimed(session, new_run=True)
-
-    async def _claimed(self, session: Session, *, new_run: bool) -> None:
+        """Begin a run of the migration under this process, on the claimed ``session``."""
         caller = self.caller
         self.run = int(
             await session.fetchval(
-                QUERIES["migration_claimed"],
+                QUERIES["migration_started"],
                 self.migration_id,
-                new_run,
                 caller.application_name,
                 caller.host,
                 caller.pid,
@@ -70,20 +74,29 @@ class JournalLedger:
             )
         )
 
-    async def step_started(self, index: int) -> bool:
-        return await self.journal.step_started(self.migration_id, index) == "running"
+    async def step_started(self, index: int) -> str:
+        before = await self.journal.step_started(self.migration_id, index, self.run)
+        if before is not None:
+            return before
+        if await self.journal.step_state(self.migration_id, index) == "succeeded":
+            return "succeeded"
+        raise MigrationBusy(f"migration {self.migration_id!r} was taken over by another process")
 
     def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
-        return QUERIES["step_succeeded"], (self.migration_id, index)
+        return QUERIES["step_done"], (self.migration_id, index)
 
     async def step_committed(self, index: int) -> bool:
         return await self.journal.step_state(self.migration_id, index) == "succeeded"
 
     async def step_succeeded(self, index: int) -> None:
-        await self.journal.step_succeeded(self.migration_id, index)
+        await self.journal.step_succeeded(self.migration_id, index, self.run)
 
     async def step_failed(self, index: int, outcome: Outcome, error: ZdmError) -> None:
-        await self.journal.step_failed(self.migration_id, index, outcome.value, error)
+        await self.journal.step_failed(self.migration_id, index, outcome.value, error, self.run)
 
     async def attempt_ended(self, index: int, record: AttemptRecord) -> None:
         await self.journal.attempt(self.migration_id, index, self.run, record)
+
+    async def finish(self, state: str, error: ZdmError | None = None) -> None:
+        """The run's end, recorded only while this run still owns the migration."""
+        await self.journal.finish(self.migration_id, state, self.run, error)

@@ -35,10 +35,14 @@ SELECT l.pid, a.application_name, a.client_addr::text AS client_addr,
    AND l.classid::int8 = (hashtextextended($1, 0) >> 32) & 4294967295
    AND l.objid::int8 = hashtextextended($1, 0) & 4294967295;
 
+-- name: ping
+SELECT 1;
+
 -- name: migration
 SELECT id, checksum, sql, state, version, source, error, runs, owner_pid, application_name,
        client_host, client_pid, zdmproxy_version, created_at, started_at, finished_at,
-       EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_s
+       EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_s,
+       clock_timestamp() AS read_at
   FROM zdmproxy.migrations
  WHERE id = $1;
 
@@ -70,27 +74,37 @@ SELECT index, sql, phase, kind, transactional, spec::text AS spec, state, outcom
  WHERE migration_id = $1
  ORDER BY index;
 
--- name: migration_claimed
--- Run on the step session right after it took the run lock: owner_pid is the backend holding it.
+-- name: migration_started
+-- Run on the step session right after it took the run lock: a new run (runs is its fencing
+-- token: every later write of this run checks it), owner_pid the backend holding the lock.
 UPDATE zdmproxy.migrations
-   SET state = 'running', owner_pid = pg_backend_pid(),
-       runs = runs + CASE WHEN $2 THEN 1 ELSE 0 END,
-       started_at = CASE WHEN $2 THEN clock_timestamp() ELSE started_at END,
-       finished_at = NULL, error = NULL,
-       application_name = $3, client_host = $4, client_pid = $5, zdmproxy_version = $6,
+   SET state = 'running', owner_pid = pg_backend_pid(), runs = runs + 1,
+       started_at = clock_timestamp(), finished_at = NULL, error = NULL,
+       application_name = $2, client_host = $3, client_pid = $4, zdmproxy_version = $5,
        updated_at = clock_timestamp()
  WHERE id = $1
+RETURNING runs;
+
+-- name: migration_reclaimed
+-- A run that lost its step session takes the lock again: only if no other run began since.
+UPDATE zdmproxy.migrations
+   SET owner_pid = pg_backend_pid(), updated_at = clock_timestamp()
+ WHERE id = $1 AND runs = $2 AND state = 'running'
 RETURNING runs;
 
 -- name: migration_finished
 UPDATE zdmproxy.migrations
    SET state = $2, error = $3::jsonb, finished_at = clock_timestamp(), updated_at = clock_timestamp()
- WHERE id = $1;
+ WHERE id = $1 AND runs = $4;
 
 -- name: step_started
--- Returns the state the step had: 'running' means an earlier run began it and never recorded its end.
+-- Returns the state the step had: 'running' means an earlier run began it and never recorded its
+-- end. No row: the step is done already, or another run owns the migration now (run $3 fenced).
 WITH before AS (
-    SELECT state FROM zdmproxy.steps WHERE migration_id = $1 AND index = $2 FOR UPDATE
+    SELECT s.state
+      FROM zdmproxy.steps s JOIN zdmproxy.migrations m ON m.id = s.migration_id
+     WHERE s.migration_id = $1 AND s.index = $2 AND m.runs = $3 AND s.state <> 'succeeded'
+       FOR UPDATE OF s
 )
 UPDATE zdmproxy.steps s
    SET state = 'running', started_at = clock_timestamp(), finished_at = NULL, outcome = NULL, error = NULL
@@ -98,25 +112,36 @@ UPDATE zdmproxy.steps s
  WHERE s.migration_id = $1 AND s.index = $2
 RETURNING before.state;
 
--- name: step_succeeded
--- Inside a transactional step's own transaction, just before its COMMIT; after a
--- non-transactional step, on its own.
+-- name: step_done
+-- Inside a transactional step's own transaction, just before its COMMIT, on the step session
+-- that holds the run lock: the step and the row saying it is done commit together.
 UPDATE zdmproxy.steps
    SET state = 'succeeded', outcome = 'succeeded', error = NULL, finished_at = clock_timestamp()
  WHERE migration_id = $1 AND index = $2;
 
+-- name: step_succeeded
+-- After a non-transactional step, from the journal connection: only while run $3 owns it.
+UPDATE zdmproxy.steps s
+   SET state = 'succeeded', outcome = 'succeeded', error = NULL, finished_at = clock_timestamp()
+  FROM zdmproxy.migrations m
+ WHERE s.migration_id = $1 AND s.index = $2 AND m.id = s.migration_id AND m.runs = $3;
+
 -- name: step_failed
-UPDATE zdmproxy.steps
+-- Never over a step that committed, and only while run $5 owns the migration.
+UPDATE zdmproxy.steps s
    SET state = 'failed', outcome = $3, error = $4::jsonb, finished_at = clock_timestamp()
- WHERE migration_id = $1 AND index = $2;
+  FROM zdmproxy.migrations m
+ WHERE s.migration_id = $1 AND s.index = $2 AND s.state <> 'succeeded'
+   AND m.id = s.migration_id AND m.runs = $5;
 
 -- name: step_state
 SELECT state FROM zdmproxy.steps WHERE migration_id = $1 AND index = $2;
 
 -- name: insert_attempt
 INSERT INTO zdmproxy.attempts (migration_id, step_index, run, number, started_at, ended_at, outcome,
-                               sqlstate, message, lock_timeout_ms, queued_behind_us, blockers)
-VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6), $7, $8, $9, $10, $11, $12::jsonb);
+                               sqlstate, message, lock_timeout_ms, queued_behind_us, blockers, step_sql)
+VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6), $7, $8, $9, $10, $11, $12::jsonb,
+        coalesce((SELECT s.sql FROM zdmproxy.steps s WHERE s.migration_id = $1 AND s.index = $2), ''));
 
 -- name: attempts
 SELECT step_index, run, number, started_at, ended_at, outcome, sqlstate, message, lock_timeout_ms,

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import asyncpg
+
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect, execute_quietly
-from zdmproxy.errors import ZdmError
+from zdmproxy.errors import ConfigError, ZdmError
 from zdmproxy.journal.queries import QUERIES
 from zdmproxy.journal.schema import ensure_schema, installed_version
 from zdmproxy.journal.steps import decode, rows
@@ -46,6 +48,7 @@ class MigrationRecord:
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+    read_at: datetime  # the database's clock when this was read
 
     @property
     def finished(self) -> bool:
@@ -82,6 +85,17 @@ def _json(value: str | None) -> Any:
     return json.loads(value) if value is not None else None
 
 
+def journal_access_error(exc: asyncpg.PostgresError) -> ConfigError:
+    """What to grant when the role may not read or write the journal (or the database is
+    read-only: a standby's address, say)."""
+    return ConfigError(
+        f"cannot use the journal (schema zdmproxy): {exc}. The migration role needs, once, as an "
+        "administrator: GRANT USAGE ON SCHEMA zdmproxy TO <role>; GRANT SELECT, INSERT, UPDATE, DELETE "
+        "ON ALL TABLES IN SCHEMA zdmproxy TO <role> (SELECT is enough for status and history); and a "
+        "primary, not a read-only standby"
+    )
+
+
 def error_json(error: ZdmError) -> str:
     """How a failure is recorded: enough to report it again as it was."""
     return json.dumps({**error.as_dict(), "exit_code": int(error.exit_code)})
@@ -110,17 +124,24 @@ class Journal:
             raise
         return cls(session, dsn, application_name)
 
-    async def _call(self, method: str, query: str, *args: Any) -> Any:
+    async def using(self, work: Callable[[Session], Awaitable[T]]) -> T:
+        """Run ``work`` on the journal's connection, on a new one if that was lost (once); a role
+        that may not use the journal gets a configuration error that names the grants."""
         for retry in (True, False):
             if self.session.is_closed():
                 self.session = await connect(self.dsn, self.application_name)
             try:
-                return await getattr(self.session, method)(QUERIES[query], *args)
+                return await work(self.session)
             except CONNECTION_LOST:
-                await execute_quietly(self.session, "SELECT 1")  # closes it if it is really gone
+                await execute_quietly(self.session, QUERIES["ping"])  # closes it if it is really gone
                 if not retry:
                     raise
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError) as exc:
+                raise journal_access_error(exc) from exc
         raise AssertionError("unreachable")
+
+    async def _call(self, method: str, query: str, *args: Any) -> Any:
+        return await self.using(lambda session: getattr(session, method)(QUERIES[query], *args))
 
     async def close(self) -> None:
         if not self.session.is_closed():
@@ -147,6 +168,7 @@ class Journal:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             duration_s=row["duration_s"],
+            read_at=row["read_at"],
         )
 
     async def _transaction(self, body: Callable[[Session], Awaitable[T]]) -> T:
@@ -167,6 +189,9 @@ class Journal:
                 await execute_quietly(session, "ROLLBACK")
                 if not retry:
                     raise
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ReadOnlySQLTransactionError) as exc:
+                await execute_quietly(session, "ROLLBACK")
+                raise journal_access_error(exc) from exc
             except BaseException:
                 await execute_quietly(session, "ROLLBACK")
                 raise
@@ -240,24 +265,26 @@ class Journal:
     async def versioned(self) -> list[dict[str, Any]]:
         return [dict(row) for row in await self._call("fetch", "versioned_migrations")]
 
-    async def finish(self, migration_id: str, state: str, error: ZdmError | None = None) -> None:
+    async def finish(self, migration_id: str, state: str, run: int, error: ZdmError | None = None) -> None:
         await self._call(
-            "execute", "migration_finished", migration_id, state, error_json(error) if error else None
+            "execute", "migration_finished", migration_id, state, error_json(error) if error else None, run
         )
 
     async def step_state(self, migration_id: str, index: int) -> str | None:
         state: str | None = await self._call("fetchval", "step_state", migration_id, index)
         return state
 
-    async def step_started(self, migration_id: str, index: int) -> str | None:
-        before: str | None = await self._call("fetchval", "step_started", migration_id, index)
+    async def step_started(self, migration_id: str, index: int, run: int) -> str | None:
+        before: str | None = await self._call("fetchval", "step_started", migration_id, index, run)
         return before
 
-    async def step_succeeded(self, migration_id: str, index: int) -> None:
-        await self._call("execute", "step_succeeded", migration_id, index)
+    async def step_succeeded(self, migration_id: str, index: int, run: int) -> None:
+        await self._call("execute", "step_succeeded", migration_id, index, run)
 
-    async def step_failed(self, migration_id: str, index: int, outcome: str, error: ZdmError) -> None:
-        await self._call("execute", "step_failed", migration_id, index, outcome, error_json(error))
+    async def step_failed(
+        self, migration_id: str, index: int, outcome: str, error: ZdmError, run: int
+    ) -> None:
+        await self._call("execute", "step_failed", migration_id, index, outcome, error_json(error), run)
 
     async def attempt(self, migration_id: str, index: int, run: int, record: AttemptRecord) -> None:
         await self._call(

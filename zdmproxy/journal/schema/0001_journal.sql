@@ -68,7 +68,8 @@ CREATE TABLE zdmproxy.attempts (
     lock_timeout_ms  float8,
     queued_behind_us int NOT NULL DEFAULT 0,
     blockers         jsonb NOT NULL DEFAULT '[]',
-    FOREIGN KEY (migration_id, step_index) REFERENCES zdmproxy.steps (migration_id, index) ON DELETE CASCADE
+    step_sql         text NOT NULL,  -- the step as it was then: a corrected migration keeps its history
+    FOREIGN KEY (migration_id) REFERENCES zdmproxy.migrations (id) ON DELETE CASCADE
 );
 CREATE INDEX attempts_step_idx ON zdmproxy.attempts (migration_id, step_index);
 

@@ -34,7 +34,7 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
     finally:
         await admin.close()
     result = await run_cli("plan", "--json", "--dsn", dsn, sql=FK_SCRIPT, tmp_path=tmp_path)
-    assert result.code == 0, result.stderr
+    assert result.code == 6, result.stderr  # the type change rewrites items under AccessExclusiveLock
     plan = json.loads(result.stdout)
     assert plan["server_version_num"] == version and plan["from_catalog"] is True
     add_fk, validate, retype, validate_new = plan["statements"]
@@ -60,7 +60,7 @@ async def test_plan_json_with_dsn_resolves_schemas_and_constraints(dsn: str, tmp
 
 async def test_plan_without_database_states_its_assumptions(tmp_path: Path) -> None:
     result = await run_cli("plan", "--json", sql=FK_SCRIPT, tmp_path=tmp_path)
-    assert result.code == 0, result.stderr
+    assert result.code == 6, result.stderr
     plan = json.loads(result.stdout)
     assert plan["from_catalog"] is False
     validate = plan["statements"][1]

@@ -8,6 +8,7 @@ never start a server or wait for a connection it did not need.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -15,7 +16,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+from helpers import ITEMS, run_cli
+from rich.console import Console
+
+from zdmproxy.cli import plan as plan_command
+from zdmproxy.plan.planner import make_plan
 
 EIGHT_STATEMENTS = "\n".join(
     [
@@ -169,3 +176,96 @@ def test_a_syntax_error_says_so_once(tmp_path: Path, sql: str, where: str) -> No
     assert error["message"].count("syntax error") == 1
     # position: a 0-based character offset into the file, as the README's example says.
     assert sql[error["position"]] in ";'"
+
+
+# What each statement does to application traffic, on a 10,000-row table the catalog knows:
+# (script, the verdict of its last statement, what the reason must say).
+VERDICTS = [
+    ("ALTER TABLE items ADD COLUMN x int", "brief_lock", "AccessExclusiveLock on public.items"),
+    ("ALTER TABLE items ALTER COLUMN a TYPE bigint", "long_lock", "rewrites public.items (~10.0k rows"),
+    (
+        "CREATE INDEX items_a ON items (a)",
+        "long_lock",
+        "ShareLock on public.items blocks writes while it scans",
+    ),
+    ("CREATE INDEX CONCURRENTLY items_a ON items (a)", "safe", "lets reads and writes through"),
+    ("TRUNCATE items", "brief_lock", "the old rows are not read"),
+    ("ALTER TABLE items ADD CONSTRAINT a_pos CHECK (a >= 0)", "long_lock", "scans public.items"),
+    (
+        "ALTER TABLE items ADD CONSTRAINT a_pos CHECK (a >= 0) NOT VALID;\n"
+        "ALTER TABLE items VALIDATE CONSTRAINT a_pos",
+        "safe",
+        "ShareUpdateExclusiveLock on public.items lets reads and writes through, while it reads",
+    ),
+    ("UPDATE items SET n = 1 WHERE id = 1", "safe", "RowExclusiveLock on public.items"),
+    ("CREATE TABLE fresh (id int);\nCREATE INDEX fresh_id ON fresh (id)", "safe", "only tables this script"),
+    ("DO $$ BEGIN PERFORM 1; END $$", "unknown", "not in the lock catalogue"),
+]
+
+
+@pytest.mark.parametrize(("sql", "level", "why"), VERDICTS, ids=[case[0][:40] for case in VERDICTS])
+async def test_plan_gives_each_statement_a_verdict(
+    dsn: str, tmp_path: Path, sql: str, level: str, why: str
+) -> None:
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(ITEMS)
+    finally:
+        await admin.close()
+    as_json = await run_cli("plan", "--json", "--dsn", dsn, sql=sql, tmp_path=tmp_path)
+    statements = json.loads(as_json.stdout)["statements"]
+    verdict = statements[-1]["verdict"]
+    assert verdict["level"] == level and why in verdict["why"], verdict
+    long = any(s["verdict"]["level"] == "long_lock" for s in statements)
+    assert as_json.code == (6 if long else 0), as_json.stderr
+    # The human plan ends with the same verdicts, one line per statement, then the conclusion.
+    text = await run_cli("plan", "--dsn", dsn, sql=sql, tmp_path=tmp_path)
+    assert text.code == as_json.code
+    tail = text.stdout.rstrip("\n").splitlines()[-len(statements) - 1 :]
+    label = level.replace("_", " ")
+    assert tail[-2].startswith(f"{len(statements)}. line ") and f": {label}: {verdict['why']}" in tail[-2]
+    assert ("would block traffic for long (exit 6)" in tail[-1]) is long
+
+
+def test_plan_json_keeps_the_contract_and_adds_a_verdict(tmp_path: Path) -> None:
+    """Every key of the plan contract stays as it was (others rely on it); "verdict" is added."""
+    result = cli("plan", "--json", sql_file(tmp_path, EIGHT_STATEMENTS))
+    assert result.returncode == 0, result.stderr
+    expected = make_plan(EIGHT_STATEMENTS).as_dict()
+    got = json.loads(result.stdout)
+    for statement in got["statements"]:
+        assert statement.pop("verdict")["level"] == "safe"  # every table is created by the script
+    assert got == expected
+
+
+def test_plan_of_many_statements_prints_every_one_and_nothing_on_a_non_terminal(tmp_path: Path) -> None:
+    many = "\n".join(f"ALTER TABLE t{i % 50} ADD COLUMN c{i} int;" for i in range(3000))
+    path = sql_file(tmp_path, many)
+    text = cli("plan", path)
+    assert text.returncode == 0 and text.stderr == "", text.stderr  # no progress bar in a pipe
+    assert "\n3000. line 3000: ALTER TABLE t49 ADD COLUMN c2999 int" in text.stdout
+    assert text.stdout.count(": brief lock: AccessExclusiveLock on t") == 3000
+    as_json = cli("plan", "--json", path)
+    assert as_json.returncode == 0 and as_json.stderr == ""
+    statements = json.loads(as_json.stdout)["statements"]
+    assert len(statements) == 3000 and statements[-1]["position"] == many.rindex("ALTER")
+
+
+def test_progress_shows_only_after_its_delay_on_a_terminal() -> None:
+    """The display starts from a timer: quick work shows nothing; slow work shows the phase."""
+    quick = io.StringIO()
+    with plan_command._Progress(Console(file=quick, force_terminal=True), delay_s=3600) as progress:
+        progress.phase("planning", total=10)
+        progress.advance(10)
+    assert quick.getvalue() == ""
+    slow = io.StringIO()
+    with plan_command._Progress(Console(file=slow, force_terminal=True), delay_s=0) as progress:
+        assert progress.started.wait(10)
+        progress.phase("printing the plan", total=4)
+        progress.advance(2)
+        progress.refresh()
+    assert "printing the plan" in slow.getvalue() and "2/4" in slow.getvalue()
+    piped = io.StringIO()
+    with plan_command._Progress(Console(file=piped), delay_s=0) as progress:
+        progress.phase("planning")
+    assert piped.getvalue() == "" and not progress.started.is_set()

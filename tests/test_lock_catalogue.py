@@ -145,6 +145,12 @@ CREATE SCHEMA empty_schema;
 CREATE FOREIGN DATA WRAPPER fdw0;
 CREATE SERVER srv0 FOREIGN DATA WRAPPER fdw0;
 CREATE PUBLICATION pub0;
+CREATE TABLE people (id bigint, home addr);
+CREATE TABLE dom (id bigint, n posint);
+CREATE SCHEMA side;
+CREATE TABLE side.t (id bigint PRIMARY KEY REFERENCES accounts);
+CREATE TABLE side_child (id bigint REFERENCES side.t (id) DEFERRABLE);
+CREATE VIEW side_v AS SELECT * FROM side.t;
 ANALYZE;
 """
 
@@ -287,6 +293,10 @@ VIEW_CASES: dict[str, tuple[str, int]] = {
     "alter_type_add_attribute": ("ALTER TYPE point3 ADD ATTRIBUTE z int", 0),
     "alter_type_drop_attribute": ("ALTER TYPE point3 DROP ATTRIBUTE y", 0),
     "drop_type": ("DROP TYPE mood", 0),
+    "drop_type_cascade": ("DROP TYPE addr CASCADE", 0),
+    "drop_domain_cascade": ("DROP DOMAIN posint CASCADE", 0),
+    "drop_schema_cascade": ("DROP SCHEMA side CASCADE", 0),
+    "drop_statistics": ("DROP STATISTICS orders_stats", 0),
     "drop_schema": ("DROP SCHEMA empty_schema", 0),
     "create_foreign_table": ("CREATE FOREIGN TABLE ft0 (id int) SERVER srv0", 0),
     "create_schema": ("CREATE SCHEMA s1", 0),

@@ -23,6 +23,7 @@ from zdmproxy.sql.facts import (
     RelationInfo,
 )
 from zdmproxy.sql.locks import RelationName
+from zdmproxy.sql.objects import cascade_roots, statistics_names
 from zdmproxy.sql.parse import Statement, parse_script
 from zdmproxy.sql.relations import MAX_VIEW_DEPTH
 from zdmproxy.sql.types import function_names, not_null_check_column
@@ -66,7 +67,33 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         relations=relations,
         volatile_functions=frozenset(r["proname"] for r in volatility if r["volatile"]),
         known_functions=frozenset(r["proname"] for r in volatility),
+        dropped_with=await _dropped_with(session, statements),
+        statistics_tables=await _statistics_tables(session, statements),
     )
+
+
+async def _dropped_with(
+    session: Session, statements: list[Statement]
+) -> dict[tuple[str, str], tuple[RelationName, ...]]:
+    """For each DROP SCHEMA / TYPE / DOMAIN ... CASCADE: the tables and views it reaches."""
+    found: dict[tuple[str, str], tuple[RelationName, ...]] = {}
+    for root in dict.fromkeys(r for s in statements for r in cascade_roots(s.node)):
+        rows = await session.fetch(QUERIES["dropped_with"], *root)
+        kept = [row for row in rows if row["relkind"] in ("r", "p", "v", "m", "f")]
+        found[root] = tuple(RelationName(row["nspname"], row["relname"]) for row in kept)
+    return found
+
+
+async def _statistics_tables(
+    session: Session, statements: list[Statement]
+) -> dict[RelationName, RelationName]:
+    """The table of each statistics object a DROP STATISTICS names."""
+    found: dict[RelationName, RelationName] = {}
+    for stats in dict.fromkeys(n for s in statements for n in statistics_names(s.node)):
+        row = await session.fetchrow(QUERIES["statistics_table"], stats.schema, stats.name)
+        if row is not None:
+            found[stats] = RelationName(row["nspname"], row["relname"])
+    return found
 
 
 async def _resolve(session: Session, names: list[RelationName]) -> list[RelationInfo | None]:

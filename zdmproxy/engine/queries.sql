@@ -93,6 +93,55 @@ SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END AS direct
  WHERE con.contype = 'f' AND (con.conrelid = $1 OR con.confrelid = $1) AND con.conparentid = 0
  ORDER BY 1, con.conname;
 
+-- name: dropped_with
+-- The relations DROP ... CASCADE of a schema ($1 = 'schema') or a type or domain ($1 = 'type'),
+-- named $2, locks ACCESS EXCLUSIVE: every object that depends on it, recursively (pg_depend,
+-- normal and automatic dependencies; an object internal to another takes its owner along, as a
+-- view's rule takes the view), resolved to the relation it is or lives on, plus the other table
+-- of every foreign key dropped. The same walk PostgreSQL's findDependentObjects makes.
+WITH RECURSIVE root(classid, objid) AS (
+    SELECT CASE $1 WHEN 'schema' THEN 'pg_namespace'::regclass ELSE 'pg_type'::regclass END::oid,
+           CASE $1 WHEN 'schema' THEN (SELECT oid FROM pg_namespace WHERE nspname = $2)
+                   ELSE to_regtype($2)::oid END
+), dropped(classid, objid, objsubid) AS (
+    SELECT classid, objid, 0 FROM root WHERE objid IS NOT NULL
+    UNION
+    SELECT step.classid, step.objid, step.objsubid
+      FROM dropped x
+      CROSS JOIN LATERAL (
+            SELECT d.classid, d.objid, d.objsubid
+              FROM pg_depend d
+             WHERE d.refclassid = x.classid AND d.refobjid = x.objid
+               AND (x.objsubid = 0 OR d.refobjsubid = x.objsubid)
+               AND d.deptype IN ('n', 'a', 'i')
+            UNION
+            SELECT d.refclassid, d.refobjid, 0
+              FROM pg_depend d
+             WHERE d.classid = x.classid AND d.objid = x.objid AND d.deptype = 'i'
+      ) step
+), locked(oid) AS (
+    SELECT objid FROM dropped WHERE classid = 'pg_class'::regclass
+    UNION SELECT c.conrelid FROM dropped x JOIN pg_constraint c ON x.classid = 'pg_constraint'::regclass AND c.oid = x.objid
+    UNION SELECT c.confrelid FROM dropped x JOIN pg_constraint c ON x.classid = 'pg_constraint'::regclass AND c.oid = x.objid
+    UNION SELECT t.tgrelid FROM dropped x JOIN pg_trigger t ON x.classid = 'pg_trigger'::regclass AND t.oid = x.objid
+    UNION SELECT r.ev_class FROM dropped x JOIN pg_rewrite r ON x.classid = 'pg_rewrite'::regclass AND r.oid = x.objid
+    UNION SELECT p.polrelid FROM dropped x JOIN pg_policy p ON x.classid = 'pg_policy'::regclass AND p.oid = x.objid
+    UNION SELECT a.adrelid FROM dropped x JOIN pg_attrdef a ON x.classid = 'pg_attrdef'::regclass AND a.oid = x.objid
+)
+SELECT n.nspname, c.relname, c.relkind::text AS relkind
+  FROM locked l JOIN pg_class c ON c.oid = l.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE l.oid <> 0
+ ORDER BY 1, 2;
+
+-- name: statistics_table
+-- The table a statistics object ($1 schema or NULL for the search path, $2 name) is on.
+SELECT n.nspname, c.relname
+  FROM pg_statistic_ext s
+  JOIN pg_class c ON c.oid = s.stxrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE s.stxname = $2
+   AND (s.stxnamespace = to_regnamespace($1) OR ($1::text IS NULL AND pg_statistics_obj_is_visible(s.oid)));
+
 -- name: relation_children
 -- Every partition or inheritance child below $1, at any depth, parents before their children.
 WITH RECURSIVE tree(oid, depth) AS (

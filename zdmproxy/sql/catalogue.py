@@ -102,8 +102,13 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
     kind = node.removeType
     out = EffectsBuilder(kind=f"DROP {enum_words(kind)}{' CONCURRENTLY' if node.concurrent else ''}")
     cascade = node.behavior == DropBehavior.DROP_CASCADE
+    if kind in (ObjectType.OBJECT_SCHEMA, ObjectType.OBJECT_TYPE, ObjectType.OBJECT_DOMAIN):
+        _drop_with_dependents(node, facts, out)
+        return out
     for parts in node.objects or ():
         if not isinstance(parts, (tuple, list)):
+            if cascade:
+                out.not_catalogued(_CASCADE_NOT_FOLLOWED.format(kind=enum_words(kind)))
             continue
         name, info = resolved(facts, dotted_name(parts))
         if kind == ObjectType.OBJECT_INDEX:
@@ -158,17 +163,40 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
         elif kind in (ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_FOREIGN_TABLE):
             out.lock(name, AEL)
         elif kind == ObjectType.OBJECT_STATISTIC_EXT:
-            out.not_catalogued(
-                "DROP STATISTICS locks the statistics object's table, which the facts do not name"
-            )
+            table = facts.statistics_tables.get(dotted_name(parts))
+            if table is None:
+                out.not_catalogued("the table of a statistics object is unknown without a database")
+            else:
+                out.lock(table, SUE)
         elif cascade:
-            out.not_catalogued(
-                f"DROP {enum_words(kind)} ... CASCADE drops whatever depends on it (columns, tables, "
-                "triggers, views), which the catalogue does not list; drop the dependents first"
-            )
+            out.not_catalogued(_CASCADE_NOT_FOLLOWED.format(kind=enum_words(kind)))
     if node.concurrent:
         out.transactional = False
     return out
+
+
+_CASCADE_NOT_FOLLOWED = (
+    "DROP {kind} ... CASCADE drops whatever depends on it (columns, tables, triggers, views), "
+    "which the catalogue does not follow for this kind of object; drop the dependents first"
+)
+
+
+def _drop_with_dependents(node: ast.DropStmt, facts: CatalogFacts, out: EffectsBuilder) -> None:
+    """DROP SCHEMA / TYPE / DOMAIN: without CASCADE it fails unless nothing depends on the object
+    (so it locks no table); with CASCADE every relation that is dropped, loses a column, a
+    constraint, a trigger, a rule or a policy, or is the other table of a dropped foreign key, is
+    locked ACCESS EXCLUSIVE, as the catalog's dependencies say."""
+    for root in objects.cascade_roots(node):
+        relations = facts.dropped_with.get(root)
+        if relations is None:
+            out.not_catalogued(
+                f"DROP {root[0].upper()} {root[1]} CASCADE: what depends on it is unknown without a database"
+            )
+            continue
+        for relation in relations:
+            out.lock(relation, AEL)
+        if relations:
+            out.note(f"CASCADE drops or alters {', '.join(map(str, relations))}")
 
 
 def _reindex(node: ast.ReindexStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:

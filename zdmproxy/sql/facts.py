@@ -122,6 +122,10 @@ class CatalogFacts:
     relations: dict[RelationName, RelationInfo] = field(default_factory=dict)
     volatile_functions: frozenset[str] = frozenset()
     known_functions: frozenset[str] = frozenset()
+    # What DROP SCHEMA / TYPE / DOMAIN ... CASCADE drops with the object, by ("schema" or "type",
+    # the name as written): the relations it locks ACCESS EXCLUSIVE.
+    dropped_with: dict[tuple[str, str], tuple[RelationName, ...]] = field(default_factory=dict)
+    statistics_tables: dict[RelationName, RelationName] = field(default_factory=dict)  # by name as written
 
     def resolve(self, name: RelationName) -> RelationInfo | None:
         return self.relations.get(name)

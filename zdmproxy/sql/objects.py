@@ -12,13 +12,13 @@ objects outside any table. Checked against pg_locks by tests/test_lock_catalogue
 from __future__ import annotations
 
 from pglast import ast
-from pglast.enums import GrantTargetType, ObjectType
+from pglast.enums import DropBehavior, GrantTargetType, ObjectType
 
 from zdmproxy.sql import versions
 from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.locks import LockMode, RelationName
-from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
+from zdmproxy.sql.names import dotted_name, enum_words, quote_ident, range_var_name
 from zdmproxy.sql.relations import read_relations
 
 AS = LockMode.ACCESS_SHARE
@@ -171,3 +171,26 @@ def classify_domain(node: ast.AlterDomainStmt, facts: CatalogFacts, version: int
             "know which tables use the domain"
         )
     return out
+
+
+def cascade_roots(node: ast.Node) -> list[tuple[str, str]]:
+    """The objects a DROP SCHEMA / TYPE / DOMAIN ... CASCADE starts from, as ("schema" or "type",
+    name as PostgreSQL would read it): what the catalog is asked to follow dependencies from."""
+    if not isinstance(node, ast.DropStmt) or node.behavior != DropBehavior.DROP_CASCADE:
+        return []
+    roots = []
+    for item in node.objects or ():
+        if node.removeType == ObjectType.OBJECT_SCHEMA and isinstance(item, ast.String):
+            roots.append(("schema", str(item.sval)))
+        elif node.removeType in (ObjectType.OBJECT_TYPE, ObjectType.OBJECT_DOMAIN) and isinstance(
+            item, ast.TypeName
+        ):
+            roots.append(("type", ".".join(quote_ident(str(part.sval)) for part in item.names or ())))
+    return roots
+
+
+def statistics_names(node: ast.Node) -> list[RelationName]:
+    """The statistics objects a DROP STATISTICS names, as written."""
+    if not isinstance(node, ast.DropStmt) or node.removeType != ObjectType.OBJECT_STATISTIC_EXT:
+        return []
+    return [dotted_name(parts) for parts in node.objects or () if isinstance(parts, (tuple, list))]

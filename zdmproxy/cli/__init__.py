@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "--out-of-order", action="store_true", help="apply a folder's files older than the newest applied"
     )
     apply.add_argument(
+        "--ignore-missing",
+        action="store_true",
+        help="accept applied migrations whose files were removed from the folder",
+    )
+    apply.add_argument(
         "--wait-timeout-s",
         type=float,
         help="give up (exit 4) after waiting this long for another process running the same migration",

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import signal
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,11 +166,19 @@ async def _apply_async(
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     journal = await Journal.open(dsn, "zdmproxy-journal")
     try:
-        if batch.folder is not None:
-            checks = {r.migration_id: checksum(parse_script(r.script)) for r in batch.requests}
+        checks = {r.migration_id: checksum(parse_script(r.script)) for r in batch.requests}
+
+        async def check(files: Sequence[MigrationFile]) -> None:
             check_against_journal(
-                batch.folder, checks, await journal.versioned(), out_of_order=args.out_of_order
+                files,
+                checks,
+                await journal.versioned(),
+                out_of_order=args.out_of_order,
+                ignore_missing=args.ignore_missing or len(files) < len(batch.folder or ()),
             )
+
+        if batch.folder is not None:
+            await check(batch.folder)
         coordinator = Coordinator(
             dsn,
             journal,
@@ -178,7 +187,9 @@ async def _apply_async(
             sink=_print_event,
             wait_timeout_s=args.wait_timeout_s,
         )
-        for request in batch.requests:
+        for number, request in enumerate(batch.requests):
+            if batch.folder is not None:  # again, just before: another deploy may have run meanwhile
+                await check(batch.folder[number : number + 1])
             report = MigrationReport(request.migration_id)
             runs.append((report, None))
             applied = await coordinator.apply(request, report)
@@ -239,6 +250,8 @@ def _print_not_started(batch: _Batch) -> None:
 
 def _print_summary(report: MigrationReport, applied: Applied | None = None, *, planned: int = 0) -> None:
     name = report.migration_id
+    if applied is None and not report.planned:
+        return  # nothing of ours ran (another process's outcome, or a refusal): the error says it
     if applied is not None and applied.result is not Result.APPLIED:
         record = applied.record
         when = f"at {record.finished_at:%Y-%m-%d %H:%M:%S %Z}" if record.finished_at else ""

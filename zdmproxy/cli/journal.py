@@ -17,6 +17,7 @@ from rich.table import Table
 
 from zdmproxy.cli.shared import database_url, err, out, read_script, run_async
 from zdmproxy.errors import ExitCode, ZdmError
+from zdmproxy.journal import advisory
 from zdmproxy.journal.folder import scan, version_key
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, open_existing
@@ -76,6 +77,15 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
         raise NotRecorded(f"no migration {migration_id!r} in the journal (`zdmproxy history` lists them)")
     steps = await journal.steps(migration_id)
     attempts = await journal.attempts(migration_id)
+    state = record.state
+    if state == "running":
+        key = advisory.migration_key(migration_id)
+        holder = await journal.using(lambda session: advisory.holder(session, key))
+        state = (
+            f"running, by {holder.describe()}"
+            if holder
+            else "stopped while running (no process holds it any more: the next apply resumes it)"
+        )
     if as_json:
         _dump(
             {
@@ -89,7 +99,7 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
         )
         return
     out.print(
-        f"[bold]{escape(record.id)}[/bold]: {record.state}, run {record.runs} time(s), last by "
+        f"[bold]{escape(record.id)}[/bold]: {escape(state)}, run {record.runs} time(s), last by "
         f"{escape(record.by())}"
         + (f", took {_ago(record.duration_s)}" if record.duration_s is not None else "")
     )

@@ -18,8 +18,8 @@ from typing import Any
 
 from zdmproxy.errors import ChecksumConflict, OutOfOrder, UsageError
 
-_FLYWAY = re.compile(r"V(?P<version>\d+(?:[._]\d+)*)__(?P<description>.+)\.sql")
-_NUMBERED = re.compile(r"(?P<version>\d+)(?:[_-](?P<description>.+))?\.sql")
+_FLYWAY = re.compile(r"V(?P<version>\d+(?:[._]\d+)*)__(?P<description>.+)\.sql", re.IGNORECASE)
+_NUMBERED = re.compile(r"(?P<version>\d+)(?:[_-](?P<description>.+))?\.sql", re.IGNORECASE)
 ACCEPTED = (
     "V<version>__<description>.sql (Flyway: V1__init.sql, V1.1__add_email.sql, V2_1__x.sql) or "
     "<number>[_<description>].sql (0001_init.sql, 20241130120000_add_email.sql)"
@@ -45,7 +45,7 @@ class MigrationFile:
 
     @property
     def migration_id(self) -> str:
-        return self.path.name.removesuffix(".sql")
+        return self.path.name[: -len(".sql")]
 
     @property
     def version_text(self) -> str:
@@ -59,11 +59,12 @@ def version_key(text: str) -> tuple[int, ...]:
 def scan(directory: Path) -> list[MigrationFile]:
     """The folder's ``*.sql`` files in version order; any badly named one is refused, naming it.
 
-    Other files (a README, .gitkeep) and sub-folders are not migrations and are left alone.
+    Other files (a README, .gitkeep) and sub-folders are not migrations and are left alone; the
+    ``.sql`` suffix is matched in any case, so ``V4__x.SQL`` is not skipped silently.
     """
     found: list[MigrationFile] = []
     for path in sorted(directory.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not path.name.endswith(".sql"):
+        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(".sql"):
             continue
         match = _FLYWAY.fullmatch(path.name) or _NUMBERED.fullmatch(path.name)
         if match is None:
@@ -92,14 +93,17 @@ def check_against_journal(
     recorded: Iterable[dict[str, Any]],
     *,
     out_of_order: bool,
+    ignore_missing: bool = False,
 ) -> None:
-    """Refuse, before anything runs, a folder that disagrees with what the journal recorded:
-    an applied file whose content changed, a version recorded under another file name, or a
-    new file older than the newest applied one (unless ``out_of_order``)."""
+    """Refuse, before anything runs, a folder that disagrees with what the journal recorded
+    (Flyway's ``validate``): an applied file whose content changed; a version recorded under
+    another file name, or an applied migration's content under a new name (a renamed file would
+    run again); a new file older than the newest applied one (unless ``out_of_order``); an applied
+    migration whose file is gone (unless ``ignore_missing``)."""
     by_id = {row["id"]: row for row in recorded}
     by_version = {version_key(row["version"]): row for row in by_id.values()}
-    applied = [version_key(r["version"]) for r in by_id.values() if r["state"] == "succeeded"]
-    newest = max(applied, default=None)
+    applied = {row["checksum"]: row for row in by_id.values() if row["state"] == "succeeded"}
+    newest = max((version_key(row["version"]) for row in applied.values()), default=None)
     for file in files:
         row = by_id.get(file.migration_id)
         ours = checksums[file.migration_id]
@@ -116,6 +120,13 @@ def check_against_journal(
                 f"(from {other['source'] or 'another file'}): was the file renamed? Restore its name, "
                 "or give it a new version"
             )
+        twin = applied.get(ours)
+        if row is None and twin is not None:
+            raise ChecksumConflict(
+                f"{file.path}: its content is exactly that of applied migration {twin['id']!r} "
+                f"(from {twin['source'] or 'another file'}, sha256 {ours}): was the file renamed? "
+                "Restore its name; to run the same SQL again, make it a new migration that says so"
+            )
         pending = row is None or row["state"] != "succeeded"
         if pending and newest is not None and file.version < newest and not out_of_order:
             raise OutOfOrder(
@@ -123,3 +134,11 @@ def check_against_journal(
                 f"{'.'.join(map(str, newest))}, which is already applied. Give it a version after "
                 "that one, or pass --out-of-order to apply it anyway"
             )
+    present = {file.migration_id for file in files}
+    missing = sorted(i for i, row in by_id.items() if row["state"] == "succeeded" and i not in present)
+    if missing and not ignore_missing:
+        raise ChecksumConflict(
+            f"applied migration(s) {', '.join(repr(m) for m in missing)} have no file in the folder any "
+            "more: restore them (the folder is the history), or pass --ignore-missing if they were "
+            "removed on purpose"
+        )

@@ -61,8 +61,9 @@ async def ensure_schema(session: Session) -> None:
                 await execute_quietly(session, "ROLLBACK")
                 raise ConfigError(
                     f"cannot create the journal (schema zdmproxy): {exc}. Once, as an administrator: "
-                    "GRANT CREATE ON DATABASE <db> TO <migration role>, or CREATE SCHEMA zdmproxy "
-                    "AUTHORIZATION <migration role>"
+                    "GRANT CREATE ON DATABASE <db> TO <migration role> (or, if schema zdmproxy exists, "
+                    "GRANT USAGE, CREATE ON SCHEMA zdmproxy TO <migration role>), or CREATE SCHEMA "
+                    "zdmproxy AUTHORIZATION <migration role>"
                 ) from exc
             except BaseException:
                 await execute_quietly(session, "ROLLBACK")

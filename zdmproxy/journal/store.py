@@ -117,12 +117,13 @@ class Journal:
     @classmethod
     async def open(cls, dsn: str, application_name: str) -> Journal:
         session = await connect(dsn, application_name)
+        journal = cls(session, dsn, application_name)
         try:
-            await ensure_schema(session)
+            await journal.using(ensure_schema)
         except BaseException:
             await session.close()
             raise
-        return cls(session, dsn, application_name)
+        return journal
 
     async def using(self, work: Callable[[Session], Awaitable[T]]) -> T:
         """Run ``work`` on the journal's connection, on a new one if that was lost (once); a role
@@ -307,13 +308,13 @@ class Journal:
 
 async def open_existing(dsn: str, application_name: str) -> Journal | None:
     """The journal if this database has one; None without creating it (read-only commands)."""
-    session = await connect(dsn, application_name)
+    journal = Journal(await connect(dsn, application_name), dsn, application_name)
     try:
-        version = await installed_version(session)
+        version = await journal.using(installed_version)
     except BaseException:
-        await session.close()
+        await journal.close()
         raise
     if version == 0:
-        await session.close()
+        await journal.close()
         return None
-    return Journal(session, dsn, application_name)
+    return journal

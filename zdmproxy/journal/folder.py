@@ -97,13 +97,13 @@ def check_against_journal(
 ) -> None:
     """Refuse, before anything runs, a folder that disagrees with what the journal recorded
     (Flyway's ``validate``): an applied file whose content changed; a version recorded under
-    another file name, or an applied migration's content under a new name (a renamed file would
-    run again); a new file older than the newest applied one (unless ``out_of_order``); an applied
-    migration whose file is gone (unless ``ignore_missing``)."""
+    another file name; a new file older than the newest applied one (unless ``out_of_order``); an
+    applied migration whose file is gone (unless ``ignore_missing``), which is also what catches
+    a renamed file, whose SQL would otherwise run again under its new name."""
     by_id = {row["id"]: row for row in recorded}
     by_version = {version_key(row["version"]): row for row in by_id.values()}
-    applied = {row["checksum"]: row for row in by_id.values() if row["state"] == "succeeded"}
-    newest = max((version_key(row["version"]) for row in applied.values()), default=None)
+    applied = [row for row in by_id.values() if row["state"] == "succeeded"]
+    newest = max((version_key(row["version"]) for row in applied), default=None)
     for file in files:
         row = by_id.get(file.migration_id)
         ours = checksums[file.migration_id]
@@ -120,13 +120,6 @@ def check_against_journal(
                 f"(from {other['source'] or 'another file'}): was the file renamed? Restore its name, "
                 "or give it a new version"
             )
-        twin = applied.get(ours)
-        if row is None and twin is not None:
-            raise ChecksumConflict(
-                f"{file.path}: its content is exactly that of applied migration {twin['id']!r} "
-                f"(from {twin['source'] or 'another file'}, sha256 {ours}): was the file renamed? "
-                "Restore its name; to run the same SQL again, make it a new migration that says so"
-            )
         pending = row is None or row["state"] != "succeeded"
         if pending and newest is not None and file.version < newest and not out_of_order:
             raise OutOfOrder(
@@ -139,6 +132,7 @@ def check_against_journal(
     if missing and not ignore_missing:
         raise ChecksumConflict(
             f"applied migration(s) {', '.join(repr(m) for m in missing)} have no file in the folder any "
-            "more: restore them (the folder is the history), or pass --ignore-missing if they were "
-            "removed on purpose"
+            "more. If a file was renamed, restore its name (under a new name its SQL would run "
+            "again); restore removed files (the folder is the history), or pass --ignore-missing "
+            "if they were removed on purpose"
         )

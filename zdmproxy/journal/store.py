@@ -81,6 +81,15 @@ class StepRecord:
     step: Step
 
 
+R = TypeVar("R")
+
+
+def _from_row(cls: type[R], row: Any, **decoded: Any) -> R:
+    """A record dataclass from a query row with the same column names, some values decoded."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: decoded[name] if name in decoded else row[name] for name in names})
+
+
 def _json(value: str | None) -> Any:
     return json.loads(value) if value is not None else None
 
@@ -150,27 +159,7 @@ class Journal:
 
     async def migration(self, migration_id: str) -> MigrationRecord | None:
         row = await self._call("fetchrow", "migration", migration_id)
-        if row is None:
-            return None
-        return MigrationRecord(
-            id=row["id"],
-            checksum=row["checksum"],
-            sql=row["sql"],
-            state=row["state"],
-            version=row["version"],
-            source=row["source"],
-            error=_json(row["error"]),
-            runs=row["runs"],
-            client_host=row["client_host"],
-            client_pid=row["client_pid"],
-            application_name=row["application_name"],
-            zdmproxy_version=row["zdmproxy_version"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            duration_s=row["duration_s"],
-            read_at=row["read_at"],
-        )
+        return None if row is None else _from_row(MigrationRecord, row, error=_json(row["error"]))
 
     async def _transaction(self, body: Callable[[Session], Awaitable[T]]) -> T:
         """Run ``body`` in one transaction, again on a new connection if the first was lost.
@@ -235,20 +224,7 @@ class Journal:
 
     async def steps(self, migration_id: str) -> list[StepRecord]:
         return [
-            StepRecord(
-                index=row["index"],
-                sql=row["sql"],
-                phase=row["phase"],
-                kind=row["kind"],
-                transactional=row["transactional"],
-                state=row["state"],
-                outcome=row["outcome"],
-                error=_json(row["error"]),
-                started_at=row["started_at"],
-                finished_at=row["finished_at"],
-                duration_s=row["duration_s"],
-                step=decode(json.loads(row["spec"])),
-            )
+            _from_row(StepRecord, row, error=_json(row["error"]), step=decode(json.loads(row["spec"])))
             for row in await self._call("fetch", "steps", migration_id)
         ]
 

@@ -295,3 +295,47 @@ def test_drop_table_used_by_views_is_flagged() -> None:
     assert classify(cascade, facts).notes == (
         "public.items is used by public.item_totals: CASCADE drops them too",
     )
+
+
+# --- what the catalogue will not guess ---
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP SCHEMA side CASCADE",
+        "DROP TYPE addr CASCADE",
+        "DROP STATISTICS orders_stats",
+        "DROP FUNCTION touch() CASCADE",
+        "ALTER DOMAIN posint ADD CONSTRAINT pos CHECK (VALUE > 0)",
+        "ALTER TYPE addr ADD ATTRIBUTE city text CASCADE",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO public",
+        "REFRESH MATERIALIZED VIEW order_totals",
+        "CALL do_things()",
+    ],
+)
+def test_without_the_facts_it_needs_a_statement_is_not_catalogued_and_claims_no_lock(sql: str) -> None:
+    result = effects(sql)
+    assert result.unverified and result.locks == ()
+
+
+def test_a_write_through_a_view_with_instead_triggers_is_not_catalogued() -> None:
+    view = RelationName("public", "v")
+    facts = CatalogFacts(
+        relations={
+            RelationName(None, "v"): RelationInfo(view, "v", view_definition="SELECT id FROM t", instead=True)
+        }
+    )
+    assert effects("INSERT INTO v VALUES (1)", facts=facts).unverified
+    plain = CatalogFacts(
+        relations={RelationName(None, "v"): RelationInfo(view, "v", view_definition="SELECT id FROM t")}
+    )
+    assert modes(effects("INSERT INTO v VALUES (1)", facts=plain)) == {
+        "public.v": LockMode.ROW_EXCLUSIVE,
+        "t": LockMode.ROW_EXCLUSIVE,
+    }
+
+
+def test_lock_table_takes_exactly_the_mode_written() -> None:
+    for mode in LockMode:
+        assert modes(effects(f"LOCK TABLE ONLY t IN {mode.sql_name} MODE")) == {"t": mode}

@@ -43,7 +43,7 @@ def test_every_catalogued_type_has_a_pg_locks_case() -> None:
 
 
 def test_every_lock_free_type_has_a_case() -> None:
-    covered = {type(parse_script(sql.format(db='d'))[0].node) for sql in LOCK_FREE_CASES}
+    covered = {type(parse_script(sql.format(db="d"))[0].node) for sql in LOCK_FREE_CASES}
     assert set(decisions.LOCK_FREE) - covered == set()
 
 

@@ -127,6 +127,7 @@ VIEWS = """
 CREATE VIEW order_view AS SELECT id, amount, status FROM orders WHERE amount >= 0;
 CREATE VIEW joined AS SELECT o.id, a.email FROM orders o JOIN accounts a ON a.id = o.account_id;
 CREATE VIEW view_on_view AS SELECT id FROM order_view;
+CREATE MATERIALIZED VIEW matview_on_view AS SELECT id FROM view_on_view;
 CREATE MATERIALIZED VIEW order_totals AS SELECT account_id, sum(amount) AS total FROM orders GROUP BY 1;
 CREATE UNIQUE INDEX order_totals_key ON order_totals (account_id);
 CREATE POLICY orders_policy ON orders USING (true);
@@ -209,6 +210,7 @@ VIEW_CASES: dict[str, tuple[str, int]] = {
     "rename_view": ("ALTER VIEW order_view RENAME TO ov", 0),
     "drop_view": ("DROP VIEW order_view CASCADE", 0),
     "drop_matview": ("DROP MATERIALIZED VIEW order_totals", 0),
+    "drop_table_cascade_views": ("DROP TABLE wide CASCADE", 0),
     "select_view": ("SELECT count(*) FROM order_view", 0),
     "select_join_view": ("SELECT * FROM joined", 0),
     "select_view_on_view": ("SELECT * FROM view_on_view", 0),

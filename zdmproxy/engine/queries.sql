@@ -94,15 +94,16 @@ SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END AS direct
  ORDER BY 1, con.conname;
 
 -- name: dropped_with
--- The relations DROP ... CASCADE of a schema ($1 = 'schema') or a type or domain ($1 = 'type'),
--- named $2, locks ACCESS EXCLUSIVE: every object that depends on it, recursively (pg_depend,
+-- The relations DROP ... CASCADE of a schema ($1 = 'schema'), a type or domain ($1 = 'type') or a
+-- table or view ($1 = 'relation'), named $2, locks ACCESS EXCLUSIVE: every object that depends on it, recursively (pg_depend,
 -- normal and automatic dependencies; an object internal to another takes its owner along, as a
 -- view's rule takes the view), resolved to the relation it is or lives on, plus the other table
 -- of every foreign key dropped. The same walk PostgreSQL's findDependentObjects makes.
 WITH RECURSIVE root(classid, objid) AS (
-    SELECT CASE $1 WHEN 'schema' THEN 'pg_namespace'::regclass ELSE 'pg_type'::regclass END::oid,
+    SELECT CASE $1 WHEN 'schema' THEN 'pg_namespace'::regclass
+                   WHEN 'relation' THEN 'pg_class'::regclass ELSE 'pg_type'::regclass END::oid,
            CASE $1 WHEN 'schema' THEN (SELECT oid FROM pg_namespace WHERE nspname = $2)
-                   ELSE to_regtype($2)::oid END
+                   WHEN 'relation' THEN to_regclass($2)::oid ELSE to_regtype($2)::oid END
 ), dropped(classid, objid, objsubid) AS (
     SELECT classid, objid, 0 FROM root WHERE objid IS NOT NULL
     UNION

@@ -143,6 +143,10 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
                     out.lock(child, AEL)
                 for view in info.views:
                     out.lock(view, AEL)  # dropped with it
+                # ... and what depends on those, recursively (views on views), as the catalog says.
+                for root in objects.cascade_roots(node):
+                    for dependent in facts.dropped_with.get(root, ()):
+                        out.lock(dependent, AEL)
             if info.views:
                 views = ", ".join(map(str, info.views))
                 out.note(

@@ -36,6 +36,15 @@ RELATION_OBJECTS = frozenset(
         ObjectType.OBJECT_FOREIGN_TABLE,
     }
 )
+# Relations whose DROP ... CASCADE follows the catalog's dependencies (views on views ...).
+CASCADING_RELATIONS = frozenset(
+    {
+        ObjectType.OBJECT_TABLE,
+        ObjectType.OBJECT_VIEW,
+        ObjectType.OBJECT_MATVIEW,
+        ObjectType.OBJECT_FOREIGN_TABLE,
+    }
+)
 # Objects that live on a table and are named "<object> ON <table>": the name ends in the object's.
 TABLE_OBJECTS = frozenset(
     {
@@ -174,8 +183,9 @@ def classify_domain(node: ast.AlterDomainStmt, facts: CatalogFacts, version: int
 
 
 def cascade_roots(node: ast.Node) -> list[tuple[str, str]]:
-    """The objects a DROP SCHEMA / TYPE / DOMAIN ... CASCADE starts from, as ("schema" or "type",
-    name as PostgreSQL would read it): what the catalog is asked to follow dependencies from."""
+    """The objects a DROP ... CASCADE of a schema, type, domain, table or view starts from, as
+    ("schema", "type" or "relation", name as PostgreSQL would read it): what the catalog is asked
+    to follow dependencies from."""
     if not isinstance(node, ast.DropStmt) or node.behavior != DropBehavior.DROP_CASCADE:
         return []
     roots = []
@@ -185,8 +195,14 @@ def cascade_roots(node: ast.Node) -> list[tuple[str, str]]:
         elif node.removeType in (ObjectType.OBJECT_TYPE, ObjectType.OBJECT_DOMAIN) and isinstance(
             item, ast.TypeName
         ):
-            roots.append(("type", ".".join(quote_ident(str(part.sval)) for part in item.names or ())))
+            roots.append(("type", _quoted(item.names or ())))
+        elif node.removeType in CASCADING_RELATIONS and isinstance(item, (tuple, list)):
+            roots.append(("relation", _quoted(item)))
     return roots
+
+
+def _quoted(parts: tuple[ast.Node, ...] | list[ast.Node]) -> str:
+    return ".".join(quote_ident(str(part.sval)) for part in parts if isinstance(part, ast.String))
 
 
 def statistics_names(node: ast.Node) -> list[RelationName]:

@@ -166,6 +166,7 @@ INSERT INTO kids SELECT g, 9001, NULL FROM generate_series(1, 2000) g;
 CREATE TABLE pets (id bigint PRIMARY KEY, owner bigint REFERENCES accounts ON DELETE CASCADE);
 CREATE INDEX pets_owner_idx ON pets (owner);  -- so deleting an account probes pets, not reads it
 INSERT INTO pets SELECT g, 9001 FROM generate_series(1, 2000) g;
+CREATE TABLE grandkids (id bigint REFERENCES kids);  -- TRUNCATE accounts CASCADE reaches it too
 ANALYZE;
 """
 KEY_CASES: dict[str, str] = {
@@ -428,6 +429,8 @@ CASES: dict[str, Case] = {
     "create_table_partition_of": Case("CREATE TABLE logs_3 PARTITION OF logs FOR VALUES FROM (20) TO (30)"),
     "truncate": Case("TRUNCATE orders"),
     "truncate_cascade": Case("TRUNCATE accounts CASCADE"),
+    # kids, pets and orders reference accounts; grandkids reference kids.
+    "truncate_cascade_transitive": Case("TRUNCATE accounts CASCADE", extra=KEYS),
     "drop_table_child": Case("DROP TABLE orders"),
     "drop_table_cascade": Case("DROP TABLE accounts CASCADE"),
     "vacuum_full": Case("VACUUM FULL orders"),
@@ -746,3 +749,17 @@ async def _locks_while_blocked(
     finally:
         await blocker.close()
         await worker.close()
+
+
+async def test_a_fired_trigger_is_named_in_the_notes(dsn: str) -> None:
+    """What a trigger's function locks is code, not catalog: the plan says which triggers run."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(FIXTURE)
+        (update,) = parse_script("UPDATE orders SET amount = 1 WHERE id = 1")
+        (delete,) = parse_script("DELETE FROM orders WHERE id = 1")
+        notes = classify(update, await read_facts(conn, [update])).notes
+        assert any("fires trigger orders_touch" in note for note in notes)
+        assert not any("trigger" in note for note in classify(delete, await read_facts(conn, [delete])).notes)
+    finally:
+        await conn.close()

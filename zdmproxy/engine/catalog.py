@@ -117,6 +117,8 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     indexes = await session.fetch(QUERIES["relation_indexes"], oid)
     constraints = await session.fetch(QUERIES["relation_constraints"], oid)
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
+    fk_descendants = await session.fetch(QUERIES["relation_fk_descendants"], oid)
+    triggers = await session.fetch(QUERIES["relation_triggers"], oid)
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
     keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
@@ -141,6 +143,8 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         constraints=cons,
         fk_parents=tuple(dict.fromkeys(c.referenced for c in cons if c.referenced is not None)),
         fk_children=tuple(RelationName(c["nspname"], c["relname"]) for c in fk_children),
+        fk_descendants=tuple(RelationName(c["nspname"], c["relname"]) for c in fk_descendants),
+        triggers=tuple((t["tgname"], frozenset(t["events"])) for t in triggers),
         default_partition=_name(row["default_partition_schema"], row["default_partition_name"]),
         columns={c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns},
         rows_estimate=max(int(row["rows_estimate"]), 0),

@@ -59,6 +59,30 @@ SELECT DISTINCT n.nspname, c.relname
   JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conrelid <> $1;
 
+-- name: relation_fk_descendants
+-- Every table that references $1 by foreign key, directly or through others that do: what
+-- TRUNCATE ... CASCADE empties with it.
+WITH RECURSIVE referencing(oid) AS (
+    SELECT con.conrelid FROM pg_constraint con WHERE con.contype = 'f' AND con.confrelid = $1
+    UNION
+    SELECT con.conrelid FROM pg_constraint con JOIN referencing r ON con.confrelid = r.oid
+     WHERE con.contype = 'f'
+)
+SELECT n.nspname, c.relname
+  FROM referencing r JOIN pg_class c ON c.oid = r.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE r.oid <> $1
+ ORDER BY 1, 2;
+
+-- name: relation_triggers
+-- The user's triggers on $1 (not the foreign keys' internal ones) and the events they fire on,
+-- from tgtype's bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'), (16, 'UPDATE'),
+                                                  (32, 'TRUNCATE')) AS e(bit, event)
+                        WHERE t.tgtype::int & e.bit <> 0) AS events
+  FROM pg_trigger t
+ WHERE t.tgrelid = $1 AND NOT t.tgisinternal
+ ORDER BY t.tgname;
+
 -- name: relation_columns
 SELECT a.attname, t.typname, a.atttypmod, a.attnotnull
   FROM pg_attribute a

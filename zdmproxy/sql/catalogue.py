@@ -266,8 +266,11 @@ def _truncate(node: ast.TruncateStmt, facts: CatalogFacts, version: int) -> Effe
         tree.lock(out, AEL)
         # New, empty storage: nothing of the old rows is read, so a TRUNCATE is no scan.
         tree.rewrite(out, reads=False)
+        if tree.info is not None:
+            out.note_triggers(tree.info.triggers_on("TRUNCATE"), "TRUNCATE")
         if node.behavior == DropBehavior.DROP_CASCADE and tree.info is not None:
-            for child in tree.info.fk_children:
+            # Emptying a referenced table empties its referencing tables, and theirs, in turn.
+            for child in tree.info.fk_descendants:
                 out.lock(child, AEL)
                 out.rewrite(child, reads=False)
     out.note("TRUNCATE is not MVCC-safe: concurrent snapshots see the table empty")
@@ -344,6 +347,8 @@ def _dml(
         target.lock(out, RE)
     read_relations(node, facts, out, skip=node.relation)
     foreign_keys.dml_locks(node, target.info, out)
+    if target.info is not None:
+        out.note_triggers(target.info.triggers_on(verb), verb)
     if verb != "DELETE" and target.info is not None:
         # A row written straight into a partition is checked against its bounds, which reads
         # every ancestor's partitioning (when this backend has not cached it yet).

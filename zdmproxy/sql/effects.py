@@ -66,6 +66,14 @@ class EffectsBuilder:
         if self.unverified is None:
             self.unverified = reason
 
+    def note_triggers(self, names: list[str], event: str) -> None:
+        """Triggers run code: what their functions lock is not predicted, and said."""
+        if names:
+            self.note(
+                f"{event} fires trigger{'s' if len(names) > 1 else ''} {', '.join(names)}: what "
+                "its function locks is not predicted (it runs under the same timeouts and watchdog)"
+            )
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)

@@ -89,6 +89,7 @@ class RelationInfo:
     constraints: tuple[ConstraintInfo, ...] = ()
     fk_parents: tuple[RelationName, ...] = ()  # tables this one references
     fk_children: tuple[RelationName, ...] = ()  # tables that reference this one
+    fk_descendants: tuple[RelationName, ...] = ()  # ... and the tables that reference those, at any depth
     default_partition: RelationName | None = None
     columns: dict[str, ColumnType] = field(default_factory=dict)
     rows_estimate: int | None = None
@@ -103,12 +104,19 @@ class RelationInfo:
     ancestors: tuple[RelationName, ...] = ()
     view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
     instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
+    # The user's triggers: (name, events it fires on: INSERT, UPDATE, DELETE, TRUNCATE). What their
+    # functions lock is code, not catalog: a statement that fires one says so in its notes.
+    triggers: tuple[tuple[str, frozenset[str]], ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()  # keys this table has (it references others)
     referenced_by: tuple[ForeignKey, ...] = ()  # keys of other tables that reference this one
 
     @property
     def is_partitioned(self) -> bool:
         return self.relkind == "p"
+
+    def triggers_on(self, event: str) -> list[str]:
+        """The names of the user's triggers that fire on ``event`` ("INSERT", "TRUNCATE" ...)."""
+        return [name for name, events in self.triggers if event in events]
 
     def constraint(self, name: str) -> ConstraintInfo | None:
         return next((c for c in self.constraints if c.name == name), None)

@@ -339,3 +339,49 @@ def test_a_write_through_a_view_with_instead_triggers_is_not_catalogued() -> Non
 def test_lock_table_takes_exactly_the_mode_written() -> None:
     for mode in LockMode:
         assert modes(effects(f"LOCK TABLE ONLY t IN {mode.sql_name} MODE")) == {"t": mode}
+
+
+ROUTED = CatalogFacts(
+    relations={
+        RelationName(None, "p"): RelationInfo(
+            PARENT,
+            "p",
+            columns={"id": ColumnType("int8"), "day": ColumnType("int4")},
+            partition_key="RANGE (day)",
+            children=(
+                ChildInfo(LEAF_1, "r", bound="FOR VALUES FROM (MINVALUE) TO (10)"),
+                ChildInfo(SUB, "p", bound="FOR VALUES FROM (10) TO (20)"),
+                ChildInfo(LEAF_2, "r", depth=2, bound="FOR VALUES IN (1)"),
+                ChildInfo(RelationName("public", "p_other"), "r", bound="DEFAULT"),
+            ),
+        )
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "partitions"),
+    [
+        ("INSERT INTO p VALUES (1, -3)", {"public.p_1"}),
+        ("INSERT INTO p (day, id) VALUES (25, 1), (NULL, 2)", {"public.p_other"}),
+        ("INSERT INTO p VALUES (1, 5), (2, 30)", {"public.p_1", "public.p_other"}),
+    ],
+)
+def test_constant_keys_route_to_the_partitions_the_bounds_name(sql: str, partitions: set[str]) -> None:
+    result = effects(sql, facts=ROUTED)
+    assert set(modes(result)) - {"public.p"} == partitions
+    assert not result.notes
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO p VALUES (1, 15)",  # into a partition that is partitioned again
+        "INSERT INTO p SELECT 1, 5",
+        "INSERT INTO p VALUES (1, now())",
+    ],
+)
+def test_rows_whose_partition_cannot_be_told_say_so(sql: str) -> None:
+    result = effects(sql, facts=ROUTED)
+    assert set(modes(result)) == {"public.p"}
+    assert any("cannot tell" in note for note in result.notes)

@@ -152,10 +152,12 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         views=tuple(dict.fromkeys(RelationName(v["nspname"], v["relname"]) for v in views)),
         column_views=_column_views(views),
         children=tuple(
-            ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"], c["depth"]) for c in children
+            ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"], c["depth"], c["bound"])
+            for c in children
         ),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
         view_definition=row["view_definition"],
+        partition_key=row["partition_key"],
         ancestors=tuple(RelationName(schema, name) for schema, name in row["ancestors"]),
         instead=row["instead"],
         foreign_keys=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing"),

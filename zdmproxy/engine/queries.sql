@@ -9,6 +9,7 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
        dn.nspname AS default_partition_schema, dc.relname AS default_partition_name,
        pn.nspname AS partition_of_schema, pc.relname AS partition_of_name,
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END AS view_definition,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
        -- The partitioned tables above a partition, nearest first, as (schema, name) pairs.
        ARRAY(SELECT ARRAY[an.nspname::text, a.relname::text]
                FROM pg_partition_ancestors(c.oid) WITH ORDINALITY AS x(relid, ord)
@@ -175,11 +176,12 @@ WITH RECURSIVE tree(oid, depth) AS (
     SELECT i.inhrelid, t.depth + 1 FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
 )
 -- A child of two parents (multiple inheritance) is listed once, at its shallowest depth.
-SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth
+SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth,
+       pg_get_expr(c.relpartbound, c.oid) AS bound
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- GROUP BY n.nspname, c.relname, c.relkind
+ GROUP BY n.nspname, c.relname, c.relkind, c.oid
  ORDER BY min(t.depth), n.nspname, c.relname;
 
 -- name: relation_views

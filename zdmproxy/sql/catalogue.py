@@ -23,6 +23,7 @@ from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
 from zdmproxy.sql.parse import Statement
 from zdmproxy.sql.relations import named_tree, range_vars, read_relations, resolved
+from zdmproxy.sql.routing import routed_partitions
 from zdmproxy.sql.trees import PARTITIONS, Tree
 
 AS = LockMode.ACCESS_SHARE
@@ -340,7 +341,15 @@ def _dml(
         target = Tree(name, info, recurse=False)
         out.lock(name, RE)
         if info is not None and info.is_partitioned:
-            out.note(f"rows inserted into {name} lock the partitions they are routed to (RowExclusiveLock)")
+            assert isinstance(node, ast.InsertStmt)
+            routed = routed_partitions(node, info)
+            for partition in routed or ():
+                out.lock(partition, RE)
+            if routed is None:
+                out.note(
+                    f"rows inserted into {name} lock the partitions they are routed to (RowExclusiveLock), "
+                    "which the catalogue cannot tell for these rows"
+                )
     else:
         # The planner expands the parent into every child it cannot prune, and locks them all.
         target = named_tree(facts, node.relation)

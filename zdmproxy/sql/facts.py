@@ -74,6 +74,7 @@ class ChildInfo:
     name: RelationName
     relkind: str  # pg_class.relkind: r (a table), p (partitioned: no storage), f (foreign)
     depth: int = 1  # 1 for a direct child (pg_inherits names it), 2 for its children ...
+    bound: str | None = None  # a partition's bound as PostgreSQL prints it: FOR VALUES IN (1), DEFAULT
 
     @property
     def has_storage(self) -> bool:
@@ -102,6 +103,7 @@ class RelationInfo:
     # Every partitioned table above a partition, nearest first: checking a row written straight
     # into the partition reads their partition bounds (ACCESS SHARE on each).
     ancestors: tuple[RelationName, ...] = ()
+    partition_key: str | None = None  # a partitioned table's key (pg_get_partkeydef): LIST (kind)
     view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
     instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
     # The user's triggers: (name, events it fires on: INSERT, UPDATE, DELETE, TRUNCATE). What their

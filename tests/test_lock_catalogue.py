@@ -186,6 +186,7 @@ KEY_CASES: dict[str, str] = {
 GRANDCHILD = """
 CREATE TABLE grand (id bigint) INHERITS (inherited);
 ALTER TABLE base ADD CONSTRAINT base_pos CHECK (id > 0);
+ALTER TABLE base ADD CONSTRAINT base_own CHECK (id < 1000) NO INHERIT NOT VALID;
 """
 
 
@@ -529,6 +530,14 @@ CASES: dict[str, Case] = {
     "drop_column_only_parent": Case("ALTER TABLE ONLY base DROP COLUMN id", extra=GRANDCHILD),
     "drop_constraint_only_parent": Case("ALTER TABLE ONLY base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
     "drop_constraint_parent": Case("ALTER TABLE base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
+    "rename_constraint_inherited": Case(
+        "ALTER TABLE base RENAME CONSTRAINT base_pos TO bp", extra=GRANDCHILD
+    ),
+    "rename_constraint_no_inherit": Case(
+        "ALTER TABLE base RENAME CONSTRAINT base_own TO bo", extra=GRANDCHILD
+    ),
+    "validate_no_inherit": Case("ALTER TABLE base VALIDATE CONSTRAINT base_own", extra=GRANDCHILD),
+    "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),
     "insert_partition": Case("INSERT INTO logs_1 VALUES (1, 1)"),
     "insert_routed_list": Case("INSERT INTO events VALUES (5, 1), (6, 1)"),
     "insert_routed_list_default": Case("INSERT INTO events (kind, id) VALUES (7, 5)"),

@@ -132,6 +132,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
             validated=c["convalidated"],
             referenced=_name(c["ref_schema"], c["ref_name"]) if c["contype"] == "f" else None,
             not_null_column=not_null_check_column(c["check_expr"]) if c["check_expr"] else None,
+            no_inherit=c["connoinherit"],
         )
         for c in constraints
     )

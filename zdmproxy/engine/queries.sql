@@ -44,7 +44,7 @@ SELECT n.nspname, c.relname
 
 -- name: relation_constraints
 -- For CHECK constraints the expression is returned so the caller can recognise col IS NOT NULL.
-SELECT con.conname, con.contype::text AS contype, con.convalidated,
+SELECT con.conname, con.contype::text AS contype, con.convalidated, con.connoinherit,
        fn.nspname AS ref_schema, fc.relname AS ref_name,
        CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END AS check_expr
   FROM pg_constraint con

@@ -440,16 +440,24 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
 
 
 def _validate_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+    con = ctx.info.constraint(cmd.name or "") if ctx.info is not None else None
+    if con is not None and con.kind in INHERITED_CONSTRAINTS and con.no_inherit:
+        # A NO INHERIT check: only the table itself has it; its own rows are checked.
+        ctx.out.lock(ctx.target, SUE)
+        if not con.validated:
+            _scan_own(ctx)
+        return
     tree = ctx.tree(cmd.subtype)
     tree.lock(ctx.out, SUE)
-    tree.scan(ctx.out)
-    con = ctx.info.constraint(cmd.name or "") if ctx.info is not None else None
+    already_valid = con is not None and con.validated
+    if not already_valid:  # an already valid constraint is not checked again (nor its other table)
+        tree.scan(ctx.out)
     if con is None:
         ctx.out.note(
             f"constraint {cmd.name} is unknown without a database: if it is a foreign key, "
             "VALIDATE also takes RowShareLock on the referenced table"
         )
-    elif con.referenced is not None:
+    elif con.referenced is not None and not already_valid:
         ctx.out.lock(con.referenced, LockMode.ROW_SHARE)
         _scan_referenced(ctx, con.referenced)
 

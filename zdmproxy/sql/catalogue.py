@@ -64,9 +64,14 @@ def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsB
     renames_inherited = node.renameType == ObjectType.OBJECT_TABCONSTRAINT or (
         node.renameType == ObjectType.OBJECT_COLUMN and node.relationType == ObjectType.OBJECT_TABLE
     )
+    found = named_tree(facts, node.relation)
+    if renames_inherited and node.renameType == ObjectType.OBJECT_TABCONSTRAINT and found.info is not None:
+        # Only a constraint the children have a copy of is renamed there too.
+        con = found.info.constraint(node.subname or "")
+        renames_inherited = con is None or con.inherited
     if renames_inherited:
         # Columns and CHECK constraints are inherited: without ONLY, every child renames them too.
-        named_tree(facts, node.relation).lock_children(out, AEL)
+        found.lock_children(out, AEL)
     return out
 
 

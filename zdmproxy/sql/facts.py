@@ -21,6 +21,12 @@ class ConstraintInfo:
     validated: bool
     referenced: RelationName | None = None  # for foreign keys
     not_null_column: str | None = None  # a CHECK (col IS NOT NULL), usable by SET NOT NULL on 12+
+    no_inherit: bool = False  # pg_constraint.connoinherit: the children have no copy of it
+
+    @property
+    def inherited(self) -> bool:
+        """Whether every inheritance child has a copy (CHECK, and NOT NULL on 18, unless NO INHERIT)."""
+        return self.kind in ("c", "n") and not self.no_inherit
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
                 name=con.conname,
                 kind=_KINDS[con.contype],
                 validated=not con.skip_validation,
+                no_inherit=bool(con.is_no_inherit),
                 referenced=referenced,
             )
         )

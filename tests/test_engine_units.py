@@ -119,3 +119,17 @@ def test_a_first_lock_timeout_above_the_default_maximum_raises_the_maximum() -> 
     assert load_settings().policy(lock_timeout_ms=500).lock_timeout_max_ms == 2000
     with pytest.raises(ConfigError, match="raise ZDM_LOCK_TIMEOUT_MAX_MS too"):
         load_settings().policy(lock_timeout_ms=3000, lock_timeout_max_ms=2500)
+
+
+def test_two_prepared_transactions_are_two_blockers_in_the_summary() -> None:
+    """They share pid 0 (pg_blocking_pids says so): the report must tell them apart by gid."""
+    from zdmproxy.engine.runner import StepReport
+
+    (step,) = make_plan("ALTER TABLE items ADD COLUMN x int").steps
+
+    def prepared(gid: str) -> Blocker:
+        return Blocker(0, "", None, None, 3600.0, None, "", gid=gid, owner="app", database="db")
+
+    report = StepReport(0, step, waits=[(prepared("a"), prepared("b")), (prepared("a"),)])
+    summary = report.blocked_summary()
+    assert len(summary) == 2 and "'a'" in summary[0] and "2 times" in summary[0] and "'b'" in summary[1]

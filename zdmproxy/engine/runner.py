@@ -98,15 +98,15 @@ class StepReport:
 
     def blocked_summary(self) -> list[str]:
         """'blocked 14 times by pid 4711, app 'reporting', idle in transaction for 35 min: ...'"""
-        counts: Counter[int] = Counter()
-        latest: dict[int, Blocker] = {}
+        counts: Counter[int | str] = Counter()
+        latest: dict[int | str, Blocker] = {}
         for seen in [*self.waits, *(a.blockers for a in self.attempts)]:
             for blocker in seen:
-                counts[blocker.pid] += 1
-                latest[blocker.pid] = blocker
+                counts[blocker.key] += 1  # prepared transactions all have pid 0
+                latest[blocker.key] = blocker
         return [
-            f"blocked {n} time{'s' if n > 1 else ''} by {latest[pid].describe()}"
-            for pid, n in counts.most_common()
+            f"blocked {n} time{'s' if n > 1 else ''} by {latest[key].describe()}"
+            for key, n in counts.most_common()
         ]
 
 
@@ -481,9 +481,10 @@ class _StepRun:
         """Wait, without asking for any lock, while a conflicting transaction older than
         blocker_min_age is open: queueing behind it would stop every later query."""
         assert self.watch is not None
-        seen: set[int] = set()
-        signalled: set[int] = set()  # cancelled or terminated: gone only once pg_locks says so
-        waited: dict[int, Blocker] = {}
+        # Keyed by Blocker.key: prepared transactions have no pid (0), only a gid.
+        seen: set[int | str] = set()
+        signalled: set[int | str] = set()  # cancelled or terminated: gone only once pg_locks says so
+        waited: dict[int | str, Blocker] = {}
         while True:
             blockers = await find_blockers(self.watch, self.targets, self._own_pids())
             # An unknown age (another role's session, details hidden) counts as old: waiting for
@@ -494,20 +495,20 @@ class _StepRun:
                 if b.xact_age_s is None or b.xact_age_s * 1000 >= self.policy.blocker_min_age_ms
             ]
             for blocker in long:
-                if blocker.pid not in signalled and await self._clear(blocker):
-                    signalled.add(blocker.pid)
-            waited.update((b.pid, b) for b in long if b.pid not in signalled)
+                if blocker.key not in signalled and await self._clear(blocker):
+                    signalled.add(blocker.key)
+            waited.update((b.key, b) for b in long if b.key not in signalled)
             if not long:
                 if waited:
                     self.report.waits.append(tuple(waited.values()))
                 return
-            new = [b for b in long if b.pid not in seen and b.pid not in signalled]
+            new = [b for b in long if b.key not in seen and b.key not in signalled]
             if new:
-                seen |= {b.pid for b in new}
+                seen |= {b.key for b in new}
                 await self.emit(
                     EventKind.WAITING_FOR_BLOCKERS,
-                    "waiting for " + "; ".join(b.describe() for b in long if b.pid not in signalled),
-                    blockers=tuple(b for b in long if b.pid not in signalled),
+                    "waiting for " + "; ".join(b.describe() for b in long if b.key not in signalled),
+                    blockers=tuple(b for b in long if b.key not in signalled),
                 )
             if time.monotonic() >= self.deadline:
                 self.report.waits.append(tuple(waited.values()))
@@ -519,6 +520,8 @@ class _StepRun:
 
     async def _clear(self, blocker: Blocker) -> bool:
         """Whether the blocker was removed: an autovacuum cancelled, or an idle session terminated."""
+        if blocker.prepared:
+            return False  # no session to signal: only COMMIT/ROLLBACK PREPARED ends it
         if self.policy.cancel_autovacuum and is_cancellable_autovacuum(blocker):
             assert self.watch is not None
             if await cancel_autovacuum(self.watch, blocker):

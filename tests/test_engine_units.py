@@ -3,6 +3,8 @@ what counts as debris, which blockers may be cancelled, policy validation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 import pytest
 
@@ -89,10 +91,12 @@ def blocker(backend_type: str, query: str) -> Blocker:
 
 
 def test_only_ordinary_autovacuum_is_cancellable() -> None:
-    assert is_cancellable_autovacuum(blocker("autovacuum worker", "autovacuum: VACUUM public.items"))
-    assert not is_cancellable_autovacuum(
-        blocker("autovacuum worker", "autovacuum: VACUUM public.items (to prevent wraparound)")
-    )
+    """Whether a worker vacuums to prevent wraparound is decided from the catalog (the
+    ``wraparound`` the query computes), never from its query text; unknown means hands off."""
+    worker = blocker("autovacuum worker", "autovacuum: VACUUM public.items")
+    assert is_cancellable_autovacuum(dataclasses.replace(worker, wraparound=False))
+    assert not is_cancellable_autovacuum(dataclasses.replace(worker, wraparound=True))
+    assert not is_cancellable_autovacuum(worker)  # not known
     assert not is_cancellable_autovacuum(blocker("client backend", "VACUUM items"))
 
 

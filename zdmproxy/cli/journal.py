@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -61,6 +62,15 @@ def _with_journal(args: argparse.Namespace, show: Callable[[Journal], Awaitable[
 
         run_async(run(), dsn=dsn)
     return int(ExitCode.OK)
+
+
+def _show(table: Table) -> None:
+    """A table at its natural width: on a terminal as wide as the screen allows; in a log
+    (CI, kubectl logs) never cut to 80 columns with an ellipsis in the middle of a state."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(width=10_000, highlight=False, soft_wrap=True).print(table)
 
 
 def _dump(data: object) -> None:
@@ -115,7 +125,7 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
             str(len(tried)),
             escape(" ".join(step.sql.split())[:80]),
         )
-    out.print(table)
+    _show(table)
     for step in steps:
         blockers = {b["describe"] for a in attempts if a["step_index"] == step.index for b in a["blockers"]}
         for blocker in sorted(blockers):
@@ -156,7 +166,7 @@ async def _folder_status(journal: Journal, directory: Path, as_json: bool) -> No
         table.add_column(column)
     for row in rows:
         table.add_row(row["version"], escape(row["file"] or row["id"]), row["state"])
-    out.print(table)
+    _show(table)
 
 
 async def _history(journal: Journal, limit: int, as_json: bool, *, unfinished_only: bool) -> None:
@@ -182,7 +192,7 @@ async def _history(journal: Journal, limit: int, as_json: bool, *, unfinished_on
             f"{row['finished_at']:%Y-%m-%d %H:%M:%S}" if row["finished_at"] else "",
             escape(" on ".join(p for p in (row["application_name"], row["client_host"]) if p)),
         )
-    out.print(table)
+    _show(table)
     for row in rows:
         if row["error"]:
             out.print(f"[red]{escape(row['id'])}[/red]: {escape(str(row['error'].get('message')))}")

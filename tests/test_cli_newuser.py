@@ -1,9 +1,11 @@
-"""The CLI as a new user meets it: what a mistake looks like, before any database is involved.
+"""The CLI as a new user meets it (issue 11): mistakes, large files, and the plan's verdict.
 
-Each case is what someone trying zdmproxy for the first time did (issue 11): a file in the
-wrong encoding, a directory, an unreachable database, a refused or empty file, a bad flag, a
-typo in the SQL. The answer must name what the user gave, exit with the documented code, and
-never start a server or wait for a connection it did not need.
+Each case is what someone trying zdmproxy for the first time did: a file in the wrong encoding,
+a directory, an unreachable database, a refused or empty file, a bad flag, a typo in the SQL.
+The answer must name what the user gave, exit with the documented code, and never start a
+server or wait for a connection it did not need. Then what ``plan`` tells them: a verdict per
+statement, taken from the lock modes, scans and sizes of a real PostgreSQL's catalog, and exit 6
+when a statement would block traffic for long (speed itself is measured in bench/plan_scale.py).
 """
 
 from __future__ import annotations
@@ -101,7 +103,9 @@ def test_unreachable_database_names_host_and_port_and_the_real_step_count(tmp_pa
     assert as_json.returncode == 69 and f"port {port}" in as_json.stdout
     status = cli("status", "--dsn", dsn, "eight")
     assert status.returncode == 69 and f"host 127.0.0.1 port {port}" in status.stderr
-    for shown in (result, as_json, status):
+    plan = cli("plan", "--dsn", dsn, sql_file(tmp_path, EIGHT_STATEMENTS))
+    assert plan.returncode == 69 and f"host 127.0.0.1 port {port}" in plan.stderr
+    for shown in (result, as_json, status, plan):
         assert PASSWORD not in shown.stdout + shown.stderr
 
 

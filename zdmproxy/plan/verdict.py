@@ -21,6 +21,7 @@ and they hold only the rows the script itself put there.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -61,12 +62,12 @@ def verdicts(plan: Plan) -> tuple[Verdict, ...]:
     created: set[RelationName] = set()
     out = []
     for planned in plan.statements:
-        out.append(judge(planned, frozenset(created)))
+        out.append(judge(planned, created))  # not a copy per statement: that is quadratic
         created.update(lock.relation for lock in planned.effects.locks if lock.created)
     return tuple(out)
 
 
-def judge(planned: PlannedStatement, created_earlier: frozenset[RelationName] = frozenset()) -> Verdict:
+def judge(planned: PlannedStatement, created_earlier: AbstractSet[RelationName] = frozenset()) -> Verdict:
     """The verdict of one statement; ``created_earlier`` holds the relations the script's
     earlier statements created."""
     effects = planned.effects

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from zdmproxy import __version__
 from zdmproxy.cli import apply as apply_command
 from zdmproxy.cli import journal as journal_commands
+from zdmproxy.cli import locks as locks_command
 from zdmproxy.cli import plan as plan_command
 from zdmproxy.cli.shared import add_database_arguments, err, report_error
 from zdmproxy.errors import ExitCode, ZdmError
@@ -96,4 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
     history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(handler=journal_commands.history)
+    locks = commands.add_parser(
+        "locks", help="who holds or waits for locks on some tables now (prepared transactions too)"
+    )
+    locks.add_argument("tables", nargs="*", metavar="TABLE", help="default: every table someone waits for")
+    add_database_arguments(locks)
+    locks.add_argument("--json", action="store_true", help="print JSON")
+    locks.set_defaults(handler=locks_command.run)
     return parser

@@ -16,7 +16,8 @@ import asyncpg
 from zdmproxy.engine.connector import Session
 from zdmproxy.engine.events import Blocker
 from zdmproxy.engine.queries import QUERIES
-from zdmproxy.sql.locks import LockMode, LockRequest
+from zdmproxy.errors import UsageError
+from zdmproxy.sql.locks import LockMode, LockRequest, RelationName
 from zdmproxy.sql.names import quote_relation
 
 AUTOVACUUM_WORKER = "autovacuum worker"
@@ -159,3 +160,17 @@ async def cancel_autovacuum(session: Session, blocker: Blocker) -> bool:
 
 
 _PG_NAMES = {mode.pg_name for mode in LockMode}
+
+
+async def lock_report(session: Session, relations: Sequence[str], own_pids: Sequence[int]) -> list[Blocker]:
+    """Everyone holding or queued for a lock on ``relations`` (names as written; none: every
+    relation someone is queued for or a prepared transaction holds), prepared transactions
+    included: what an ACCESS EXCLUSIVE request would wait for, which is every one of them."""
+    query, args = ("relations_by_name", (list(relations),)) if relations else ("contended_relations", ())
+    rows = await session.fetch(QUERIES[query], *args)
+    missing = [row["name"] for row in rows if row["oid"] is None]
+    if missing:
+        raise UsageError(f"no such relation: {', '.join(missing)}")
+    everything = LockMode.ACCESS_EXCLUSIVE  # conflicts with every mode: keeps every holder
+    targets = [Target(row["oid"], LockRequest(RelationName(None, row["name"]), everything)) for row in rows]
+    return await find_blockers(session, targets, own_pids)

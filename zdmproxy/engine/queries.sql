@@ -176,8 +176,19 @@ WITH RECURSIVE tree(oid, depth) AS (
     SELECT i.inhrelid, t.depth + 1 FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid
 )
 -- A child of two parents (multiple inheritance) is listed once, at its shallowest depth.
+-- With its direct parents, its columns, and the columns it holds on its own (defined locally, or
+-- inherited from more than one parent): recursion into a column stops there.
 SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth,
-       pg_get_expr(c.relpartbound, c.oid) AS bound
+       pg_get_expr(c.relpartbound, c.oid) AS bound,
+       ARRAY(SELECT ARRAY[pn.nspname::text, pc.relname::text]
+               FROM pg_inherits pi JOIN pg_class pc ON pc.oid = pi.inhparent
+               JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+              WHERE pi.inhrelid = c.oid) AS parents,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+       ARRAY(SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                AND (a.attislocal OR a.attinhcount > 1)) AS own_columns
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -395,3 +406,14 @@ SET client_connection_check_interval = 1000;
 
 -- name: server_version_num
 SELECT current_setting('server_version_num')::int;
+
+-- name: contended_relations
+-- Relations of this database someone is queued for, or a prepared transaction holds a lock on.
+SELECT DISTINCT l.relation::int8 AS oid, l.relation::regclass::text AS name
+  FROM pg_locks l
+ WHERE l.locktype = 'relation' AND (NOT l.granted OR l.pid IS NULL)
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ ORDER BY 2;
+
+-- name: relations_by_name
+SELECT to_regclass(x)::int8 AS oid, x AS name FROM unnest($1::text[]) AS u(x);

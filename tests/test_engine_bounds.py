@@ -274,3 +274,24 @@ async def test_a_server_restart_is_waited_out_and_the_step_retried(major: int) -
         await admin.close()
     finally:
         await asyncio.to_thread(cluster.stop)
+
+
+async def test_the_watchdog_names_a_prepared_transaction_it_waits_behind(dsn: str) -> None:
+    """pg_blocking_pids calls a prepared transaction pid 0; the attempt's record must still name
+    it (by its gid), not come back with nobody in the way."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    preparer = await asyncpg.connect(dsn)
+    await preparer.execute("BEGIN; LOCK TABLE items IN ROW EXCLUSIVE MODE; PREPARE TRANSACTION 'stuck-1'")
+    report, task = start_run(
+        dsn, "prep", "ALTER TABLE items ADD COLUMN p int", lock_timeout_ms=300, deadline_s=1.0, **QUEUE_ANYWAY
+    )
+    try:
+        with pytest.raises(LockBudgetExhausted):
+            await asyncio.wait_for(task, 30)
+        named = {b.gid for a in report.steps[0].attempts for b in a.blockers}
+        assert "stuck-1" in named
+    finally:
+        await admin.execute("ROLLBACK PREPARED 'stuck-1'")
+        await preparer.close()
+        await admin.close()

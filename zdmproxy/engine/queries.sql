@@ -278,6 +278,15 @@ SELECT (SELECT row_to_json(ours)::text FROM ours) AS our_wait,
                   'query', left(b.query, 200))), '[]')::text
           FROM pg_stat_activity b
          WHERE EXISTS (SELECT 1 FROM ours) AND b.pid = ANY(pg_blocking_pids($1))) AS blockers,
+       -- pg_blocking_pids names a prepared transaction pid 0: name this database's candidates.
+       (SELECT coalesce(json_agg(json_build_object(
+                  'pid', 0, 'application_name', '', 'state', NULL, 'backend_type', NULL,
+                  'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - p.prepared)::float8,
+                  'state_age_s', NULL, 'query', '', 'gid', p.gid, 'prepared_owner', p.owner::text,
+                  'prepared_database', p.database::text)), '[]')::text
+          FROM pg_prepared_xacts p
+         WHERE EXISTS (SELECT 1 FROM ours) AND 0 = ANY(pg_blocking_pids($1))
+           AND p.database = current_database()) AS prepared_blockers,
        (SELECT coalesce(json_agg(json_build_object(
                   'pid', a.pid, 'application_name', a.application_name, 'state', a.state,
                   'backend_type', a.backend_type,

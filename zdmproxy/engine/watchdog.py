@@ -78,7 +78,7 @@ class Watchdog:
     waiting_for_lock: bool = False  # as of the latest poll
     our_wait: OurWait | None = None
     max_queued: int = 0
-    blockers: dict[int, Blocker] = field(default_factory=dict)
+    blockers: dict[int | str, Blocker] = field(default_factory=dict)
     reported: bool = False
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -133,8 +133,9 @@ class Watchdog:
         self.waiting_for_lock = wait is not None
         if wait is None or row is None:
             return
-        for raw in json.loads(row["blockers"]):
-            self.blockers[raw["pid"]] = Blocker.from_row(raw)
+        for raw in [*json.loads(row["blockers"]), *json.loads(row["prepared_blockers"])]:
+            blocker = Blocker.from_row(raw)
+            self.blockers[blocker.key] = blocker
         if not wait.on_relation:
             # Waiting for older transactions: whoever queues behind what we hold is a long,
             # real queue; cancelling would leave debris and the queue would form again.

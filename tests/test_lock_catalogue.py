@@ -182,6 +182,12 @@ KEY_CASES: dict[str, str] = {
 }
 
 
+# A child that defines the parent's column f1 (and a column f3) itself, with a grandchild below it.
+OWN_COLUMNS = """
+CREATE TABLE p1m (f1 int, f2 int);
+CREATE TABLE c1m (f1 int NOT NULL, f3 int) INHERITS (p1m);
+CREATE TABLE gc1m () INHERITS (c1m);
+"""
 # A grandchild under inheritance, and a CHECK every level inherits.
 GRANDCHILD = """
 CREATE TABLE grand (id bigint) INHERITS (inherited);
@@ -530,6 +536,9 @@ CASES: dict[str, Case] = {
     "drop_column_only_parent": Case("ALTER TABLE ONLY base DROP COLUMN id", extra=GRANDCHILD),
     "drop_constraint_only_parent": Case("ALTER TABLE ONLY base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
     "drop_constraint_parent": Case("ALTER TABLE base DROP CONSTRAINT base_pos", extra=GRANDCHILD),
+    "drop_column_stops_at_own_column": Case("ALTER TABLE p1m DROP COLUMN f1", extra=OWN_COLUMNS),
+    "drop_column_reaches_grandchild": Case("ALTER TABLE p1m DROP COLUMN f2", extra=OWN_COLUMNS),
+    "add_column_merges_into_child": Case("ALTER TABLE p1m ADD COLUMN f3 int", extra=OWN_COLUMNS),
     "rename_constraint_inherited": Case(
         "ALTER TABLE base RENAME CONSTRAINT base_pos TO bp", extra=GRANDCHILD
     ),

@@ -153,7 +153,15 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         views=tuple(dict.fromkeys(RelationName(v["nspname"], v["relname"]) for v in views)),
         column_views=_column_views(views),
         children=tuple(
-            ChildInfo(RelationName(c["nspname"], c["relname"]), c["relkind"], c["depth"], c["bound"])
+            ChildInfo(
+                RelationName(c["nspname"], c["relname"]),
+                c["relkind"],
+                c["depth"],
+                c["bound"],
+                parents=tuple(RelationName(schema, name) for schema, name in c["parents"]),
+                columns=frozenset(c["columns"]),
+                own_columns=frozenset(c["own_columns"]),
+            )
             for c in children
         ),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),

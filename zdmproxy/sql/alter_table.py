@@ -24,7 +24,7 @@ from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.foreign_keys import rebuilt_by_type_change
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import range_var_name
-from zdmproxy.sql.trees import PARTITIONS, Tree
+from zdmproxy.sql.trees import PARTITIONS, Tree, pruned
 from zdmproxy.sql.types import (
     NON_VOLATILE_BUILTINS,
     SERIAL_TYPES,
@@ -238,9 +238,10 @@ def _subtype(cmd: ast.AlterTableCmd) -> AT:
 
 
 def _add_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
-    tree = ctx.tree(cmd.subtype)
-    tree.lock(ctx.out, AEL)
     column = _definition(cmd, ast.ColumnDef)
+    # A child that already has a column of that name merges it, and the recursion stops there.
+    tree = pruned(ctx.tree(cmd.subtype), lambda child: column.colname in child.columns)
+    tree.lock(ctx.out, AEL)
     why = _new_column_rewrites(ctx, column)
     if why:
         tree.rewrite(ctx.out)
@@ -330,7 +331,8 @@ def _direct_children_with_only(ctx: AlterContext) -> None:
 
 def _drop_column(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.out.lock(ctx.target, AEL, kind=lock_kind(ctx.target_kind))
-    ctx.tree(cmd.subtype).lock_children(ctx.out, AEL)
+    # A child that holds the column on its own keeps it (one parent fewer): recursion stops there.
+    pruned(ctx.tree(cmd.subtype), lambda child: cmd.name in child.own_columns).lock_children(ctx.out, AEL)
     _direct_children_with_only(ctx)
     views = _views_using(ctx, cmd.name)
     if views and cmd.behavior != DropBehavior.DROP_CASCADE:

@@ -81,6 +81,9 @@ class ChildInfo:
     relkind: str  # pg_class.relkind: r (a table), p (partitioned: no storage), f (foreign)
     depth: int = 1  # 1 for a direct child (pg_inherits names it), 2 for its children ...
     bound: str | None = None  # a partition's bound as PostgreSQL prints it: FOR VALUES IN (1), DEFAULT
+    parents: tuple[RelationName, ...] = ()  # its direct parents (empty: unknown)
+    columns: frozenset[str] = frozenset()
+    own_columns: frozenset[str] = frozenset()  # defined locally or inherited from several parents
 
     @property
     def has_storage(self) -> bool:

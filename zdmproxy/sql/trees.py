@@ -11,6 +11,8 @@ says so in a note when there are no facts to walk.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zdmproxy.sql.effects import EffectsBuilder
@@ -73,3 +75,20 @@ class Tree:
     def rewrite(self, out: EffectsBuilder, *, reads: bool = True) -> None:
         for relation in self.storage():
             out.rewrite(relation, reads=reads)
+
+
+def pruned(tree: Tree, stops: Callable[[ChildInfo], bool]) -> Tree:
+    """``tree`` with only the children recursion reaches when it stops below a child where
+    ``stops`` holds: that child is still reached (and locked), its own children only through
+    another parent. Children whose parents are unknown are reached, as before."""
+    if tree.info is None or not tree.recurse:
+        return tree
+    expandable = {tree.name}
+    kept = []
+    for child in tree.info.children:  # parents come before their children
+        if child.parents and not expandable.intersection(child.parents):
+            continue
+        kept.append(child)
+        if not stops(child):
+            expandable.add(child.name)
+    return dataclasses.replace(tree, info=dataclasses.replace(tree.info, children=tuple(kept)))

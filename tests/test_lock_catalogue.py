@@ -213,6 +213,7 @@ VIEW_CASES: dict[str, tuple[str, int]] = {
     "create_view_on_parent": ("CREATE VIEW v3 AS SELECT * FROM base", 0),
     "alter_view_set_option": ("ALTER VIEW order_view SET (security_barrier)", 0),
     "alter_view_reset_option": ("ALTER VIEW order_view RESET (security_barrier)", 0),
+    "alter_table_on_view_option": ("ALTER TABLE order_view SET (security_barrier = off)", 0),
     "alter_view_column_default": ("ALTER VIEW order_view ALTER COLUMN amount SET DEFAULT 1", 0),
     "alter_view_owner": ("ALTER VIEW order_view OWNER TO postgres", 0),
     "rename_view": ("ALTER VIEW order_view RENAME TO ov", 0),

@@ -185,6 +185,8 @@ def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_
     written = range_var_name(stmt.relation)
     info = facts.resolve(written)
     target = info.name if info is not None else written
+    if info is not None and info.relkind == "v":
+        target_kind = "view"  # ALTER TABLE on a view is accepted, and acts as ALTER VIEW
     cmds = [c for c in stmt.cmds or () if isinstance(c, ast.AlterTableCmd) and c.subtype is not None]
     if target_kind == "type":
         return _alter_composite_type(stmt, target, cmds)

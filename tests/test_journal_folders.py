@@ -20,7 +20,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from helpers import CliResult, finish, wait_for_session
+from helpers import ITEMS, QUEUE_ANYWAY, CliResult, finish, idle_blocker
 
 from zdmproxy.journal.steps import checksum
 from zdmproxy.sql.parse import parse_script
@@ -80,12 +80,9 @@ async def witness(dsn: str) -> AsyncIterator[Witness]:
 
 
 def env_without_database(**extra: str) -> dict[str, str]:
-    """The environment of a deploy job, minus anything that would name a database or config.
-
-    COLUMNS: output is not a terminal, so rich would lay tables out for 80 columns.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZDM_") and not k.startswith("PG")}
-    env.update({"COLUMNS": "200", **extra})
+    """The environment of a deploy job, minus anything that would name a database or config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZDM_", "PG")) and k != "COLUMNS"}
+    env.update(extra)
     return env
 
 
@@ -312,13 +309,64 @@ async def test_status_of_a_database_without_a_journal_creates_none(
     assert missing.code == 1 and "no journal" in missing.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/journal.py lays the history table out for the console width (80 columns when "
-    "stdout is not a terminal: CI logs, kubectl logs) and rich ellipsizes cells to fit: "
-    "'succeed…', '2026-11-…'",
-)
-async def test_history_on_80_columns_shows_states_and_times_in_full(
+async def test_status_shows_a_running_migration_and_what_blocked_its_attempts(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    await witness.conn.execute(ITEMS)
+    folder = write_folder(
+        tmp_path / "migrations", {"V1__note.sql": "ALTER TABLE items ADD COLUMN note text;\n"}
+    )
+    # Pre-flight told to ignore the blocker and the watchdog to stay quiet: attempts really queue
+    # behind it, time out, and are recorded with it.
+    queue_anyway = {f"ZDM_{k.upper()}": str(v) for k, v in QUEUE_ANYWAY.items()}
+    blocker = await idle_blocker(dsn, "items")
+    proc = await start(
+        "apply",
+        str(folder),
+        "--dsn",
+        dsn,
+        "--lock-timeout-ms",
+        "100",
+        cwd=cwd,
+        env=env_without_database(**queue_anyway),
+    )
+    try:
+        async with asyncio.timeout(30):
+            while not await witness.journal_exists() or not await witness.conn.fetchval(
+                "SELECT EXISTS (SELECT FROM zdmproxy.attempts WHERE outcome <> 'succeeded')"
+            ):
+                await asyncio.sleep(0.01)
+        running = await zdm("status", "V1__note", "--dsn", dsn, cwd=cwd)
+        assert running.code == 0 and "V1__note: running, by pid" in running.stdout, running
+        await blocker.close()
+        done = await finish(proc, 30)
+    finally:
+        await reap(proc)
+        await blocker.close()
+    assert done.code == 0, done.stderr
+    assert (await witness.ddl()) == [("V1__note", "ALTER TABLE")]
+
+    detail: dict[str, Any] = (await zdm("status", "V1__note", "--dsn", dsn, "--json", cwd=cwd)).json()
+    assert detail["migration"]["state"] == "succeeded" and detail["migration"]["duration_s"] > 0
+    *failed, last = detail["attempts"]
+    assert failed and last["outcome"] == "succeeded"
+    assert all(a["outcome"] == "lock_timeout" and a["sqlstate"] == "55P03" for a in failed), failed
+    assert all(a["lock_timeout_ms"] >= 100 for a in detail["attempts"])
+    seen = {b["application_name"] for a in failed for b in a["blockers"]}
+    assert seen == {"reporting"}, failed
+    shown = await zdm("status", "V1__note", "--dsn", dsn, cwd=cwd)
+    assert shown.code == 0, shown.stderr
+    assert "V1__note: succeeded" in shown.stdout
+    assert "step 1 was blocked by" in shown.stdout and "'reporting'" in shown.stdout
+    listed: list[dict[str, Any]] = (await zdm("history", "--dsn", dsn, "--json", cwd=cwd)).json()[
+        "migrations"
+    ]  # type: ignore[assignment]
+    assert [(m["id"], m["attempts"], m["steps_done"]) for m in listed] == [
+        ("V1__note", len(detail["attempts"]), 1)
+    ]
+
+
+async def test_history_in_a_log_80_columns_wide_shows_states_and_times_in_full(
     dsn: str, witness: Witness, tmp_path: Path, cwd: Path
 ) -> None:
     folder = write_folder(tmp_path / "migrations", {"V1__items.sql": FAILING["V1__items.sql"]})
@@ -387,14 +435,26 @@ async def test_changed_renamed_and_out_of_order_files_are_refused_until_allowed(
     message = " ".join(refused.stderr.split())
     assert "V3__drei.sql" in message and "'V3__three'" in message and "renamed" in message
     assert await witness.files() == ["V1", "V3", "V2", "V4"]
+    (folder / "V3__drei.sql").rename(folder / "V3__three.sql")
+
+    # An applied file removed: the folder is the history, unless told it was on purpose.
+    (folder / "V4__four.sql").unlink()
+    refused = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert refused.code == 3, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "'V4__four'" in message and "--ignore-missing" in message
+    allowed = await zdm("apply", str(folder), "--dsn", dsn, "--ignore-missing", cwd=cwd)
+    assert allowed.code == 0, allowed.stderr
+    status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
+    assert [(m["id"], m["state"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
+        ("V1__one", "succeeded"),
+        ("V2__two", "succeeded"),
+        ("V3__three", "succeeded"),
+        ("V4__four", "succeeded (no file)"),
+    ]
+    assert await witness.files() == ["V1", "V3", "V2", "V4"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="check_against_journal's renamed-file check (an applied migration's checksum on a new "
-    "file) fires although the applied migration's own file is still in the folder; apply.py re-checks "
-    "each file just before it runs, so a fresh apply of this folder stops with exit 3 after V2",
-)
 async def test_a_folder_may_run_the_same_sql_twice(
     dsn: str, witness: Witness, tmp_path: Path, cwd: Path
 ) -> None:
@@ -650,11 +710,18 @@ class Running:
         return any("waiting:" in line and f"'{migration_id}'" in line for line in self.lines)
 
 
-async def wait_until_blocked_by(conn: asyncpg.Connection, pid: int, blocker: int) -> None:
-    """Poll until ``pid`` waits for ``blocker`` (a build waits for each writer in turn: the
-    application's short transactions come and go, the slow writer's stays)."""
-    while not await conn.fetchval("SELECT $2::int = ANY (pg_blocking_pids($1))", pid, blocker):
+async def blocked_by(conn: asyncpg.Connection, app_prefix: str, blocker: int) -> int:
+    """Poll until a session whose application_name starts with ``app_prefix`` waits for
+    ``blocker``; its pid. (The step sessions of processes that lost the race for the run lock
+    carry the same name for a moment; and a build waits for each writer in turn: the
+    application's short transactions come and go, the slow writer's stays.)"""
+    query = """
+        SELECT pid FROM pg_stat_activity
+         WHERE application_name LIKE $1 || '%' AND $2::int = ANY (pg_blocking_pids(pid))
+    """
+    while (pid := await conn.fetchval(query, app_prefix, blocker)) is None:
         await asyncio.sleep(0.005)
+    return int(pid)
 
 
 IN_A_TRANSACTION = """
@@ -690,8 +757,7 @@ async def test_three_processes_apply_a_folder_each_file_exactly_once_under_write
             running = [Running(p) for p in procs]
             readers = [asyncio.create_task(r._read()) for r in running]
             async with asyncio.timeout(BOUND_S):
-                builder = await wait_for_session(witness.conn, "zdmproxy:V5__hot_index", BOUND_S)
-                await wait_until_blocked_by(witness.conn, builder, slow.get_server_pid())
+                builder = await blocked_by(witness.conn, "zdmproxy:V5__hot_index", slow.get_server_pid())
                 while sum(r.waiting_for("V5__hot_index") for r in running) < 2:
                     assert not any(t.done() for t in readers), [r.lines for r in running]
                     await asyncio.sleep(0.01)
@@ -797,8 +863,7 @@ async def test_a_process_that_waited_reports_the_failure_the_other_recorded(
         running = [Running(p) for p in procs]
         readers = [asyncio.create_task(r._read()) for r in running]
         async with asyncio.timeout(30):
-            builder = await wait_for_session(witness.conn, "zdmproxy:V2__unique", 30)
-            await wait_until_blocked_by(witness.conn, builder, slow.get_server_pid())
+            await blocked_by(witness.conn, "zdmproxy:V2__unique", slow.get_server_pid())
             while not any(r.waiting_for("V2__unique") for r in running):
                 assert not any(t.done() for t in readers), [r.lines for r in running]
                 await asyncio.sleep(0.01)
@@ -812,7 +877,7 @@ async def test_a_process_that_waited_reports_the_failure_the_other_recorded(
         for t in readers:
             t.cancel()
         await slow.close()
-    waiter, builder_run = (first, second) if "waiting:" in first.stderr else (second, first)
+    waiter, builder_run = (first, second) if running[0].waiting_for("V2__unique") else (second, first)
     assert builder_run.code == 1 and "dup_a_key" in builder_run.stderr, builder_run.stderr
     # The one that waited did not run it again: it reports what the other recorded, and stops.
     assert waiter.code == 1, waiter.stderr

@@ -154,7 +154,8 @@ def test_plain_numbers_are_ordered_as_numbers(tmp_path: Path) -> None:
 )
 @settings(max_examples=60, deadline=None)
 def test_any_set_of_flyway_versions_comes_out_in_tuple_order(versions: list[list[int]]) -> None:
-    unique = {tuple(v) for v in versions}
+    # 1, 1.0 and 1.0.0 are one version (trailing zeros do not count, as in Flyway)
+    unique = {version_key(".".join(map(str, v))) for v in versions}
     with tempfile.TemporaryDirectory() as directory:
         for i, version in enumerate(unique):
             (Path(directory) / f"V{'.'.join(map(str, version))}__m{i}.sql").write_text("SELECT 1")
@@ -459,3 +460,16 @@ def test_the_same_sql_in_a_later_file_is_not_a_rename_while_the_first_file_is_th
     checks = sums((create, "create"), (drop, "drop"), (again, "create"))
     recorded = [row("V1__idx", "1", "create"), row("V2__drop_idx", "2", "drop")]
     check_against_journal([create, drop, again], checks, recorded, out_of_order=False)
+
+
+def test_trailing_zeros_do_not_make_another_version(tmp_path: Path) -> None:
+    (tmp_path / "V1__a.sql").write_text("SELECT 1")
+    (tmp_path / "V1.0__b.sql").write_text("SELECT 1")
+    with pytest.raises(UsageError, match="same version 1"):
+        scan(tmp_path)
+
+
+def test_only_the_suffix_is_matched_in_any_case(tmp_path: Path) -> None:
+    (tmp_path / "v1__lower.sql").write_text("SELECT 1")
+    with pytest.raises(UsageError, match="not a migration file name"):
+        scan(tmp_path)

@@ -88,6 +88,7 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
     steps = await journal.steps(migration_id)
     attempts = await journal.attempts(migration_id)
     state = record.state
+    holder = None
     if state == "running":
         key = advisory.migration_key(migration_id)
         holder = await journal.using(lambda session: advisory.holder(session, key))
@@ -99,7 +100,10 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
     if as_json:
         _dump(
             {
-                "migration": {k: v for k, v in record.__dict__.items() if k != "sql"} | {"sql": record.sql},
+                # held_by: the backend holding the run lock, null when nobody does: a 'running'
+                # migration nobody holds stopped (its process died) and the next apply resumes it.
+                "migration": {k: v for k, v in record.__dict__.items() if k != "sql"}
+                | {"sql": record.sql, "held_by": holder.describe() if holder else None},
                 "steps": [
                     {k: v for k, v in s.__dict__.items() if k != "step"} | {"reason": s.step.reason}
                     for s in steps

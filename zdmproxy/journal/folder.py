@@ -18,8 +18,8 @@ from typing import Any
 
 from zdmproxy.errors import ChecksumConflict, OutOfOrder, UsageError
 
-_FLYWAY = re.compile(r"V(?P<version>\d+(?:[._]\d+)*)__(?P<description>.+)\.sql", re.IGNORECASE)
-_NUMBERED = re.compile(r"(?P<version>\d+)(?:[_-](?P<description>.+))?\.sql", re.IGNORECASE)
+_FLYWAY = re.compile(r"V(?P<version>\d+(?:[._]\d+)*)__(?P<description>.+)\.(?i:sql)")
+_NUMBERED = re.compile(r"(?P<version>\d+)(?:[_-](?P<description>.+))?\.(?i:sql)")
 ACCEPTED = (
     "V<version>__<description>.sql (Flyway: V1__init.sql, V1.1__add_email.sql, V2_1__x.sql) or "
     "<number>[_<description>].sql (0001_init.sql, 20241130120000_add_email.sql)"
@@ -53,7 +53,11 @@ class MigrationFile:
 
 
 def version_key(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
+    """A version as numbers, trailing zeros dropped: 1, 1.0 and 1.0.0 are one version (Flyway)."""
+    parts = [int(part) for part in text.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
 
 
 def scan(directory: Path) -> list[MigrationFile]:
@@ -69,7 +73,7 @@ def scan(directory: Path) -> list[MigrationFile]:
         match = _FLYWAY.fullmatch(path.name) or _NUMBERED.fullmatch(path.name)
         if match is None:
             raise UsageError(f"{path}: not a migration file name; accepted: {ACCEPTED}")
-        file = MigrationFile(tuple(int(p) for p in re.split(r"[._]", match["version"])), path)
+        file = MigrationFile(version_key(re.sub(r"_", ".", match["version"])), path)
         try:
             check_id(file.migration_id)
         except UsageError as exc:

@@ -273,3 +273,22 @@ def test_progress_shows_only_after_its_delay_on_a_terminal() -> None:
     with plan_command._Progress(Console(file=piped), delay_s=0) as progress:
         progress.phase("planning")
     assert piped.getvalue() == "" and not progress.started.is_set()
+
+
+def test_plan_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """``zdmproxy plan big.sql | head``: the output outgrows the pipe, the reader leaves."""
+    path = sql_file(tmp_path, "\n".join(f"ALTER TABLE t ADD COLUMN c{i} int;" for i in range(3000)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zdmproxy", "plan", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.read(100).startswith(b"Plan for PostgreSQL")
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert code in (0, 6)

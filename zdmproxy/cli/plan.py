@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import threading
 from collections.abc import Callable
 from typing import IO
@@ -53,11 +54,16 @@ def run(args: argparse.Namespace) -> int:
             progress.close()
         progress.phase("printing the plan", total=len(plan.statements))
         stream = out.file
-        if args.json:
-            _write_json(plan, judged, stream, progress)
-        else:
-            _write_text(plan, judged, stream, progress, color=out.color_system is not None)
-        stream.flush()
+        try:
+            if args.json:
+                _write_json(plan, judged, stream, progress)
+            else:
+                _write_text(plan, judged, stream, progress, color=out.color_system is not None)
+            stream.flush()
+        except BrokenPipeError:
+            # The reader went away (`plan big.sql | head`): stop quietly, as other command-line
+            # tools do; pointing stdout at /dev/null keeps the interpreter's final flush silent.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
     long = sum(verdict.level is Level.LONG_LOCK for verdict in judged)
     return int(ExitCode.BLOCKS_TRAFFIC if long else ExitCode.OK)
 

@@ -25,7 +25,9 @@ from helpers import ITEMS, finish, idle_blocker, start_cli, wait_for_session, wa
 from traffic import LockSampler, Traffic
 
 BUDGET_MS = 100
-MARGIN_MS = 150  # Python clients on 2 shared cores: scheduling noise, not lock waits
+# Python clients on 2 shared cores see scheduling noise, not only lock waits (304 ms seen under a
+# load of 5 test suites at once): the exact bound is asserted on pg_locks below.
+MARGIN_MS = 400
 WATCHDOG_INTERVAL_MS = 20  # the default
 HOLD_S = 3.0
 

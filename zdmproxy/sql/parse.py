@@ -31,6 +31,7 @@ def parse_script(script: str) -> tuple[Statement, ...]:
     except ParseError as exc:
         raise _located_error(script, exc) from None
     statements = []
+    line, counted = 1, 0  # lines counted incrementally: counting from the start each time is quadratic
     for raw in raws:
         if raw.stmt is None:  # pglast types every field optional; a parsed statement has a tree
             continue
@@ -39,11 +40,13 @@ def parse_script(script: str) -> tuple[Statement, ...]:
         chunk = script[start:end]
         lead = len(chunk) - len(chunk.lstrip())
         position = start + lead
+        line += script.count("\n", counted, position)
+        counted = position
         statements.append(
             Statement(
                 text=chunk.strip(),
                 position=position,
-                line=script.count("\n", 0, position) + 1,
+                line=line,
                 node=raw.stmt,
             )
         )

@@ -40,6 +40,19 @@ async def run_cli(*args: str, sql: str, tmp_path: Path, timeout: float = 60) -> 
     return await finish(proc, timeout)
 
 
+async def zdmproxy(*args: str, timeout: float = 60) -> CliResult:
+    """Run ``python -m zdmproxy ARGS`` (no SQL file appended), as an operator would."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zdmproxy",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return await finish(proc, timeout)
+
+
 def write_sql(tmp_path: Path, sql: str) -> Path:
     path = tmp_path / f"migration-{uuid.uuid4().hex[:8]}.sql"
     path.write_text(sql)

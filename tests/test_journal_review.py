@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import ITEMS, run_cli
+from helpers import ITEMS, run_cli, zdmproxy
 from proxy import AnswerCutter, command_complete, simple_query
 
 from zdmproxy.engine.connector import connect
@@ -160,22 +159,8 @@ async def _apply_dir(dsn: str, folder: Path, *flags: str) -> tuple[int, str]:
 
 
 async def _zdmproxy(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "zdmproxy",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    result = await zdmproxy(*args)
+    return result.code, result.stderr
 
 
 async def test_folder_checks_refuse_a_renamed_file_and_a_missing_one(dsn: str, tmp_path: Path) -> None:

@@ -3,32 +3,15 @@ transactions included (they hold locks with no session: pg_stat_activity does no
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 import asyncpg
-from helpers import ITEMS, idle_blocker
+from helpers import ITEMS, idle_blocker, zdmproxy
 
 
 async def _locks(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "zdmproxy",
-        "locks",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    result = await zdmproxy("locks", *args)
+    return result.code, result.stdout, result.stderr
 
 
 async def test_locks_names_sessions_and_prepared_transactions(dsn: str) -> None:

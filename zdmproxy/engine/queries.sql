@@ -262,39 +262,42 @@ WITH ours AS (
       FROM pg_locks l
      WHERE l.pid = $1 AND NOT l.granted
      LIMIT 1
+), blocking AS (
+    -- once per poll: each call takes every lock-manager partition lock (POSTGRES-FACTS.md 2.5)
+    SELECT pg_blocking_pids($1) AS pids
 ), queued AS (
     SELECT l.pid, clock_timestamp() - coalesce(l.waitstart, clock_timestamp()) AS waited
       FROM pg_locks l
      WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid))
+), sessions AS (
+    -- the sessions either list names, described once
+    SELECT a.pid, json_build_object(
+               'pid', a.pid, 'application_name', a.application_name, 'state', a.state,
+               'backend_type', a.backend_type,
+               'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8,
+               'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::float8,
+               'query', left(a.query, 200)) AS described
+      FROM pg_stat_activity a, blocking b
+     WHERE a.pid = ANY(b.pids) OR a.pid IN (SELECT pid FROM queued)
 )
 SELECT (SELECT row_to_json(ours)::text FROM ours) AS our_wait,
        (SELECT count(DISTINCT pid) FROM queued) AS queued,
        (SELECT coalesce(max(EXTRACT(EPOCH FROM waited) * 1000), 0)::float8 FROM queued) AS queued_ms,
-       (SELECT coalesce(json_agg(json_build_object(
-                  'pid', b.pid, 'application_name', b.application_name, 'state', b.state,
-                  'backend_type', b.backend_type,
-                  'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - b.xact_start)::float8,
-                  'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - b.state_change)::float8,
-                  'query', left(b.query, 200))), '[]')::text
-          FROM pg_stat_activity b
-         WHERE EXISTS (SELECT 1 FROM ours) AND b.pid = ANY(pg_blocking_pids($1))) AS blockers,
+       (SELECT coalesce(json_agg(s.described), '[]')::text
+          FROM sessions s, blocking b
+         WHERE EXISTS (SELECT 1 FROM ours) AND s.pid = ANY(b.pids)) AS blockers,
        -- pg_blocking_pids names a prepared transaction pid 0: name this database's candidates.
        (SELECT coalesce(json_agg(json_build_object(
                   'pid', 0, 'application_name', '', 'state', NULL, 'backend_type', NULL,
                   'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - p.prepared)::float8,
                   'state_age_s', NULL, 'query', '', 'gid', p.gid, 'prepared_owner', p.owner::text,
                   'prepared_database', p.database::text)), '[]')::text
-          FROM pg_prepared_xacts p
-         WHERE EXISTS (SELECT 1 FROM ours) AND 0 = ANY(pg_blocking_pids($1))
+          FROM pg_prepared_xacts p, blocking b
+         WHERE EXISTS (SELECT 1 FROM ours) AND 0 = ANY(b.pids)
            AND p.database = current_database()) AS prepared_blockers,
-       (SELECT coalesce(json_agg(json_build_object(
-                  'pid', a.pid, 'application_name', a.application_name, 'state', a.state,
-                  'backend_type', a.backend_type,
-                  'xact_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.xact_start)::float8,
-                  'state_age_s', EXTRACT(EPOCH FROM clock_timestamp() - a.state_change)::float8,
-                  'query', left(a.query, 200))), '[]')::text
-          FROM pg_stat_activity a
-         WHERE a.pid IN (SELECT pid FROM queued)) AS queued_sessions;
+       (SELECT coalesce(json_agg(s.described), '[]')::text
+          FROM sessions s
+         WHERE s.pid IN (SELECT pid FROM queued)) AS queued_sessions;
 
 -- name: cancel_if_waiting
 -- Check and cancel in one statement: only while the watched backend ($1) is still waiting for

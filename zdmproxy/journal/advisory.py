@@ -65,11 +65,3 @@ async def lock(session: Session, key: str, poll_s: float, deadline: float | None
             return False
         await asyncio.sleep(poll_s)
     return True
-
-
-async def wait_until_free(session: Session, key: str, poll_s: float, deadline: float | None = None) -> bool:
-    """Wait until nobody holds ``key`` (taking and releasing it at once); False on deadline."""
-    if not await lock(session, key, poll_s, deadline):
-        return False
-    await unlock(session, key)
-    return True

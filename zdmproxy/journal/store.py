@@ -50,10 +50,6 @@ class MigrationRecord:
     duration_s: float | None
     read_at: datetime  # the database's clock when this was read
 
-    @property
-    def finished(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
-
     def by(self) -> str:
         """Who ran it last, as an operator would want it named."""
         parts = [p for p in (self.application_name, self.client_host) if p]

@@ -137,3 +137,19 @@ def test_two_prepared_transactions_are_two_blockers_in_the_summary() -> None:
     report = StepReport(0, step, waits=[(prepared("a"), prepared("b")), (prepared("a"),)])
     summary = report.blocked_summary()
     assert len(summary) == 2 and "'a'" in summary[0] and "2 times" in summary[0] and "'b'" in summary[1]
+
+
+def test_a_blocker_seen_while_committing_is_described_as_it_blocked() -> None:
+    """The last poll can catch a blocker mid-COMMIT (state 'idle', locks not yet released);
+    the report must still say what kept us waiting: the idle transaction."""
+    from zdmproxy.engine.runner import StepReport
+
+    (step,) = make_plan("ALTER TABLE items ADD COLUMN x int").steps
+
+    def seen(state: str, query: str) -> Blocker:
+        return Blocker(4711, "reporting", state, "client backend", 30.0, 30.0, query)
+
+    report = StepReport(
+        0, step, waits=[(seen("idle in transaction", "SELECT 1"),), (seen("idle", "COMMIT"),)]
+    )
+    assert "idle in transaction for 30.0 s" in report.blocked_summary()[0]

@@ -93,6 +93,12 @@ class Blocker:
     def idle_in_transaction(self) -> bool:
         return (self.state or "").startswith("idle in transaction")
 
+    @property
+    def ending(self) -> bool:
+        """Seen holding a lock while plainly 'idle': its COMMIT or ROLLBACK is releasing the
+        locks as we look. Such a sighting says nothing about why it blocked us."""
+        return self.state == "idle" and self.gid is None
+
     def describe(self) -> str:
         held = f", {self.mode} on {self.relation}" if self.mode and self.relation else ""
         if self.gid is not None:

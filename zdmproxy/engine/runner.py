@@ -103,7 +103,8 @@ class StepReport:
         for seen in [*self.waits, *(a.blockers for a in self.attempts)]:
             for blocker in seen:
                 counts[blocker.key] += 1  # prepared transactions all have pid 0
-                latest[blocker.key] = blocker
+                if blocker.key not in latest or not blocker.ending:
+                    latest[blocker.key] = blocker
         return [
             f"blocked {n} time{'s' if n > 1 else ''} by {latest[key].describe()}"
             for key, n in counts.most_common()
@@ -497,7 +498,9 @@ class _StepRun:
             for blocker in long:
                 if blocker.key not in signalled and await self._clear(blocker):
                     signalled.add(blocker.key)
-            waited.update((b.key, b) for b in long if b.key not in signalled)
+            waited.update(
+                (b.key, b) for b in long if b.key not in signalled and not (b.ending and b.key in waited)
+            )
             if not long:
                 if waited:
                     self.report.waits.append(tuple(waited.values()))

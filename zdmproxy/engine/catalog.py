@@ -13,6 +13,7 @@ from zdmproxy.engine.connector import Session, server_version_num
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.plan.model import Plan
 from zdmproxy.plan.planner import make_plan
+from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.catalogue import mentioned_relations
 from zdmproxy.sql.facts import (
     CatalogFacts,
@@ -206,6 +207,6 @@ def _column_views(rows: list[Any]) -> dict[str, tuple[RelationName, ...]]:
     return {column: tuple(names) for column, names in by_column.items()}
 
 
-async def plan_script(session: Session, script: str) -> Plan:
+async def plan_script(session: Session, script: str, policy: MigrationPolicy | None = None) -> Plan:
     """The plan of ``script`` for the database behind ``session``, from its catalog."""
-    return make_plan(script, await read_facts(session, parse_script(script)))
+    return make_plan(script, await read_facts(session, parse_script(script)), policy)

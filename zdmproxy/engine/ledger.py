@@ -14,16 +14,39 @@ life, so the record can never say more than what happened:
   COMMIT, so a transactional step and the row saying it is done commit
   together;
 - ``step_committed`` after a lost connection: did that COMMIT happen?
+- ``checkpoint`` / ``checkpoint_statement``: where a backfill got to, and the SQL each
+  batch's own transaction runs to move it (so a batch and its checkpoint commit together);
+- ``controls``: what an operator asked of this migration (pause, cancel, live throttle),
+  read between steps and between backfill batches, whichever process asked.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import Session
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.errors import ZdmError
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far a backfill got: the last key it finished (its primary key's values, in key
+    order, as JSON values) and how many rows it changed up to there."""
+
+    position: tuple[Any, ...]
+    rows_done: int
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What an operator asked of a running migration (the journal's control plane)."""
+
+    request: Literal["pause", "cancel"] | None = None
+    throttle: Mapping[str, Any] = field(default_factory=dict)  # live backfill knobs, by policy name
 
 
 class Ledger(Protocol):
@@ -49,6 +72,15 @@ class Ledger(Protocol):
 
     async def attempt_ended(self, index: int, record: AttemptRecord) -> None: ...
 
+    async def checkpoint(self, index: int) -> Checkpoint | None:
+        """Where the backfill of step ``index`` got to; None when it has not started."""
+
+    def checkpoint_statement(self, index: int, checkpoint: Checkpoint) -> tuple[str, tuple[Any, ...]] | None:
+        """SQL (and its arguments) a backfill batch runs inside its transaction before COMMIT."""
+
+    async def controls(self) -> Controls:
+        """What an operator asked of this migration now."""
+
 
 class _NoLedger:
     """Remembers nothing: every step runs; after a lost COMMIT it is run again."""
@@ -73,6 +105,15 @@ class _NoLedger:
 
     async def attempt_ended(self, index: int, record: AttemptRecord) -> None:
         return None
+
+    async def checkpoint(self, index: int) -> Checkpoint | None:
+        return None
+
+    def checkpoint_statement(self, index: int, checkpoint: Checkpoint) -> tuple[str, tuple[Any, ...]] | None:
+        return None
+
+    async def controls(self) -> Controls:
+        return Controls()
 
 
 NO_LEDGER: Ledger = _NoLedger()

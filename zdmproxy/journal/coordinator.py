@@ -94,7 +94,9 @@ class Coordinator:
         while True:
             record = await self.journal.migration(request.migration_id)
             if record is None:
-                plan = await self.journal.using(lambda session: plan_script(session, request.script))
+                plan = await self.journal.using(
+                    lambda session: plan_script(session, request.script, self.policy)
+                )
                 await self.journal.create(
                     request.migration_id,
                     ours,
@@ -186,7 +188,7 @@ class Coordinator:
     ) -> None:
         """Take the corrected SQL of an unfinished migration, if no applied step changes and the
         step it replaces left nothing behind."""
-        plan = await self.journal.using(lambda session: plan_script(session, request.script))
+        plan = await self.journal.using(lambda session: plan_script(session, request.script, self.policy))
         start = _first_unfinished(steps)
         new = plan.steps
         for old in steps[:start]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 from zdmproxy import __version__
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import Session
+from zdmproxy.engine.ledger import Checkpoint, Controls
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.errors import MigrationBusy, ZdmError
 from zdmproxy.journal import advisory
@@ -96,6 +98,16 @@ class JournalLedger:
 
     async def attempt_ended(self, index: int, record: AttemptRecord) -> None:
         await self.journal.attempt(self.migration_id, index, self.run, record)
+
+    async def checkpoint(self, index: int) -> Checkpoint | None:
+        return await self.journal.checkpoint(self.migration_id, index)
+
+    def checkpoint_statement(self, index: int, checkpoint: Checkpoint) -> tuple[str, tuple[Any, ...]] | None:
+        position = json.dumps(list(checkpoint.position))
+        return QUERIES["checkpoint_moved"], (self.migration_id, index, position, checkpoint.rows_done)
+
+    async def controls(self) -> Controls:
+        return await self.journal.controls(self.migration_id)
 
     async def finish(self, state: str, error: ZdmError | None = None) -> None:
         """The run's end, recorded only while this run still owns the migration."""

@@ -165,3 +165,18 @@ SELECT m.id, m.state, m.version, m.runs, m.client_host, m.application_name, m.er
   FROM zdmproxy.migrations m
  ORDER BY m.created_at DESC, m.id
  LIMIT $1;
+
+-- name: checkpoint
+SELECT position::text AS position, rows_done FROM zdmproxy.checkpoints
+ WHERE migration_id = $1 AND step_index = $2;
+
+-- name: checkpoint_moved
+-- Inside a backfill batch's own transaction, just before its COMMIT, on the step session that
+-- holds the run lock: the batch's rows and the key they end at commit together.
+INSERT INTO zdmproxy.checkpoints (migration_id, step_index, position, rows_done)
+VALUES ($1, $2, $3::jsonb, $4)
+ON CONFLICT (migration_id, step_index)
+DO UPDATE SET position = excluded.position, rows_done = excluded.rows_done, updated_at = clock_timestamp();
+
+-- name: controls
+SELECT control, throttle::text AS throttle FROM zdmproxy.migrations WHERE id = $1;

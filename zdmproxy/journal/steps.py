@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from zdmproxy.plan.model import Phase, Step
+from zdmproxy.plan.model import Backfill, Phase, Step
 from zdmproxy.sql.locks import LockMode, LockRequest, RelationName
 from zdmproxy.sql.parse import Statement
 
@@ -50,6 +50,8 @@ def encode(step: Step) -> dict[str, Any]:
             value = [_name(r) for r in value]
         elif f.name == "phase":
             value = value.value
+        elif f.name == "backfill" and value is not None:
+            value = {**dataclasses.asdict(value), "table": _name(value.table), "key": list(value.key)}
         out[f.name] = value
     return out
 
@@ -64,6 +66,11 @@ def decode(data: dict[str, Any]) -> Step:
     values["rewrites"] = tuple(_relation(r) for r in values["rewrites"])
     values["scans"] = tuple(_relation(r) for r in values["scans"])
     values["phase"] = Phase(values["phase"])
+    if values.get("backfill") is not None:
+        backfill = dict(values["backfill"])
+        values["backfill"] = Backfill(
+            **{**backfill, "table": _relation(backfill["table"]), "key": tuple(backfill["key"])}
+        )
     return Step(**values)
 
 

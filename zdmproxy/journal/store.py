@@ -19,6 +19,7 @@ import asyncpg
 
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect, execute_quietly
+from zdmproxy.engine.ledger import Checkpoint, Controls
 from zdmproxy.errors import ConfigError, ZdmError
 from zdmproxy.journal.queries import QUERIES
 from zdmproxy.journal.schema import ensure_schema, installed_version
@@ -276,6 +277,18 @@ class Journal:
             record.queued_behind_us,
             json.dumps([{**dataclasses.asdict(b), "describe": b.describe()} for b in record.blockers]),
         )
+
+    async def checkpoint(self, migration_id: str, index: int) -> Checkpoint | None:
+        row = await self._call("fetchrow", "checkpoint", migration_id, index)
+        if row is None:
+            return None
+        return Checkpoint(tuple(json.loads(row["position"])), int(row["rows_done"]))
+
+    async def controls(self, migration_id: str) -> Controls:
+        row = await self._call("fetchrow", "controls", migration_id)
+        if row is None:
+            return Controls()
+        return Controls(row["control"], json.loads(row["throttle"]))
 
 
 async def open_existing(dsn: str, application_name: str) -> Journal | None:

@@ -19,9 +19,39 @@ class Phase(StrEnum):
 
 
 @dataclass(frozen=True)
+class Backfill:
+    """A batched UPDATE (or DELETE) the engine runs in keyset batches (engine/backfill.py),
+    each batch one short transaction through the attempt logic, with a checkpoint (the last
+    key done) committed in the same transaction.
+
+    ``key`` is the table's primary key, in index order; batches walk it upwards from the
+    checkpoint to the upper bound read when the backfill starts, so rows inserted later are
+    never chased (the default or the sync trigger covers them) and the backfill terminates.
+    ``assignments`` is the SET list as SQL (``"note_new = note::bigint"``), ``predicate`` an
+    extra condition every batch keeps (``"note IS NULL"``), as SQL or None.
+    """
+
+    table: RelationName
+    key: tuple[str, ...]
+    assignments: str | None  # None for a DELETE
+    predicate: str | None = None
+
+    @property
+    def deletes(self) -> bool:
+        return self.assignments is None
+
+
+@dataclass(frozen=True)
 class Step:
     """One unit the engine runs and retries on its own: one transaction, or one
-    non-transactional statement."""
+    non-transactional statement, or (``backfill`` set) one batched backfill whose every
+    batch is such a transaction.
+
+    ``revert`` is the way back: SQL that undoes this step once it has succeeded (pgroll keeps
+    Start/Complete/Rollback side by side); ``zdmproxy rollback`` runs the reverts of an
+    expand that was not contracted, newest first. None when the step needs no undoing (a
+    VALIDATE) or cannot be undone (a contract step: it runs only after the expand is final).
+    """
 
     sql: str
     phase: Phase
@@ -35,6 +65,8 @@ class Step:
     # Why the lock catalogue cannot say what the step locks, when it cannot: apply refuses
     # such a step unless unverified locks are allowed, and then takes no LOCK TABLE first.
     unverified: str | None = None
+    revert: str | None = None
+    backfill: Backfill | None = None
 
     @property
     def rewrites_table(self) -> bool:
@@ -56,6 +88,15 @@ class Step:
             "reason": self.reason,
             "destructive": self.destructive,
             "unverified": self.unverified,
+            "revert": self.revert,
+            "backfill": None
+            if self.backfill is None
+            else {
+                "table": str(self.backfill.table),
+                "key": list(self.backfill.key),
+                "assignments": self.backfill.assignments,
+                "predicate": self.backfill.predicate,
+            },
         }
 
 

@@ -1,46 +1,65 @@
 """From a script to a Plan.
 
-Today every statement becomes one step that runs as written, guarded by the
-engine (pre-flight, timeouts, watchdog, retries). Rewrite rules that split a
-dangerous statement into expand/backfill/validate/contract steps plug in
-here, per statement, and produce several Steps instead of one.
+Each statement is offered to the rewrite rules (plan/rules/registry.py) in
+order; the first that applies replaces it with its safe steps (expand,
+backfill, validate, contract). A statement no rule takes becomes one step
+that runs as written, guarded by the engine (pre-flight, timeouts, watchdog,
+retries).
 """
 
 from __future__ import annotations
 
 from zdmproxy.plan.destructive import destructive_reason
 from zdmproxy.plan.model import Phase, Plan, PlannedStatement, RelationSize, Step
+from zdmproxy.plan.rules.context import RuleContext
+from zdmproxy.plan.rules.registry import RULES
+from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects
-from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.learn import learn
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.parse import Statement, parse_script
 
 
-def make_plan(script: str, facts: CatalogFacts | None = None) -> Plan:
+def make_plan(script: str, facts: CatalogFacts | None = None, policy: MigrationPolicy | None = None) -> Plan:
     facts = facts or CatalogFacts()
+    policy = policy or MigrationPolicy.model_validate({})
     from_catalog = facts.server_version_num is not None
     version = facts.server_version_num or versions.DEFAULT_VERSION_NUM
     planned = []
     by_name = {info.name: info for info in facts.relations.values()}
+
+    def plan_statement(statement: Statement, facts: CatalogFacts) -> tuple[Step, ...]:
+        effects = classify(statement, facts, version)
+        context = RuleContext(statement, effects, facts, version, policy, from_catalog, plan_statement)
+        for rule in RULES:
+            steps = rule(context)
+            if steps:
+                return steps
+        return (_as_written(statement, effects, _sizes(effects, by_name)),)
+
     for statement in parse_script(script):
         effects = classify(statement, facts, version)
-        sizes = tuple(
-            RelationSize(
-                lock.relation, by_name[lock.relation].rows_estimate, by_name[lock.relation].total_bytes
-            )
-            for lock in effects.locks
-            if lock.relation in by_name and by_name[lock.relation].total_bytes is not None
-        )
-        step = _as_written(statement, effects, {size.relation: size for size in sizes})
-        planned.append(PlannedStatement(statement, effects, (step,), sizes))
+        sizes = tuple(_sizes(effects, by_name).values())
+        planned.append(PlannedStatement(statement, effects, plan_statement(statement, facts), sizes))
         facts = learn(facts, statement)
     return Plan(tuple(planned), version, from_catalog=from_catalog)
 
 
+def _sizes(effects: Effects, by_name: dict[RelationName, RelationInfo]) -> dict[RelationName, RelationSize]:
+    return {
+        lock.relation: RelationSize(
+            lock.relation, by_name[lock.relation].rows_estimate, by_name[lock.relation].total_bytes
+        )
+        for lock in effects.locks
+        if lock.relation in by_name and by_name[lock.relation].total_bytes is not None
+    }
+
+
 def _as_written(statement: Statement, effects: Effects, sizes: dict[RelationName, RelationSize]) -> Step:
+    """The statement as one step: what runs when no rule applies."""
     return Step(
         sql=statement.text,
         phase=Phase.SINGLE,

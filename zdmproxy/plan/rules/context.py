@@ -1,0 +1,98 @@
+"""What a rewrite rule sees, and how it turns SQL it generates into Steps.
+
+A rule is a pure function ``(RuleContext) -> tuple[Step, ...] | None``: None
+when it does not apply to the statement, else the ordered steps that replace
+it. Rules never guess a step's locks: every SQL they generate goes through the
+same lock catalogue as the user's statements (``RuleContext.steps``), with the
+catalog facts learned from the steps before it, so the plan's lock lists are
+exactly what the catalogue test checks against pg_locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pglast import parse_sql
+
+from zdmproxy.plan.destructive import destructive_reason
+from zdmproxy.plan.model import Backfill, Phase, Step
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.sql.catalogue import classify
+from zdmproxy.sql.effects import Effects
+from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.learn import learn
+from zdmproxy.sql.parse import Statement
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """One statement of the script, as written, with everything known about the database.
+
+    ``from_catalog`` is False when the facts are assumptions (no database): a rule whose
+    choice depends on a fact it does not have (a table's size, whether a column is
+    nullable) must choose the safe plan and say so in the reason, never present a guess
+    as a fact. ``replan`` plans another statement as the planner would (a rule that splits
+    a statement hands each part back through it).
+    """
+
+    statement: Statement
+    effects: Effects
+    facts: CatalogFacts
+    version: int
+    policy: MigrationPolicy
+    from_catalog: bool
+    replan: Callable[[Statement, CatalogFacts], tuple[Step, ...]]
+
+    def steps(self) -> StepBuilder:
+        return StepBuilder(self.facts, self.version)
+
+
+@dataclass
+class StepBuilder:
+    """Builds a rule's steps in order; each step's locks come from the catalogue, classified
+    with what the steps before it teach (a VALIDATE after the NOT VALID that added it)."""
+
+    facts: CatalogFacts
+    version: int
+    built: list[Step] = field(default_factory=list)
+
+    def add(
+        self,
+        sql: str,
+        phase: Phase,
+        reason: str,
+        *,
+        revert: str | None = None,
+        backfill: Backfill | None = None,
+    ) -> StepBuilder:
+        statement = statement_of(sql)
+        effects = classify(statement, self.facts, self.version)
+        self.built.append(
+            Step(
+                sql=statement.text,
+                phase=phase,
+                transactional=effects.transactional,
+                locks=effects.locks,
+                rewrites=effects.rewrites,
+                scans=effects.scans,
+                reason=reason,
+                kind=effects.kind,
+                destructive=destructive_reason(statement.node),
+                unverified=effects.unverified,
+                revert=revert,
+                backfill=backfill,
+            )
+        )
+        self.facts = learn(self.facts, statement)
+        return self
+
+    def done(self) -> tuple[Step, ...]:
+        return tuple(self.built)
+
+
+def statement_of(sql: str) -> Statement:
+    """One generated statement, parsed (a rule's SQL must be exactly one statement)."""
+    (raw,) = parse_sql(sql)
+    assert raw.stmt is not None
+    return Statement(text=sql.strip().rstrip(";"), position=0, line=1, node=raw.stmt)

@@ -1,0 +1,16 @@
+"""The rules, in the order the planner tries them: the first one that applies wins.
+
+A rule that splits a statement (several ALTER TABLE subcommands) comes first
+and hands each part back to the planner, so the others see one change at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zdmproxy.plan.model import Step
+from zdmproxy.plan.rules.context import RuleContext
+
+Rule = Callable[[RuleContext], tuple[Step, ...] | None]
+
+RULES: tuple[Rule, ...] = ()

@@ -30,10 +30,10 @@ class MigrationPolicy(BaseModel):
         7200, gt=0, description="bound on a CONCURRENTLY step (index builds take long)"
     )
     deadline_s: float = Field(900, gt=0, description="total time one step may spend trying")
-    max_attempts: int = Field(100, ge=1)
-    backoff_initial_ms: float = Field(50, ge=0)
-    backoff_max_ms: float = Field(5000, ge=0)
-    backoff_jitter_ms: float = Field(50, ge=0)
+    max_attempts: int = Field(100, ge=1, description="attempts per step before it fails")
+    backoff_initial_ms: float = Field(50, ge=0, description="first pause between attempts")
+    backoff_max_ms: float = Field(5000, ge=0, description="the pause doubles up to this")
+    backoff_jitter_ms: float = Field(50, ge=0, description="random extra pause, so processes spread out")
     watchdog_interval_ms: float = Field(20, ge=2, description="watchdog poll period; never a tight loop")
     blocker_poll_ms: float = Field(
         20,

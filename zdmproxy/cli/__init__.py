@@ -15,6 +15,7 @@ from zdmproxy.cli import apply as apply_command
 from zdmproxy.cli import journal as journal_commands
 from zdmproxy.cli import locks as locks_command
 from zdmproxy.cli import plan as plan_command
+from zdmproxy.cli.flags import Parser, add_model_flags, print_completion
 from zdmproxy.cli.shared import add_database_arguments, err, report_error
 from zdmproxy.errors import ExitCode, ZdmError
 
@@ -33,9 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zdmproxy", description="Run PostgreSQL schema changes without lock-queue outages."
-    )
+    parser = Parser(prog="zdmproxy", description="Run PostgreSQL schema changes without lock-queue outages.")
     parser.add_argument("--version", action="version", version=f"zdmproxy {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -68,21 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="give up (exit 4) after waiting this long for another process running the same migration",
     )
-    apply.add_argument("--allow-destructive", action="store_true", help="permit DROP TABLE, TRUNCATE ...")
     apply.add_argument(
-        "--allow-unverified-locks",
-        action="store_true",
-        help="run statements whose locks the catalogue does not know, as written (no LOCK first)",
+        "--yes", action="store_true", help="on a terminal, run destructive statements without asking"
     )
-    apply.add_argument("--queue-budget-ms", type=float, help="longest wait we may cause (default 100)")
-    apply.add_argument("--lock-timeout-ms", type=float, help="hard bound on one lock wait (default 1000)")
-    apply.add_argument("--statement-timeout-s", type=float, help="bound on one transactional step")
-    apply.add_argument("--deadline-s", type=float, help="total time a step may keep trying (default 900)")
-    apply.add_argument(
-        "--terminate-idle-blockers-after-s",
-        type=float,
-        help="opt-in: terminate sessions idle in transaction longer than this that block a step",
-    )
+    add_model_flags(apply, title="policy (each flag overrides its ZDM_ variable and the config file)")
     apply.add_argument("--json", action="store_true", help="print the attempts report as JSON")
     apply.set_defaults(handler=apply_command.run)
 
@@ -94,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     history = commands.add_parser("history", help="the migrations the journal holds, newest first")
     add_database_arguments(history)
-    history.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    history.add_argument("--limit", type=int, default=50, help="how many")
     history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(handler=journal_commands.history)
     locks = commands.add_parser(
@@ -104,4 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     add_database_arguments(locks)
     locks.add_argument("--json", action="store_true", help="print JSON")
     locks.set_defaults(handler=locks_command.run)
+
+    completion = commands.add_parser(
+        "completion", help='print a shell completion script: eval "$(zdmproxy completion bash)"'
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(handler=lambda args: print_completion(parser, args.shell))
     return parser

@@ -18,8 +18,10 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.markup import escape
 
+from zdmproxy.cli.flags import flag_name, model_overrides
+from zdmproxy.cli.progress import confirm_destructive, event_display
 from zdmproxy.cli.shared import database_url, err, out, read_script, report_error, run_async
-from zdmproxy.engine.events import Event, EventKind
+from zdmproxy.engine.events import EventSink
 from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport
 from zdmproxy.errors import ConfigError, ExitCode, UsageError, ZdmError
@@ -28,6 +30,7 @@ from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_
 from zdmproxy.journal.ledger import Caller
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal
+from zdmproxy.plan.model import Step
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.settings import Settings, load_settings
@@ -35,26 +38,22 @@ from zdmproxy.sql.parse import parse_script
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = {
-        "allow_destructive": True if args.allow_destructive else None,
-        "allow_unverified_locks": True if args.allow_unverified_locks else None,
-        "queue_budget_ms": args.queue_budget_ms,
-        "lock_timeout_ms": args.lock_timeout_ms,
-        "statement_timeout_s": args.statement_timeout_s,
-        "deadline_s": args.deadline_s,
-        "terminate_idle_blockers_after_s": args.terminate_idle_blockers_after_s,
-    }
     settings = load_settings()
-    policy = _policy(settings, {k: v for k, v in overrides.items() if v is not None})
+    flags = model_overrides(args)
+    policy = _policy(settings, flags)
     # Read, name-check, parse and plan everything before touching any database: a file that
     # would be refused (BEGIN/COMMIT, SET ...) or holds nothing must not start a server or
     # wait for a connection first.
     batch = _batch(args)
+    refused = batch.destructive and not policy.allow_destructive
+    if refused and confirm_destructive(batch.destructive, args.yes):
+        policy = _policy(settings, {**flags, "allow_destructive": True})
     with ExitStack() as stack:
         dsn = database_url(args, settings, stack, embedded=args.embedded)
         runs: list[tuple[MigrationReport, Applied | None]] = []
         try:
-            run_async(_apply_async(dsn, batch, policy, args, runs), dsn=dsn)
+            with event_display() as sink:
+                run_async(_apply_async(dsn, batch, policy, args, runs, sink), dsn=dsn)
         except ZdmError as exc:
             if args.json:  # one document on stdout: the report, with the error in it
                 out.print_json(json.dumps({**_runs_dict(batch, runs), "error": exc.as_dict()}, default=str))
@@ -93,15 +92,11 @@ def _policy(settings: Settings, flags: dict[str, object]) -> MigrationPolicy:
             except ValidationError as bad:
                 reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in bad.errors())
                 typed = f"{value:g}" if isinstance(value, float) else value  # as typed: -5, not -5.0
-                problems.append(f"{_flag(name)} {typed}: {reason}")
+                problems.append(f"{flag_name(name)} {typed}: {reason}")
         if not problems:  # only the combination is wrong: say which flags took part
-            given = ", ".join(_flag(name) for name in flags)
+            given = ", ".join(flag_name(name) for name in flags)
             problems.append(f"{exc.message.removeprefix('bad configuration: ')} (with {given})")
         raise UsageError("; ".join(problems)) from None
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -113,6 +108,7 @@ class _Batch:
     requests: tuple[Request, ...]
     steps: tuple[int, ...]
     folder: tuple[MigrationFile, ...] | None = None  # None: a single FILE
+    destructive: tuple[Step, ...] = ()  # the steps that need allow_destructive (or a yes)
 
 
 def _batch(args: argparse.Namespace) -> _Batch:
@@ -123,12 +119,12 @@ def _batch(args: argparse.Namespace) -> _Batch:
             )
         files = tuple(scan(Path(args.path)))
         requests = []
-        counts = []
+        planned = []
         for file in files:
             script = read_script(str(file.path))
-            counts.append(_planned_steps(script))
+            planned.append(_planned(script))
             requests.append(Request(file.migration_id, script, file.version_text, file.path.name))
-        return _Batch(tuple(requests), tuple(counts), files)
+        return _Batch(tuple(requests), tuple(map(len, planned)), files, _destructive(*planned))
     if args.out_of_order:
         raise UsageError("--out-of-order is for a folder of versioned files")
     if not args.id:
@@ -136,20 +132,24 @@ def _batch(args: argparse.Namespace) -> _Batch:
             "apply FILE needs --id ID (the migration's id; a folder's files are named by their names)"
         )
     script = read_script(args.path)
-    steps = _planned_steps(script)
-    if steps == 0:
+    steps = _planned(script)
+    if not steps:
         # Decided: a usage error, not a quiet exit 0. A deploy job handed an empty file almost
         # always has the wrong path or a generator that failed; success would hide it.
         raise UsageError(
             f"{args.path}: holds no SQL statement (only whitespace or comments): nothing to apply"
         )
-    return _Batch((Request(check_id(args.id), script),), (steps,))
+    return _Batch((Request(check_id(args.id), script),), (len(steps),), None, _destructive(steps))
 
 
-def _planned_steps(script: str) -> int:
+def _planned(script: str) -> tuple[Step, ...]:
     """Parse and plan ``script`` without a database: a syntax error or a statement zdmproxy
     refuses (BEGIN/COMMIT, SET, COPY ...) is reported here, before any connection is made."""
-    return len(make_plan(script).steps)
+    return make_plan(script).steps
+
+
+def _destructive(*plans: tuple[Step, ...]) -> tuple[Step, ...]:
+    return tuple(step for steps in plans for step in steps if step.destructive)
 
 
 async def _apply_async(
@@ -158,6 +158,7 @@ async def _apply_async(
     policy: MigrationPolicy,
     args: argparse.Namespace,
     runs: list[tuple[MigrationReport, Applied | None]],
+    sink: EventSink,
 ) -> None:
     # SIGTERM (a Kubernetes pod stopping) ends the run like Ctrl-C: the running step's
     # connection closes, so PostgreSQL rolls it back, and the summary is still printed.
@@ -184,7 +185,7 @@ async def _apply_async(
             journal,
             policy,
             Caller("zdmproxy apply"),
-            sink=_print_event,
+            sink=sink,
             wait_timeout_s=args.wait_timeout_s,
         )
         for number, request in enumerate(batch.requests):
@@ -208,34 +209,6 @@ def _interrupted(report: MigrationReport) -> str:
             "re-run the same command: it checks the catalog, drops it and resumes"
         )
     return "the running step was rolled back; re-run the same command to resume"
-
-
-def _print_event(event: Event) -> None:
-    """One short line per decision; attempts are shown only when one failed."""
-    if event.step < 0:  # about the migration as a whole: another process runs it, a takeover
-        err.print(f"[yellow]{escape(event.message)}[/yellow]")
-        return
-    number = f"[{event.step + 1}]"
-    if event.kind is EventKind.STEP_STARTED:
-        sql = " ".join(event.message.split())
-        err.print(f"[bold]{escape(number)} {escape(sql[:120])}[/bold]")
-        err.print(f"    [dim]{escape(event.detail)}[/dim]")
-        return
-    if event.kind is EventKind.STEP_FAILED or (
-        event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1
-    ):
-        return  # a failure is printed once, as the command's error, after the summary
-    style = {
-        EventKind.WAITING_FOR_BLOCKERS: "yellow",
-        EventKind.BLOCKER_TERMINATED: "red",
-        EventKind.AUTOVACUUM_CANCELLED: "yellow",
-        EventKind.ATTEMPT_FAILED: "yellow",
-        EventKind.DEBRIS_DROPPED: "yellow",
-        EventKind.DETACH_RESUMED: "yellow",
-        EventKind.STEP_SUCCEEDED: "green",
-    }.get(event.kind, "dim")
-    mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
-    err.print(f"    [{style}]{mark}{escape(event.message)}[/{style}]")
 
 
 def _print_not_started(batch: _Batch) -> None:

@@ -1,0 +1,172 @@
+"""What ``apply`` shows while it runs, and the one question it may ask first.
+
+The engine's events are rendered as short lines on standard error (a CI log keeps them all).
+On a terminal, a live panel under those lines shows what is happening *now*: the step that is
+running and for how long, the session it is waiting for, and a backfill's bar with its rate and
+ETA. ``NO_COLOR`` or a standard error that is not a terminal gives the plain lines alone, so
+logs never fill with redraws.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.prompt import Confirm
+from rich.text import Text
+
+from zdmproxy.cli.shared import err
+from zdmproxy.engine.events import Event, EventKind, EventSink
+from zdmproxy.plan.model import Step
+
+
+def confirm_destructive(steps: Sequence[Step], yes: bool) -> bool:
+    """Whether the person at the terminal agreed to run ``steps`` (destructive ones).
+
+    Only a terminal is asked (standard input and standard error both terminals); ``--yes`` is
+    the answer given in advance. Without a terminal nothing is asked and False is returned: a
+    script must say ``--allow-destructive`` itself, as before, and the engine refuses otherwise.
+    """
+    if not (sys.stdin.isatty() and err.is_terminal):
+        return False
+    if yes:
+        return True
+    err.print(f"[bold red]{len(steps)} destructive statement(s)[/bold red] (data cannot be brought back):")
+    for step in steps:
+        sql = " ".join(step.sql.split())[:160]
+        err.print(f"  {escape(sql)}  [dim]({escape(str(step.destructive))})[/dim]")
+    answer = Confirm.ask("Run them?", console=err, default=False)
+    if not answer:
+        err.print("[dim]not confirmed: destructive statements stay refused[/dim]")
+    return answer
+
+
+def live_wanted(console: Console) -> bool:
+    """A live display only where a person watches: a terminal, and colour not switched off."""
+    return console.is_terminal and not console.is_dumb_terminal and "NO_COLOR" not in os.environ
+
+
+@contextmanager
+def event_display(console: Console = err) -> Iterator[EventSink]:
+    """The sink for a run's events: plain lines, plus a live panel on a terminal."""
+    if not live_wanted(console):
+        yield print_event
+        return
+    panel = _LivePanel(console)
+    with Live(panel, console=console, refresh_per_second=8, transient=True, redirect_stdout=False):
+        yield panel.handle
+
+
+def print_event(event: Event) -> None:
+    """One short line per decision; attempts are shown only when one failed."""
+    line = _line(event)
+    if line is not None:
+        err.print(line)
+
+
+def _line(event: Event) -> str | None:
+    if event.step < 0:  # about the migration as a whole: another process runs it, a takeover
+        return f"[yellow]{escape(event.message)}[/yellow]"
+    number = f"[{event.step + 1}]"
+    if event.kind is EventKind.STEP_STARTED:
+        sql = " ".join(event.message.split())
+        return f"[bold]{escape(number)} {escape(sql[:120])}[/bold]\n    [dim]{escape(event.detail)}[/dim]"
+    if event.kind is EventKind.STEP_FAILED or (
+        event.kind is EventKind.ATTEMPT_STARTED and event.attempt == 1
+    ):
+        return None  # a failure is printed once, as the command's error, after the summary
+    style = {
+        EventKind.WAITING_FOR_BLOCKERS: "yellow",
+        EventKind.BLOCKER_TERMINATED: "red",
+        EventKind.AUTOVACUUM_CANCELLED: "yellow",
+        EventKind.ATTEMPT_FAILED: "yellow",
+        EventKind.DEBRIS_DROPPED: "yellow",
+        EventKind.DETACH_RESUMED: "yellow",
+        EventKind.STEP_SUCCEEDED: "green",
+    }.get(event.kind, "dim")
+    mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
+    return f"    [{style}]{mark}{escape(event.message)}[/{style}]"
+
+
+@dataclass
+class _Now:
+    step: int
+    sql: str
+    since: float
+    waiting_for: str | None = None
+
+
+class _LivePanel:
+    """The live part: the running step, whom it waits for, the backfill bar. Event lines go
+    above it (rich prints them over the live region), so the log reads as in plain mode."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._now: _Now | None = None
+        self._bar = Progress(
+            TextColumn("    backfill"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._backfill: TaskID | None = None
+
+    def handle(self, event: Event) -> None:
+        line = _line(event)
+        if line is not None:
+            self._console.print(line)
+        if event.step < 0:
+            return
+        if event.kind is EventKind.STEP_STARTED:
+            self._now = _Now(event.step, " ".join(event.message.split()), time.monotonic())
+            self._drop_bar()
+        elif self._now is None:
+            return
+        elif event.kind is EventKind.WAITING_FOR_BLOCKERS:
+            described = "; ".join(b.describe() for b in event.blockers[:2]) or event.message
+            self._now.waiting_for = described
+        elif event.kind is EventKind.ATTEMPT_STARTED:
+            self._now.waiting_for = None
+        elif event.kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
+            self._now = None
+            self._drop_bar()
+
+    def backfill(self, done: int, total: int | None, rows_per_s: float | None) -> None:
+        """Move the bar (the backfill engine's progress events call this)."""
+        rate = f"{rows_per_s:,.0f} rows/s" if rows_per_s else ""
+        if self._backfill is None:
+            self._backfill = self._bar.add_task("backfill", total=total, rate=rate)
+        self._bar.update(self._backfill, completed=done, total=total, rate=rate)
+
+    def _drop_bar(self) -> None:
+        if self._backfill is not None:
+            self._bar.remove_task(self._backfill)
+            self._backfill = None
+
+    def __rich__(self) -> RenderableType:
+        if self._now is None:
+            return Text("")
+        elapsed = time.monotonic() - self._now.since
+        parts: list[RenderableType] = [
+            Text.assemble(
+                ("  ▶ running ", "bold cyan"),
+                (f"step {self._now.step + 1} ", "bold"),
+                (f"({elapsed:.1f} s) ", "dim"),
+                self._now.sql[: max(20, self._console.width - 30)],
+            )
+        ]
+        if self._now.waiting_for is not None:
+            parts.append(Text.assemble(("    waiting for ", "yellow"), self._now.waiting_for[:200]))
+        if self._backfill is not None:
+            parts.append(self._bar)
+        return Group(*parts)

@@ -6,6 +6,7 @@ itself creates are unknown to them and get the catalogue's conservative answers.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +22,7 @@ from zdmproxy.sql.facts import (
     ColumnType,
     ConstraintInfo,
     ForeignKey,
+    IndexInfo,
     RelationInfo,
 )
 from zdmproxy.sql.locks import RelationName
@@ -57,7 +59,10 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         if not written:
             break
     known = {info.name for info in relations.values()}
-    tables = list(dict.fromkeys(i.table for i in relations.values() if i.table and i.table not in known))
+    # ... and the default partition of a partitioned table: attaching a partition reads it, unless
+    # its constraints already exclude the new partition's rows (plan/rules/attach_partition.py).
+    others = [i.table for i in relations.values()] + [i.default_partition for i in relations.values()]
+    tables = list(dict.fromkeys(name for name in others if name is not None and name not in known))
     for name, info in zip(tables, await _resolve(session, tables), strict=True):
         if info is not None:
             relations[name] = info
@@ -70,7 +75,32 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         known_functions=frozenset(r["proname"] for r in volatility),
         dropped_with=await _dropped_with(session, statements),
         statistics_tables=await _statistics_tables(session, statements),
+        names_in_use=await _names_in_use(session, relations.values()),
     )
+
+
+async def _names_in_use(session: Session, relations: Iterable[RelationInfo]) -> frozenset[RelationName]:
+    """Names taken near each table's (and partition's) own, which an index PostgreSQL names
+    after the table could collide with (sql/index_names.py)."""
+    tables = [
+        name
+        for info in relations
+        if info.relkind in ("r", "p")
+        for name in (info.name, *(child.name for child in info.children))
+    ]
+    if not tables:
+        return frozenset()
+    rows = await session.fetch(
+        QUERIES["names_near"],
+        [str(t.schema) for t in tables],
+        [t.name[:_NAME_PREFIX] for t in tables],
+    )
+    return frozenset(RelationName(r["nspname"], r["relname"]) for r in rows)
+
+
+# Characters of a table's name every index name chosen after it keeps (makeObjectName keeps at
+# least ~28 bytes of it; a character takes up to 4).
+_NAME_PREFIX = 6
 
 
 async def _dropped_with(
@@ -123,6 +153,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
     keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
+    primary_key = await session.fetchrow(QUERIES["relation_primary_key"], oid)
     children = (
         await session.fetch(QUERIES["relation_children"], oid) if row["relkind"] in ("r", "p", "f") else []
     )
@@ -134,6 +165,9 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
             referenced=_name(c["ref_schema"], c["ref_name"]) if c["contype"] == "f" else None,
             not_null_column=not_null_check_column(c["check_expr"]) if c["check_expr"] else None,
             no_inherit=c["connoinherit"],
+            definition=c["definition"],
+            columns=tuple(c["columns"]),
+            index=c["index_name"],
         )
         for c in constraints
     )
@@ -148,7 +182,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         fk_descendants=tuple(RelationName(c["nspname"], c["relname"]) for c in fk_descendants),
         triggers=tuple((t["tgname"], frozenset(t["events"])) for t in triggers),
         default_partition=_name(row["default_partition_schema"], row["default_partition_name"]),
-        columns={c["attname"]: _column_type(c["typname"], c["atttypmod"], c["attnotnull"]) for c in columns},
+        columns={c["attname"]: _column_facts(c) for c in columns},
         rows_estimate=max(int(row["rows_estimate"]), 0),
         total_bytes=row["total_bytes"],
         views=tuple(dict.fromkeys(RelationName(v["nspname"], v["relname"]) for v in views)),
@@ -162,6 +196,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
                 parents=tuple(RelationName(schema, name) for schema, name in c["parents"]),
                 columns=frozenset(c["columns"]),
                 own_columns=frozenset(c["own_columns"]),
+                total_bytes=c["total_bytes"],
             )
             for c in children
         ),
@@ -172,6 +207,8 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         instead=row["instead"],
         foreign_keys=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing"),
         referenced_by=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming"),
+        primary_key=tuple(primary_key["columns"]) if primary_key else (),
+        index_definitions=tuple(IndexInfo(i["relname"], i["definition"]) for i in indexes),
     )
 
 
@@ -185,6 +222,17 @@ def _foreign_key(row: Any) -> ForeignKey:
         on_delete=row["on_delete"],
         on_update=row["on_update"],
         indexed=row["indexed"],
+    )
+
+
+def _column_facts(row: Any) -> ColumnType:
+    """A column's type, nullability, default, identity and generation."""
+    return dataclasses.replace(
+        _column_type(row["typname"], row["atttypmod"], row["attnotnull"]),
+        default=row["default_expr"],
+        identity=row["identity"],
+        generated=row["generated"],
+        sql_type=row["sql_type"],
     )
 
 

@@ -35,7 +35,7 @@ SELECT w.ord, c.oid, n.nspname, c.relname, c.relkind::text AS relkind,
   LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace;
 
 -- name: relation_indexes
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_get_indexdef(ix.indexrelid) AS definition
   FROM pg_index ix
   JOIN pg_class c ON c.oid = ix.indexrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -46,7 +46,13 @@ SELECT n.nspname, c.relname
 -- For CHECK constraints the expression is returned so the caller can recognise col IS NOT NULL.
 SELECT con.conname, con.contype::text AS contype, con.convalidated, con.connoinherit,
        fn.nspname AS ref_schema, fc.relname AS ref_name,
-       CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END AS check_expr
+       CASE WHEN con.contype = 'c' THEN pg_get_expr(con.conbin, con.conrelid) END AS check_expr,
+       pg_get_constraintdef(con.oid) AS definition,
+       (SELECT ic.relname FROM pg_class ic WHERE ic.oid = con.conindid) AS index_name,
+       coalesce((SELECT array_agg(a.attname ORDER BY k.ord)
+                   FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum),
+                '{}') AS columns
   FROM pg_constraint con
   LEFT JOIN pg_class fc ON fc.oid = con.confrelid
   LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
@@ -85,9 +91,15 @@ SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'),
  ORDER BY t.tgname;
 
 -- name: relation_columns
-SELECT a.attname, t.typname, a.atttypmod, a.attnotnull
+SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS identity,
+       a.attgenerated::text AS generated, pg_get_expr(d.adbin, d.adrelid) AS default_expr,
+       format_type(a.atttypid, a.atttypmod)
+       || coalesce((SELECT ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                      FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                     WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation), '') AS sql_type
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
  ORDER BY a.attnum;
 
@@ -188,12 +200,21 @@ SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth,
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                AND (a.attislocal OR a.attinhcount > 1)) AS own_columns
+                AND (a.attislocal OR a.attinhcount > 1)) AS own_columns,
+       CASE WHEN c.relkind IN ('r', 'm') THEN pg_total_relation_size(c.oid) END AS total_bytes
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace
  GROUP BY n.nspname, c.relname, c.relkind, c.oid
  ORDER BY min(t.depth), n.nspname, c.relname;
+
+-- name: names_near
+-- Relation names in schema $1[i] that start like $2[i]: every name PostgreSQL could choose for an
+-- index of table $2[i] starts with its first characters (makeObjectName keeps at least ~28 bytes).
+SELECT DISTINCT n.nspname, c.relname
+  FROM unnest($1::text[], $2::text[]) AS w(schema, prefix)
+  JOIN pg_namespace n ON n.nspname = w.schema
+  JOIN pg_class c ON c.relnamespace = n.oid AND starts_with(c.relname, w.prefix);
 
 -- name: relation_views
 -- Views and materialized views built on the relation, with the columns they use
@@ -429,3 +450,49 @@ SELECT DISTINCT l.relation::int8 AS oid, l.relation::regclass::text AS name
 
 -- name: relations_by_name
 SELECT to_regclass(x)::int8 AS oid, x AS name FROM unnest($1::text[]) AS u(x);
+
+-- name: relation_primary_key
+-- The primary key's columns of relation $1 and their types, in index order; no row: it has none.
+SELECT array_agg(a.attname::text ORDER BY k.ord) AS columns,
+       array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord) AS types
+  FROM pg_index i
+  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+ WHERE i.indrelid = $1 AND i.indisprimary
+ GROUP BY i.indexrelid;
+
+-- name: backfill_health
+-- What may hold a backfill of table $1 back (engine/health.py): each replica's lag in bytes (what
+-- it replayed, or flushed when it does not replay, e.g. pg_receivewal) and replay_lag in seconds;
+-- the WAL written since the last segment archive_command archived (NULL when archiving is off or
+-- nothing was archived yet; a segment's name is timeline, log and segment number in hex); an
+-- autovacuum worker on the table.
+WITH replicas AS (
+    SELECT r.pid, r.application_name,
+           pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.replay_lsn, r.flush_lsn))::float8 AS lag_bytes,
+           EXTRACT(EPOCH FROM r.replay_lag)::float8 AS lag_s
+      FROM pg_stat_replication r
+     WHERE NOT pg_is_in_recovery()
+)
+SELECT (SELECT coalesce(json_agg(x), '[]') FROM replicas x)::text AS replicas,
+       (SELECT CASE WHEN current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery()
+                     AND a.last_archived_wal ~ '^[0-9A-F]{24}$'
+                    THEN pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')
+                         - (('x' || substr(a.last_archived_wal, 9, 8))::bit(32)::bigint * 4294967296::numeric
+                            + (('x' || substr(a.last_archived_wal, 17, 8))::bit(32)::bigint + 1)
+                              * pg_size_bytes(current_setting('wal_segment_size')))
+               END
+          FROM pg_stat_archiver a)::float8 AS archive_backlog_bytes,
+       (SELECT min(v.pid) FROM pg_stat_progress_vacuum v JOIN pg_stat_activity s ON s.pid = v.pid
+         WHERE v.relid = $1 AND s.backend_type = 'autovacuum worker') AS autovacuum_pid;
+
+-- name: blocked_behind
+-- Sessions waiting for a lock backend $1 (a backfill batch) holds, and the longest wait (ms).
+SELECT count(*) AS sessions,
+       coalesce(max(EXTRACT(EPOCH FROM clock_timestamp() - l.waitstart) * 1000), 0)::float8 AS waited_ms
+  FROM pg_locks l
+ WHERE NOT l.granted AND l.pid <> $1 AND $1 = ANY(pg_blocking_pids(l.pid));
+
+-- name: backfill_table
+-- The table a backfill walks ($1, its quoted name): its oid and estimated rows (-1: never analyzed).
+SELECT c.oid::int8 AS oid, c.reltuples::float8 AS rows_estimate FROM pg_class c WHERE c.oid = to_regclass($1);

@@ -22,6 +22,9 @@ class ConstraintInfo:
     referenced: RelationName | None = None  # for foreign keys
     not_null_column: str | None = None  # a CHECK (col IS NOT NULL), usable by SET NOT NULL on 12+
     no_inherit: bool = False  # pg_constraint.connoinherit: the children have no copy of it
+    definition: str | None = None  # pg_get_constraintdef: CHECK ((n > 0)), UNIQUE (a, b) ...
+    columns: tuple[str, ...] = ()  # pg_constraint.conkey by name: the columns it constrains
+    index: str | None = None  # the index behind a UNIQUE, PRIMARY KEY or EXCLUDE constraint
 
     @property
     def inherited(self) -> bool:
@@ -66,6 +69,10 @@ class ColumnType:
     typname: str
     modifiers: tuple[int, ...] = ()
     not_null: bool = False
+    default: str | None = None  # pg_get_expr of its default, as PostgreSQL prints it
+    identity: str = ""  # pg_attribute.attidentity: a (ALWAYS), d (BY DEFAULT), "" (none)
+    generated: str = ""  # pg_attribute.attgenerated: s (STORED), v (VIRTUAL, 18), "" (none)
+    sql_type: str | None = None  # format_type(), and COLLATE when not the type's default
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,19 @@ class ChildInfo:
     parents: tuple[RelationName, ...] = ()  # its direct parents (empty: unknown)
     columns: frozenset[str] = frozenset()
     own_columns: frozenset[str] = frozenset()  # defined locally or inherited from several parents
+    total_bytes: int | None = None  # pg_total_relation_size: what a scan of it reads
 
     @property
     def has_storage(self) -> bool:
         return self.relkind == "r"
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """One index of a table, as ``pg_get_indexdef`` prints it (a rule rebuilds it elsewhere)."""
+
+    name: str
+    definition: str
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,9 @@ class RelationInfo:
     triggers: tuple[tuple[str, frozenset[str]], ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()  # keys this table has (it references others)
     referenced_by: tuple[ForeignKey, ...] = ()  # keys of other tables that reference this one
+    # The primary key's columns in index order (empty: none, or not read): a backfill walks it.
+    primary_key: tuple[str, ...] = ()
+    index_definitions: tuple[IndexInfo, ...] = ()  # a table's indexes with their definitions
 
     @property
     def is_partitioned(self) -> bool:
@@ -145,6 +164,9 @@ class CatalogFacts:
     # the name as written): the relations it locks ACCESS EXCLUSIVE.
     dropped_with: dict[tuple[str, str], tuple[RelationName, ...]] = field(default_factory=dict)
     statistics_tables: dict[RelationName, RelationName] = field(default_factory=dict)  # by name as written
+    # Relation names already used in the schemas of the tables the script names (and their
+    # partitions), near their names: what an index name PostgreSQL chooses could collide with.
+    names_in_use: frozenset[RelationName] = frozenset()
 
     def resolve(self, name: RelationName) -> RelationInfo | None:
         return self.relations.get(name)

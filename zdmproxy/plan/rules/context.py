@@ -10,7 +10,7 @@ exactly what the catalogue test checks against pg_locks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pglast import parse_sql
@@ -22,6 +22,7 @@ from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.effects import Effects
 from zdmproxy.sql.facts import CatalogFacts
 from zdmproxy.sql.learn import learn
+from zdmproxy.sql.locks import LockRequest, RelationName, strongest
 from zdmproxy.sql.parse import Statement
 
 
@@ -85,6 +86,53 @@ class StepBuilder:
             )
         )
         self.facts = learn(self.facts, statement)
+        return self
+
+    def add_transaction(
+        self,
+        sqls: Sequence[str],
+        phase: Phase,
+        reason: str,
+        *,
+        kind: str,
+        destructive: str | None,
+        revert: str | None = None,
+    ) -> StepBuilder:
+        """Several generated statements as one step, run in one transaction: a swap that must be
+        all or nothing (no application ever sees a column renamed away and its replacement not
+        yet in place). Each is classified with the facts the ones before it teach; the step
+        takes the strongest lock of each on every relation. ``destructive`` is the rule's own
+        word: dropping a column whose values were copied elsewhere loses nothing."""
+        locks: list[LockRequest] = []
+        rewrites: list[RelationName] = []
+        scans: list[RelationName] = []
+        unverified: str | None = None
+        texts: list[str] = []
+        for sql in sqls:
+            statement = statement_of(sql)
+            effects = classify(statement, self.facts, self.version)
+            assert effects.transactional, f"{effects.kind} cannot run in a transaction"
+            locks.extend(effects.locks)
+            rewrites.extend(r for r in effects.rewrites if r not in rewrites)
+            scans.extend(r for r in effects.scans if r not in scans)
+            unverified = unverified or effects.unverified
+            texts.append(statement.text)
+            self.facts = learn(self.facts, statement)
+        self.built.append(
+            Step(
+                sql=";\n".join(texts),
+                phase=phase,
+                transactional=True,
+                locks=tuple(strongest(locks)),
+                rewrites=tuple(rewrites),
+                scans=tuple(scans),
+                reason=reason,
+                kind=kind,
+                destructive=destructive,
+                unverified=unverified,
+                revert=revert,
+            )
+        )
         return self
 
     def done(self) -> tuple[Step, ...]:

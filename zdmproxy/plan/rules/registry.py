@@ -9,8 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from zdmproxy.plan.model import Step
+from zdmproxy.plan.rules.change_type import change_type_online
 from zdmproxy.plan.rules.context import RuleContext
+from zdmproxy.plan.rules.drop_column import drop_column_in_phases
+from zdmproxy.plan.rules.rename_column import rename_column_in_phases
 
 Rule = Callable[[RuleContext], tuple[Step, ...] | None]
 
-RULES: tuple[Rule, ...] = ()
+RULES: tuple[Rule, ...] = (
+    change_type_online,
+    rename_column_in_phases,
+    drop_column_in_phases,
+)

@@ -166,3 +166,34 @@ class OutOfOrder(ZdmError):
 
     code = "out_of_order"
     exit_code = ExitCode.CONFLICT
+
+
+class StopRequested(ZdmError):
+    """An operator asked (through the journal's control plane) that the run stop between steps;
+    ``state`` is what the migration is recorded as once the running process obeys."""
+
+    exit_code = ExitCode.CANCELLED
+    control = "stop"
+    state = "cancelled"
+
+
+class PauseRequested(StopRequested):
+    """Paused between two steps as an operator asked: resume continues at the next step."""
+
+    code = "pause_requested"
+    control = "pause"
+    state = "paused"
+
+
+class CancelRequested(StopRequested):
+    """Cancelled as an operator asked: what ran stays applied, the rest does not run."""
+
+    code = "cancel_requested"
+    control = "cancel"
+    state = "cancelled"
+
+
+class NotFound(ZdmError):
+    """No migration with this id in the journal."""
+
+    code = "not_found"

@@ -28,6 +28,14 @@ class Settings(BaseSettings, MigrationPolicy):
     model_config = SettingsConfigDict(env_prefix="ZDM_", extra="forbid", frozen=True)
 
     database_url: str | None = None
+    # Read again on every new connection, so a rotated secret is picked up without a restart.
+    database_password_file: Path | None = None
+    # The daemon (`zdmproxy serve`), and where the other commands find a running one.
+    daemon_url: str | None = None  # http://127.0.0.1:8080 or unix:/run/zdmproxy/api.sock
+    token_file: Path | None = None  # bearer token; required when listening beyond loopback
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    unix_socket: Path | None = None
 
     @classmethod
     def settings_customise_sources(

@@ -15,6 +15,8 @@ from zdmproxy.cli import apply as apply_command
 from zdmproxy.cli import journal as journal_commands
 from zdmproxy.cli import locks as locks_command
 from zdmproxy.cli import plan as plan_command
+from zdmproxy.cli import control as control_commands
+from zdmproxy.cli import serve as serve_command
 from zdmproxy.cli.flags import Parser, add_model_flags, print_completion
 from zdmproxy.cli.shared import add_database_arguments, err, report_error
 from zdmproxy.errors import ExitCode, ZdmError
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     add_database_arguments(locks)
     locks.add_argument("--json", action="store_true", help="print JSON")
     locks.set_defaults(handler=locks_command.run)
+    serve_command.add_command(commands)
+    control_commands.add_commands(commands)
 
     completion = commands.add_parser(
         "completion", help='print a shell completion script: eval "$(zdmproxy completion bash)"'

@@ -9,6 +9,8 @@ engine, which is why it takes sessions rather than DSNs where it can.
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncpg
@@ -57,6 +59,21 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
 COMMAND_TIMEOUT_S = 60.0
 
 
+PASSWORD_FILE_ENV = "ZDM_DATABASE_PASSWORD_FILE"
+
+
+def password_from_file() -> str | None:
+    """The password in the file ZDM_DATABASE_PASSWORD_FILE names (a mounted secret), read on
+    every connect so a rotated password is used from the next connection on; None: the URL's."""
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{PASSWORD_FILE_ENV}={path}: cannot read it ({exc.strerror})") from None
+
+
 async def connect(
     dsn: str, application_name: str, *, timeout: float = 10.0, step_session: bool = False
 ) -> Session:
@@ -70,6 +87,7 @@ async def connect(
             command_timeout=None if step_session else COMMAND_TIMEOUT_S,
             server_settings={"application_name": application_name[:63]},
             statement_cache_size=0,
+            password=password_from_file(),
         )
     except (
         OSError,

@@ -25,8 +25,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from zdmproxy.engine import verify
+from zdmproxy.engine import controls, verify
 from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
+from zdmproxy.engine.backfill import run_backfill
 from zdmproxy.engine.blockers import (
     Target,
     cancel_autovacuum,
@@ -50,6 +51,7 @@ from zdmproxy.errors import (
     PgErrorInfo,
     StatementTimedOut,
     StepFailed,
+    StopRequested,
     UnsupportedServer,
     UnsupportedStatement,
     ZdmError,
@@ -178,6 +180,7 @@ class Runner:
         check_allowed(steps[start_at:], self.policy)
         try:
             for index in range(start_at, len(steps)):
+                await controls.obey(self.ledger, self.migration_id, index)  # a pause or cancel asked
                 step_report = StepReport(index, steps[index])
                 report.steps.append(step_report)
                 await _StepRun(self, step_report).run()
@@ -286,9 +289,12 @@ class _StepRun:
                 raise _AlreadyApplied
             # A transactional step recorded as failed rolled back; a CONCURRENTLY one may not have.
             self.recheck = before == "running" or (before == "failed" and not self.step.transactional)
-            async for attempt in retrying:
-                with attempt:
-                    await self._attempt(attempt.retry_state.attempt_number)
+            if self.step.backfill is not None:
+                await run_backfill(self, self.step)  # batches, each one attempt of its own
+            else:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._attempt(attempt.retry_state.attempt_number)
         except _AlreadyApplied:
             found_applied = True
             if before == "succeeded":
@@ -309,6 +315,8 @@ class _StepRun:
             # and this run records nothing more.
             self.report.outcome = Outcome.FAILED
             raise
+        except StopRequested:
+            raise  # a backfill paused or cancelled between batches: it resumes from its checkpoint
         except ZdmError as error:  # pre-flight ran out of time, the database became unreachable
             self.report.outcome = (
                 Outcome.BLOCKED if isinstance(error, LockBudgetExhausted) else Outcome.FAILED
@@ -319,7 +327,7 @@ class _StepRun:
         except BaseException:
             self.report.outcome = Outcome.FAILED
             raise
-        if not self.step.transactional or found_applied:
+        if not self.step.transactional or found_applied or self.step.backfill is not None:
             await self.ledger.step_succeeded(index)  # transactional steps committed their own row
         self.report.outcome = Outcome.SUCCEEDED
         attempts = len(self.report.attempts)
@@ -333,6 +341,34 @@ class _StepRun:
             f"done in {(time.monotonic() - started) * 1000:.0f} ms"
             + (f" after {attempts} attempts" if attempts > 1 else ""),
         )
+
+    # The backfill engine's view of this step (backfill.BatchHost): each batch is an attempt.
+    @property
+    def index(self) -> int:
+        return self.report.index
+
+    @property
+    def dsn(self) -> str:
+        return self.runner.dsn
+
+    @property
+    def migration_id(self) -> str:
+        return self.runner.migration_id
+
+    async def batch_sessions(self) -> tuple[Session, Session, int]:
+        session, watch = await self.runner.sessions(self.report.index)
+        self._stop_if_terminated()
+        return session, watch, self.runner.step_pid or session.get_server_pid()
+
+    async def batch_preflight(self, targets: list[Target]) -> None:
+        self.targets = targets
+        await self._preflight()
+
+    async def batch_failed(self, record: AttemptRecord) -> None:
+        await self._after_failure(record)
+
+    def final_error(self, record: AttemptRecord) -> ZdmError:
+        return self._final_error(record)
 
     async def _attempt(self, number: int) -> None:
         try:

@@ -35,9 +35,12 @@ from zdmproxy.engine.connector import Session, connect, server_version_num
 from zdmproxy.engine.events import Event, EventKind, EventSink, deliver, ignore
 from zdmproxy.engine.runner import MigrationReport, Runner, check_allowed, require_apply_support
 from zdmproxy.errors import (
+    CancelRequested,
     ChecksumConflict,
     MigrationBusy,
+    PauseRequested,
     RecordedFailure,
+    StopRequested,
     WaitTimedOut,
     ZdmError,
 )
@@ -170,13 +173,16 @@ class Coordinator:
             await runner.run_steps([s.step for s in steps], report, start_at=start_at, close_session=False)
         except MigrationBusy:
             raise
+        except StopRequested as stop:  # an operator's pause or cancel, obeyed between steps
+            await ledger.stopped(stop)
+            raise
         except ZdmError as error:
             await ledger.finish("failed", error)
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             # Stopped (SIGTERM, Ctrl-C): the running step was rolled back or left for the next
             # run to verify; say so while the run lock is still ours.
-            await _quietly(ledger.finish("cancelled"))
+            await _quietly(ledger.interrupted())
             raise
         else:
             await ledger.finish("succeeded")
@@ -240,6 +246,8 @@ class Coordinator:
 # moment or on the caller's own settings (a lock budget, a statement timeout, a lost database,
 # a cancel) is taken over and run again instead.
 _FINAL_FAILURES = frozenset({"step_failed"})
+# An operator's pause or cancel: a process that waited must not take the run over and undo it.
+_STOPPED_AS_ASKED = frozenset({PauseRequested.code, CancelRequested.code})
 
 
 def _settled(record: MigrationRecord, ours: str, waiting_since: datetime | None) -> Applied | None:
@@ -251,11 +259,11 @@ def _settled(record: MigrationRecord, ours: str, waiting_since: datetime | None)
     error = record.error or {}
     adopt = (
         waiting_since is not None
-        and record.state == "failed"
+        and record.state in ("failed", "paused", "cancelled")
         and record.checksum == ours
         and record.finished_at is not None
         and record.finished_at >= waiting_since  # the run we waited for, not an older one
-        and error.get("code") in _FINAL_FAILURES
+        and error.get("code") in _FINAL_FAILURES | _STOPPED_AS_ASKED
     )
     if adopt:
         raise RecordedFailure(

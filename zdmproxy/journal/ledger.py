@@ -13,7 +13,7 @@ from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import Session
 from zdmproxy.engine.ledger import Checkpoint, Controls
 from zdmproxy.engine.outcomes import Outcome
-from zdmproxy.errors import MigrationBusy, ZdmError
+from zdmproxy.errors import CancelRequested, MigrationBusy, StopRequested, ZdmError
 from zdmproxy.journal import advisory
 from zdmproxy.journal.queries import QUERIES
 from zdmproxy.journal.store import Journal
@@ -112,3 +112,21 @@ class JournalLedger:
     async def finish(self, state: str, error: ZdmError | None = None) -> None:
         """The run's end, recorded only while this run still owns the migration."""
         await self.journal.finish(self.migration_id, state, self.run, error)
+
+    async def stopped(self, stop: StopRequested) -> None:
+        """The run obeyed an operator's pause or cancel: recorded, and the request cleared."""
+        await self.journal.stopped_as_asked(self.migration_id, stop, self.run)
+
+    async def interrupted(self) -> None:
+        """The run's task was cancelled (SIGTERM, or an operator's cancel of the running step):
+        a cancel the journal holds is recorded as obeyed, anything else as a stop another
+        process takes over."""
+        if (await self.controls()).request == "cancel":
+            await self.stopped(
+                CancelRequested(
+                    f"migration {self.migration_id!r} cancelled during a step as an operator asked; "
+                    "that step was rolled back or is resumable (resume re-checks it)"
+                )
+            )
+        else:
+            await self.finish("cancelled")

@@ -180,3 +180,63 @@ DO UPDATE SET position = excluded.position, rows_done = excluded.rows_done, upda
 
 -- name: controls
 SELECT control, throttle::text AS throttle FROM zdmproxy.migrations WHERE id = $1;
+
+-- name: insert_event
+-- An engine event of the migration's current run (journal/events.py); the id is the SSE id.
+INSERT INTO zdmproxy.events (migration_id, run, step_index, kind, message, fields, at)
+SELECT id, runs, $2, $3, $4, $5::jsonb, to_timestamp($6)
+  FROM zdmproxy.migrations
+ WHERE id = $1;
+
+-- name: events_after
+-- The events of a migration after the one with id $2 (an SSE client's Last-Event-ID), in order.
+SELECT id, run, step_index, kind, message, fields::text AS fields, at
+  FROM zdmproxy.events
+ WHERE migration_id = $1 AND id > $2
+ ORDER BY id
+ LIMIT $3;
+
+-- name: request_control
+-- An operator asks a migration that has not finished to pause or to cancel; the process running
+-- it obeys between steps (or at once, for a cancel of a step it runs itself). No row: finished.
+UPDATE zdmproxy.migrations
+   SET control = $2, updated_at = clock_timestamp()
+ WHERE id = $1 AND state IN ('queued', 'running')
+RETURNING state;
+
+-- name: resume_migration
+-- Clears a pause or cancel request and makes a stopped migration runnable again. No row: it has
+-- succeeded (nothing to resume) or does not exist.
+UPDATE zdmproxy.migrations
+   SET control = NULL,
+       state = CASE WHEN state IN ('paused', 'cancelled', 'failed') THEN 'queued' ELSE state END,
+       updated_at = clock_timestamp()
+ WHERE id = $1 AND state <> 'succeeded'
+RETURNING state;
+
+-- name: set_throttle
+-- Live backfill knobs merged over the ones set before; a null value removes a knob.
+UPDATE zdmproxy.migrations
+   SET throttle = jsonb_strip_nulls(throttle || $2::jsonb), updated_at = clock_timestamp()
+ WHERE id = $1
+RETURNING throttle::text AS throttle;
+
+-- name: migration_stopped_as_asked
+-- The running process obeyed an operator's pause or cancel: the state says so and the request
+-- is cleared, in one statement, only while run $4 owns the migration.
+UPDATE zdmproxy.migrations
+   SET state = $2, error = $3::jsonb, control = NULL,
+       finished_at = clock_timestamp(), updated_at = clock_timestamp()
+ WHERE id = $1 AND runs = $4;
+
+-- name: control_plane
+SELECT phase, control, throttle::text AS throttle FROM zdmproxy.migrations WHERE id = $1;
+
+-- name: backfill_progress
+-- Where each backfill step of a migration got to, and how fast (rows since the step started).
+SELECT c.step_index, c.rows_done, c.rows_total_estimate, c.batch_rows, c.throttled_by,
+       c.updated_at, EXTRACT(EPOCH FROM c.updated_at - s.started_at)::float8 AS elapsed_s
+  FROM zdmproxy.checkpoints c
+  JOIN zdmproxy.steps s ON s.migration_id = c.migration_id AND s.index = c.step_index
+ WHERE c.migration_id = $1
+ ORDER BY c.step_index;

@@ -20,7 +20,7 @@ import asyncpg
 from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect, execute_quietly
 from zdmproxy.engine.ledger import Checkpoint, Controls
-from zdmproxy.errors import ConfigError, ZdmError
+from zdmproxy.errors import ConfigError, StopRequested, ZdmError
 from zdmproxy.journal.queries import QUERIES
 from zdmproxy.journal.schema import ensure_schema, installed_version
 from zdmproxy.journal.steps import decode, rows
@@ -242,6 +242,11 @@ class Journal:
     async def finish(self, migration_id: str, state: str, run: int, error: ZdmError | None = None) -> None:
         await self._call(
             "execute", "migration_finished", migration_id, state, error_json(error) if error else None, run
+        )
+
+    async def stopped_as_asked(self, migration_id: str, stop: StopRequested, run: int) -> None:
+        await self._call(
+            "execute", "migration_stopped_as_asked", migration_id, stop.state, error_json(stop), run
         )
 
     async def step_state(self, migration_id: str, index: int) -> str | None:

@@ -1,0 +1,215 @@
+"""``zdmproxy cancel|pause|resume ID``, ``throttle ID ...``, and ``apply`` through a running daemon.
+
+With a daemon configured (``--daemon-url``, ZDM_DAEMON_URL: ``http://host:port`` or
+``unix:/path/to/api.sock``) the commands go through its HTTP API; without one, the control
+commands write the request into the journal directly (``--dsn``): the process running the
+migration obeys it either way, whichever daemon or CLI that is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from rich.markup import escape
+
+from zdmproxy.api.auth import read_token
+from zdmproxy.api.models import Throttle
+from zdmproxy.cli.shared import add_database_arguments, database_url, err, out, run_async
+from zdmproxy.errors import DatabaseUnreachable, ExitCode, NotFound, RecordedFailure, UsageError, ZdmError
+from zdmproxy.journal import control
+from zdmproxy.journal.folder import check_id
+from zdmproxy.journal.store import Journal, open_existing
+from zdmproxy.settings import Settings, load_settings
+
+_EXIT_BY_STATUS = {
+    400: ExitCode.USAGE,
+    401: ExitCode.BAD_CONFIG,
+    409: ExitCode.CONFLICT,
+    422: ExitCode.FAILED,
+    503: ExitCode.UNREACHABLE,
+    504: ExitCode.WAIT_TIMED_OUT,
+}
+_EXIT_BY_STATE = {"succeeded": ExitCode.OK, "cancelled": ExitCode.CANCELLED, "paused": ExitCode.CANCELLED}
+_WAIT_S = 300.0  # one long-poll; apply polls again until the migration settles
+
+
+class DaemonClient:
+    """The daemon's HTTP API; problem documents become ZdmErrors with the daemon's code."""
+
+    def __init__(self, url: str, token: str | None, timeout_s: float = _WAIT_S + 30) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if url.startswith("unix:"):
+            path = url.removeprefix("unix:").removeprefix("//")
+            self.http = httpx.Client(
+                transport=httpx.HTTPTransport(uds=path),
+                base_url="http://zdmproxy",
+                headers=headers,
+                timeout=timeout_s,
+            )
+        else:
+            self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout_s)
+        self.url = url
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise DatabaseUnreachable(f"cannot reach the daemon at {self.url}: {exc}") from None
+        body: dict[str, Any] = response.json() if response.content else {}
+        if response.is_success:
+            return body
+        raise RecordedFailure(
+            f"the daemon answered {response.status_code}: {body.get('detail', response.text)}",
+            code=str(body.get("code", "http_error")),
+            exit_code=int(_EXIT_BY_STATUS.get(response.status_code, ExitCode.FAILED)),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name, what in (
+        ("cancel", "stop a migration (its running step is cut when a daemon runs it; resume goes on)"),
+        ("pause", "pause a migration between steps (a backfill between batches)"),
+        ("resume", "go on with a paused or cancelled migration"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("id", help="the migration id")
+        _add_target(command)
+        command.set_defaults(handler=run, action=name)
+    throttle = commands.add_parser("throttle", help="change a running backfill's knobs, live")
+    throttle.add_argument("id", help="the migration id")
+    for field, info in Throttle.model_fields.items():
+        kind = int if info.annotation in (int, int | None) else float
+        throttle.add_argument(f"--{field.replace('_', '-')}", type=kind, help=info.description)
+    throttle.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        metavar="KNOB",
+        help="remove a knob set before (e.g. sleep_ms)",
+    )
+    _add_target(throttle)
+    throttle.set_defaults(handler=run, action="throttle")
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--daemon-url", help="a running daemon (ZDM_DAEMON_URL); without one, --dsn is written to"
+    )
+    parser.add_argument("--token-file", type=Path, help="the daemon's bearer token (ZDM_TOKEN_FILE)")
+    add_database_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    migration_id = check_id(args.id)
+    knobs = _knobs(args) if args.action == "throttle" else {}
+    client = client_for(settings, args.daemon_url, args.token_file)
+    if client is not None:
+        try:
+            path = f"/v1/migrations/{migration_id}/{args.action}"
+            result = client.call("PATCH", path, json=knobs) if knobs else client.call("POST", path)
+        finally:
+            client.close()
+    else:
+        with ExitStack() as stack:
+            dsn = database_url(args, settings, stack)
+            result = run_async(_direct(dsn, migration_id, args.action, knobs), dsn=dsn)
+    if args.json:
+        out.print_json(json.dumps(result, default=str))
+    else:
+        err.print(f"{escape(migration_id)}: {escape(str(result.get('message') or result.get('throttle')))}")
+    return int(ExitCode.OK)
+
+
+def client_for(settings: Settings, url: str | None, token_file: Path | None) -> DaemonClient | None:
+    """A client of the configured daemon, or None when there is none."""
+    url = url or settings.daemon_url
+    if url is None:
+        return None
+    token_file = token_file or settings.token_file
+    return DaemonClient(url, read_token(token_file) if token_file is not None else None)
+
+
+def _knobs(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        field: getattr(args, field) for field in Throttle.model_fields if getattr(args, field) is not None
+    }
+    unknown = [name for name in args.clear if name not in Throttle.model_fields]
+    if unknown:
+        raise UsageError(f"--clear {unknown[0]}: not a knob; knobs: {', '.join(Throttle.model_fields)}")
+    given.update(dict.fromkeys(args.clear))
+    if not given:
+        raise UsageError(
+            "throttle needs at least one knob: "
+            + ", ".join(f"--{f.replace('_', '-')}" for f in Throttle.model_fields)
+        )
+    Throttle.model_validate(given)
+    return given
+
+
+async def _direct(dsn: str, migration_id: str, action: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    journal = await open_existing(dsn, "zdmproxy-control")
+    if journal is None:
+        raise NotFound("this database has no journal (schema zdmproxy): zdmproxy applied nothing here")
+    try:
+        return await _write(journal, migration_id, action, knobs)
+    finally:
+        await journal.close()
+
+
+async def _write(journal: Journal, migration_id: str, action: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    if action == "throttle":
+        merged = await control.set_throttle(journal, migration_id, knobs)
+        if merged is None:
+            raise NotFound(f"no migration {migration_id!r} in the journal")
+        return {"id": migration_id, "throttle": merged}
+    if action == "resume":
+        state = await control.resume(journal, migration_id)
+        said = "resumable: apply it again (or submit it to a daemon) to run the rest"
+    else:
+        what: Literal["pause", "cancel"] = "pause" if action == "pause" else "cancel"
+        state = await control.request(journal, migration_id, what)
+        said = f"{action} asked: the process running it obeys before its next step"
+    if state is None:
+        found = await journal.migration(migration_id)
+        if found is None:
+            raise NotFound(f"no migration {migration_id!r} in the journal")
+        raise ZdmError(f"migration {migration_id!r} is {found.state}: nothing to {action}")
+    return {"id": migration_id, "state": state, "message": said}
+
+
+def apply_through_daemon(client: DaemonClient, migration_id: str, script: str, *, as_json: bool) -> int:
+    """Submit one migration to the daemon and wait until it settles; the exit code says how."""
+    body = client.call(
+        "PUT", f"/v1/migrations/{migration_id}", json={"sql": script}, params={"wait": _WAIT_S}
+    )
+    while body["state"] in ("queued", "running"):
+        err.print(f"[dim]{escape(migration_id)}: {body['state']}, waiting[/dim]")
+        body = client.call(
+            "PUT", f"/v1/migrations/{migration_id}", json={"sql": script}, params={"wait": _WAIT_S}
+        )
+    if as_json:
+        out.print_json(json.dumps(body, default=str))
+    state = body["state"]
+    if state == "succeeded":
+        err.print(f"{escape(migration_id)}: succeeded (through the daemon at {escape(client.url)})")
+        return int(ExitCode.OK)
+    error = body.get("error") or {}
+    err.print(
+        f"[red]{escape(migration_id)}: {state}[/red]"
+        + (
+            f" {escape('[' + str(error.get('code')) + ']')}: {escape(str(error.get('message', '')))}"
+            if error
+            else ""
+        )
+    )
+    return int(error.get("exit_code", _EXIT_BY_STATE.get(state, ExitCode.FAILED)))

@@ -54,6 +54,39 @@ class MigrationPolicy(BaseModel):
         False,
         description="run statements whose locks the catalogue does not know, as written (no LOCK first)",
     )
+    # Backfills (engine/backfill.py): also live knobs, set while one runs (migrations.throttle).
+    backfill_batch_rows: int = Field(1000, ge=1, description="rows in a backfill's first batch")
+    backfill_batch_rows_max: int = Field(
+        100_000, ge=1, description="a backfill batch never grows past this many rows"
+    )
+    backfill_target_batch_ms: float = Field(
+        40, gt=0, description="batch size adapts, both ways, so one batch takes about this long"
+    )
+    backfill_max_lock_ms: float = Field(
+        100, gt=0, description="statement_timeout of one batch: its row locks are never held longer"
+    )
+    backfill_sleep_ms: float = Field(0, ge=0, description="pause after every backfill batch")
+    backfill_max_replica_lag_bytes: int | None = Field(
+        64 * 2**20, ge=0, description="pause while a replica is this far behind (pg_stat_replication)"
+    )
+    backfill_max_replica_lag_s: float | None = Field(
+        30, ge=0, description="pause while a replica's replay_lag is longer than this"
+    )
+    backfill_max_archive_backlog_bytes: int | None = Field(
+        2**30, ge=0, description="pause while this much WAL waits for archive_command (pg_stat_archiver)"
+    )
+    backfill_max_blocked_ms: float = Field(
+        50, gt=0, description="a session waiting longer than this behind a batch halves the next ones"
+    )
+    backfill_pause_on_autovacuum: bool = Field(
+        True, description="pause a backfill while autovacuum works on its table"
+    )
+    backfill_health_poll_ms: float = Field(
+        500, ge=10, description="how often a paused backfill re-reads the signal pausing it"
+    )
+    backfill_progress_interval_s: float = Field(
+        1, gt=0, description="a backfill reports its progress at most this often"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -75,6 +108,16 @@ class MigrationPolicy(BaseModel):
             )
         if self.backoff_max_ms < self.backoff_initial_ms:
             raise ValueError("backoff_max_ms must be at least backoff_initial_ms")
+        return self
+
+    @model_validator(mode="after")
+    def _backfill_consistent(self) -> MigrationPolicy:
+        if self.backfill_target_batch_ms > self.backfill_max_lock_ms:
+            raise ValueError(
+                f"backfill_target_batch_ms ({self.backfill_target_batch_ms:g}) must not exceed "
+                f"backfill_max_lock_ms ({self.backfill_max_lock_ms:g}): a batch aiming past its own "
+                "timeout would time out every time"
+            )
         return self
 
     def lock_timeout_for(self, attempt: int) -> float:

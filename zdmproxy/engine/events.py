@@ -29,6 +29,11 @@ class EventKind(StrEnum):
     # Migration-level (step -1): another process is running it; we took over a stopped run.
     WAITING_FOR_OTHER_RUN = "waiting_for_other_run"
     TAKING_OVER = "taking_over"
+    # A backfill step (engine/backfill.py): how far it got (``Event.progress``), a health signal
+    # holding it back (named in the message and in ``progress.throttled_by``), a stop as asked.
+    BACKFILL_PROGRESS = "backfill_progress"
+    BACKFILL_THROTTLED = "backfill_throttled"
+    BACKFILL_PAUSED = "backfill_paused"
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,20 @@ def _duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
+class BackfillProgress:
+    """Where a backfill is: rows walked so far, the estimated total (pg_class.reltuples when it
+    started; None when unknown), the rate over the whole run, the estimated time left, the batch
+    size it adapted to, and the health signal holding it back now (None: running freely)."""
+
+    rows_done: int
+    rows_total_estimate: int | None
+    rows_per_s: float | None
+    eta_s: float | None
+    batch_rows: int
+    throttled_by: str | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """One decision of the engine, with its data as fields (a journal, metrics or an HTTP event
     stream read these; ``message`` is for people)."""
@@ -151,6 +170,7 @@ class Event:
     sqlstate: str | None = None
     lock_timeout_ms: float | None = None
     queued_behind_us: int | None = None
+    progress: BackfillProgress | None = None  # backfill events only
     at: float = field(default_factory=time.time)
 
 

@@ -35,10 +35,19 @@ from zdmproxy.errors import ZdmError
 @dataclass(frozen=True)
 class Checkpoint:
     """How far a backfill got: the last key it finished (its primary key's values, in key
-    order, as JSON values) and how many rows it changed up to there."""
+    order, as JSON values) and how many rows it walked up to there.
+
+    ``upper`` is the key the backfill stops at, fixed when it first started (rows inserted
+    later are covered by the default or the sync trigger), so a resumed run walks the same
+    rows; the rest is progress for status and the HTTP API.
+    """
 
     position: tuple[Any, ...]
     rows_done: int
+    upper: tuple[Any, ...] = ()
+    rows_total_estimate: int | None = None
+    batch_rows: int | None = None
+    throttled_by: str | None = None
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,16 @@ class JournalLedger:
         return await self.journal.checkpoint(self.migration_id, index)
 
     def checkpoint_statement(self, index: int, checkpoint: Checkpoint) -> tuple[str, tuple[Any, ...]] | None:
-        position = json.dumps(list(checkpoint.position))
-        return QUERIES["checkpoint_moved"], (self.migration_id, index, position, checkpoint.rows_done)
+        position = json.dumps({"after": list(checkpoint.position), "upper": list(checkpoint.upper)})
+        return QUERIES["checkpoint_moved"], (
+            self.migration_id,
+            index,
+            position,
+            checkpoint.rows_done,
+            checkpoint.rows_total_estimate,
+            checkpoint.batch_rows,
+            checkpoint.throttled_by,
+        )
 
     async def controls(self) -> Controls:
         return await self.journal.controls(self.migration_id)
@@ -112,6 +120,10 @@ class JournalLedger:
     async def finish(self, state: str, error: ZdmError | None = None) -> None:
         """The run's end, recorded only while this run still owns the migration."""
         await self.journal.finish(self.migration_id, state, self.run, error)
+
+    async def finish_phase(self, state: str, phase: str) -> None:
+        """The run's end after completing ``phase`` (expand, contract, rollback)."""
+        await self.journal.finish_phase(self.migration_id, state, phase, self.run)
 
     async def stopped(self, stop: StopRequested) -> None:
         """The run obeyed an operator's pause or cancel: recorded, and the request cleared."""

@@ -42,7 +42,7 @@ SELECT 1;
 SELECT id, checksum, sql, state, version, source, error, runs, owner_pid, application_name,
        client_host, client_pid, zdmproxy_version, created_at, started_at, finished_at,
        EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_s,
-       clock_timestamp() AS read_at
+       clock_timestamp() AS read_at, phase
   FROM zdmproxy.migrations
  WHERE id = $1;
 
@@ -167,16 +167,21 @@ SELECT m.id, m.state, m.version, m.runs, m.client_host, m.application_name, m.er
  LIMIT $1;
 
 -- name: checkpoint
-SELECT position::text AS position, rows_done FROM zdmproxy.checkpoints
+-- position is {"after": [last key done], "upper": [key the backfill stops at]} (journal/ledger.py).
+SELECT position::text AS position, rows_done, rows_total_estimate, batch_rows, throttled_by
+  FROM zdmproxy.checkpoints
  WHERE migration_id = $1 AND step_index = $2;
 
 -- name: checkpoint_moved
 -- Inside a backfill batch's own transaction, just before its COMMIT, on the step session that
 -- holds the run lock: the batch's rows and the key they end at commit together.
-INSERT INTO zdmproxy.checkpoints (migration_id, step_index, position, rows_done)
-VALUES ($1, $2, $3::jsonb, $4)
+INSERT INTO zdmproxy.checkpoints (migration_id, step_index, position, rows_done, rows_total_estimate,
+                                  batch_rows, throttled_by)
+VALUES ($1, $2, $3::jsonb, $4, $5, $6, $7)
 ON CONFLICT (migration_id, step_index)
-DO UPDATE SET position = excluded.position, rows_done = excluded.rows_done, updated_at = clock_timestamp();
+DO UPDATE SET position = excluded.position, rows_done = excluded.rows_done,
+              rows_total_estimate = excluded.rows_total_estimate, batch_rows = excluded.batch_rows,
+              throttled_by = excluded.throttled_by, updated_at = clock_timestamp();
 
 -- name: controls
 SELECT control, throttle::text AS throttle FROM zdmproxy.migrations WHERE id = $1;
@@ -240,3 +245,10 @@ SELECT c.step_index, c.rows_done, c.rows_total_estimate, c.batch_rows, c.throttl
   JOIN zdmproxy.steps s ON s.migration_id = c.migration_id AND s.index = c.step_index
  WHERE c.migration_id = $1
  ORDER BY c.step_index;
+
+-- name: migration_phase_finished
+-- A run that completed a phase: 'paused' after an expand run (the contract is for later),
+-- 'succeeded' after the contract, 'cancelled' after a rollback; only while run $4 owns it.
+UPDATE zdmproxy.migrations
+   SET state = $2, phase = $3, error = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+ WHERE id = $1 AND runs = $4;

@@ -50,6 +50,7 @@ class MigrationRecord:
     finished_at: datetime | None
     duration_s: float | None
     read_at: datetime  # the database's clock when this was read
+    phase: str | None = None  # the last phase completed: expand, contract, rollback (None: none)
 
     def by(self) -> str:
         """Who ran it last, as an operator would want it named."""
@@ -249,6 +250,9 @@ class Journal:
             "execute", "migration_stopped_as_asked", migration_id, stop.state, error_json(stop), run
         )
 
+    async def finish_phase(self, migration_id: str, state: str, phase: str, run: int) -> None:
+        await self._call("execute", "migration_phase_finished", migration_id, state, phase, run)
+
     async def step_state(self, migration_id: str, index: int) -> str | None:
         state: str | None = await self._call("fetchval", "step_state", migration_id, index)
         return state
@@ -287,7 +291,15 @@ class Journal:
         row = await self._call("fetchrow", "checkpoint", migration_id, index)
         if row is None:
             return None
-        return Checkpoint(tuple(json.loads(row["position"])), int(row["rows_done"]))
+        position = json.loads(row["position"])
+        return Checkpoint(
+            tuple(position["after"]),
+            int(row["rows_done"]),
+            upper=tuple(position["upper"]),
+            rows_total_estimate=row["rows_total_estimate"],
+            batch_rows=row["batch_rows"],
+            throttled_by=row["throttled_by"],
+        )
 
     async def controls(self, migration_id: str) -> Controls:
         row = await self._call("fetchrow", "controls", migration_id)

@@ -1,0 +1,523 @@
+"""The backfill engine: one large UPDATE (or DELETE) as keyset batches, each a short transaction.
+
+A step with ``step.backfill`` set (a rule's plan, plan/model.Backfill) runs here instead of
+as one statement. The walk:
+
+- **Keyset over the primary key** (single or composite columns, compared as a row), from the
+  checkpoint to an upper bound read once, when the backfill first starts, and kept in the
+  checkpoint: rows inserted later are covered by the column's default or the sync trigger, so
+  the walk terminates under steady inserts. A table without a primary key is refused.
+- **One batch, one short transaction** through the engine's attempt (attempt.run_attempt:
+  pre-flight, lock_timeout, the watchdog), with ``statement_timeout`` set to
+  ``backfill_max_lock_ms``: no batch holds its row locks longer. Before it, a read of the next
+  ``batch_rows`` keys fixes the batch's end key; the batch changes the rows in (last key,
+  end key] and, in the same transaction before COMMIT, moves the checkpoint to the end key, so
+  a crash resumes exactly there: no row redone, none skipped. A rule's predicate (``c IS
+  NULL``) also makes a redone batch change nothing.
+- **Adaptive size**: each batch's duration steers the next one's rows towards
+  ``backfill_target_batch_ms`` (at most doubling or halving); a batch that hits its statement
+  timeout is halved and tried again, and one that times out at one row fails the step.
+- **Throttled by health** (engine/health.py) between batches, with the signal named in the
+  progress events; the live knobs an operator sets (migrations.throttle) are merged over the
+  policy before every batch, and a pause or cancel asked through the journal is obeyed between
+  batches (the checkpoint is already committed, so resuming continues from it).
+- **Memory flat**: one batch's end key is all it holds, whatever the table's size.
+
+Every batch statement is generated here with pglast from the plan's SQL fragments and the
+table's quoted names; key values go in as parameters (the key read) or as literals pglast
+quotes (the batch, which the attempt runs as one simple-protocol statement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pglast import ast, parse_sql
+from pglast.stream import RawStream
+from pglast.visitors import Visitor
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
+from zdmproxy.engine.blockers import Target, resolve_targets
+from zdmproxy.engine.connector import Session, connect
+from zdmproxy.engine.events import BackfillProgress, EventKind
+from zdmproxy.engine.health import BlockedSampler, Signal, pausing_signals
+from zdmproxy.engine.ledger import Checkpoint, Ledger
+from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.queries import QUERIES
+from zdmproxy.errors import (
+    CancelRequested,
+    PauseRequested,
+    StatementTimedOut,
+    UnsupportedStatement,
+    ZdmError,
+)
+from zdmproxy.plan.model import Backfill, Step
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.sql.names import quote_ident, quote_relation
+
+
+class BatchHost(Protocol):
+    """What a backfill needs from the step it runs in (the runner's step run provides it)."""
+
+    policy: MigrationPolicy
+    ledger: Ledger
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def dsn(self) -> str: ...
+
+    @property
+    def migration_id(self) -> str: ...
+
+    async def emit(self, kind: EventKind, message: str, **extra: object) -> None: ...
+
+    async def batch_sessions(self) -> tuple[Session, Session, int]:
+        """The step session (claimed), the watch session, and the step backend's pid."""
+
+    async def batch_preflight(self, targets: list[Target]) -> None:
+        """Wait out sessions whose locks the batch would queue behind (the step's pre-flight)."""
+
+    async def batch_failed(self, record: AttemptRecord) -> None:
+        """Record a failed batch attempt (report, journal, event; a lost connection is closed)."""
+
+    def final_error(self, record: AttemptRecord) -> ZdmError:
+        """The error a step ends with after this attempt (the runner's wording)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The statements, generated
+
+
+class _Bind(Visitor):
+    """Replaces $n with the n-th text value as a quoted literal (inside its ``::type`` cast)."""
+
+    def __init__(self, values: Sequence[str]) -> None:
+        super().__init__()
+        self.values = values
+
+    def visit_ParamRef(self, ancestors: Any, node: ast.ParamRef) -> ast.A_Const:
+        return ast.A_Const(val=ast.String(sval=self.values[(node.number or 0) - 1]))
+
+
+class _FindParameters(Visitor):
+    found = False
+
+    def visit_ParamRef(self, ancestors: Any, node: ast.ParamRef) -> None:
+        self.found = True
+
+
+def _has_parameters(sql: str) -> bool:
+    finder = _FindParameters()
+    finder(parse_sql(sql)[0])
+    return finder.found
+
+
+def _deparse(sql: str, values: Sequence[str] = ()) -> str:
+    (raw,) = parse_sql(sql)
+    if values:
+        _Bind(values)(raw)
+    assert raw.stmt is not None
+    return str(RawStream()(raw.stmt))
+
+
+@dataclass(frozen=True)
+class Walk:
+    """The statements of one backfill over one table's primary key (pure: no I/O).
+
+    ``key`` and ``types`` are the key's columns and their types as ``format_type`` prints them.
+    Key values travel as text (``k::text`` read, ``'v'::type`` written), which round-trips
+    every type a primary key can have.
+    """
+
+    backfill: Backfill
+    key: tuple[str, ...]
+    types: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # The batch's own $n are the key values: the plan's fragments may not have any.
+        assignments, predicate = self.backfill.assignments, self.backfill.predicate
+        probes = ([f"UPDATE t SET {assignments}"] if assignments else []) + (
+            [f"SELECT WHERE {predicate}"] if predicate else []
+        )
+        if any(_has_parameters(probe) for probe in probes):
+            raise UnsupportedStatement(f"a backfill takes no parameters ($n): {probes}")
+
+    @property
+    def _table(self) -> str:
+        return quote_relation(self.backfill.table)
+
+    def _columns(self, suffix: str = "") -> str:
+        return ", ".join(quote_ident(k) + suffix for k in self.key)
+
+    def _tuple(self, first: int, cast: str = "") -> str:
+        """``$first::type, ...`` for the key's columns (parameters sent as text when ``cast``)."""
+        return ", ".join(f"${first + i}{cast}::{t}" for i, t in enumerate(self.types))
+
+    def _range(self, after: bool, first: int, cast: str = "") -> str:
+        """Keys after the one at $first.. (when ``after``) up to the next ones, inclusive."""
+        row = len(self.key) > 1  # composite: compared as a row, (a, b) > ($1, $2)
+        keys = f"({self._columns()})" if row else self._columns()
+
+        def values(n: int) -> str:
+            return f"({self._tuple(n, cast)})" if row else self._tuple(n, cast)
+
+        upper = f"{keys} <= {values(first + (len(self.key) if after else 0))}"
+        return f"{keys} > {values(first)} AND {upper}" if after else upper
+
+    def upper_bound(self) -> str:
+        """The largest key now (the walk's end), as text; no row: the table is empty."""
+        texts = ", ".join(f"{quote_ident(k)}::text" for k in self.key)
+        return _deparse(f"SELECT {texts} FROM {self._table} ORDER BY {self._columns(' DESC')} LIMIT 1")
+
+    def next_batch(self, after: bool) -> str:
+        """The end key of the next batch and its row count: parameters are the last key done
+        (when ``after``), the walk's upper bound, then the batch's rows; no row: walk done."""
+        n = len(self.key) * (2 if after else 1) + 1
+        texts = ", ".join(f"{quote_ident(k)}::text" for k in self.key)
+        inner = (
+            f"SELECT {self._columns()} FROM {self._table} WHERE {self._range(after, 1, '::text')} "
+            f"ORDER BY {self._columns()} LIMIT ${n}::int"
+        )
+        return _deparse(
+            f"SELECT {texts}, count(*) OVER () AS rows FROM ({inner}) AS batch "
+            f"ORDER BY {self._columns(' DESC')} LIMIT 1"
+        )
+
+    def batch(self, after: Sequence[str] | None, end: Sequence[str]) -> str:
+        """The batch itself: the rows in (after, end], with the plan's predicate."""
+        where = self._range(after is not None, 1)
+        if self.backfill.predicate is not None:
+            where += f" AND ({self.backfill.predicate})"
+        if self.backfill.assignments is None:
+            sql = f"DELETE FROM {self._table} WHERE {where}"
+        else:
+            sql = f"UPDATE {self._table} SET {self.backfill.assignments} WHERE {where}"
+        return _deparse(sql, [*(after or ()), *end])
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+class _Retry(Exception):
+    """A batch to try again (with backoff): the attempt's outcome allows it."""
+
+    def __init__(self, record: AttemptRecord) -> None:
+        super().__init__(record.outcome)
+        self.record = record
+
+
+@dataclass
+class _Position:
+    after: tuple[str, ...] | None  # the last key done; None: nothing done yet
+    upper: tuple[str, ...]
+    rows_done: int
+    rows_total: int | None
+
+
+def live_policy(policy: MigrationPolicy, throttle: dict[str, Any]) -> tuple[MigrationPolicy, str | None]:
+    """The policy with an operator's live backfill knobs on top, and what was wrong with them
+    (then the policy stays as it was: a typo must not stop a running backfill)."""
+    knobs = {k: v for k, v in throttle.items() if k.startswith("backfill_")}
+    ignored = sorted(set(throttle) - set(knobs))
+    if not knobs and not ignored:
+        return policy, None
+    try:
+        merged = MigrationPolicy.model_validate({**policy.model_dump(), **knobs})
+    except ValidationError as exc:
+        return policy, f"live throttle ignored: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+    return merged, (f"live throttle keys ignored (only backfill_* apply): {ignored}" if ignored else None)
+
+
+class Backfiller:
+    """Runs one backfill step to its end (or to an operator's pause or cancel)."""
+
+    def __init__(self, host: BatchHost, step: Step) -> None:
+        assert step.backfill is not None
+        self.host = host
+        self.step = step
+        self.backfill = step.backfill
+        self.policy = host.policy
+        self.batch_rows = self.policy.backfill_batch_rows
+        self.throttled_by: str | None = None
+        self.health: Session | None = None
+        self.started = time.monotonic()
+        self.rows_at_start = 0
+        self.last_progress = 0.0
+        self.warned: str | None = None
+
+    async def run(self) -> None:
+        self.health = await connect(self.host.dsn, f"zdmproxy-health:{self.host.migration_id}")
+        try:
+            await self._run()
+        finally:
+            await self.health.close()
+
+    async def _run(self) -> None:
+        assert self.health is not None
+        session, _, _ = await self.host.batch_sessions()
+        table = await session.fetchrow(QUERIES["backfill_table"], quote_relation(self.backfill.table))
+        if table is None:
+            raise UnsupportedStatement(f"backfill of {self.backfill.table}: the table does not exist")
+        self.table_oid = int(table["oid"])
+        key = await session.fetchrow(QUERIES["relation_primary_key"], self.table_oid)
+        if key is None:
+            raise UnsupportedStatement(
+                f"backfill of {self.backfill.table}: the table has no primary key, and batches walk "
+                "one (a batch without a key to stop at would rescan the table each time). Add a primary "
+                "key first (CREATE UNIQUE INDEX CONCURRENTLY, then ADD PRIMARY KEY USING INDEX), or run "
+                "the statement as written in a maintenance window"
+            )
+        self.walk = Walk(self.backfill, tuple(key["columns"]), tuple(key["types"]))
+        estimate = float(table["rows_estimate"])
+        self.position = await self._start(session, int(estimate) if estimate >= 0 else None)
+        self.rows_at_start = self.position.rows_done
+        targets = await resolve_targets(session, self.step.locks)
+        while True:
+            await self._obey_and_throttle()
+            if not await self._batch(targets):
+                break
+            if self.policy.backfill_sleep_ms:
+                await asyncio.sleep(self.policy.backfill_sleep_ms / 1000)
+            await self._progress()
+        await self._progress(final=True)
+
+    async def _start(self, session: Session, estimate: int | None) -> _Position:
+        """Where to begin: the journal's checkpoint, or the start with the upper bound now."""
+        checkpoint = await self.host.ledger.checkpoint(self.host.index)
+        if checkpoint is not None and checkpoint.upper:
+            self.batch_rows = checkpoint.batch_rows or self.batch_rows
+            await self.host.emit(
+                EventKind.BACKFILL_PROGRESS,
+                f"resuming the backfill of {self.backfill.table} after key {_key(checkpoint.position)} "
+                f"({checkpoint.rows_done} rows done)",
+            )
+            return _Position(
+                tuple(checkpoint.position) or None,
+                tuple(checkpoint.upper),
+                checkpoint.rows_done,
+                checkpoint.rows_total_estimate,
+            )
+        upper = await session.fetchrow(self.walk.upper_bound())
+        return _Position(None, tuple(upper.values()) if upper else (), 0, estimate)
+
+    async def _obey_and_throttle(self) -> None:
+        """Between batches: an operator's pause or cancel, the live knobs, the health signals
+        (waiting while one says to pause, and obeying a stop asked meanwhile)."""
+        assert self.health is not None
+        paused_at: float | None = None
+        shown: set[str] = set()
+        while True:
+            controls = await self.host.ledger.controls()
+            self._stop_if_asked(controls.request)
+            self.policy, warning = live_policy(self.host.policy, dict(controls.throttle))
+            if warning and warning != self.warned:
+                self.warned = warning
+                await self.host.emit(EventKind.BACKFILL_THROTTLED, warning)
+            self.batch_rows = min(self.batch_rows, self.policy.backfill_batch_rows_max)
+            if self.health.is_closed():  # lost with the server (a restart): the batch reconnects too
+                self.health = await connect(self.host.dsn, f"zdmproxy-health:{self.host.migration_id}")
+            signals = await pausing_signals(self.health, self.table_oid, self.policy)
+            if not signals:
+                if paused_at is not None:
+                    await self.host.emit(
+                        EventKind.BACKFILL_PROGRESS,
+                        f"resumed after {time.monotonic() - paused_at:.1f} s paused ({self.throttled_by})",
+                        progress=self._progress_now(),
+                    )
+                    self.throttled_by = None
+                return
+            names = {s.name for s in signals}
+            if names != shown:  # said once per change of what holds it back, not every poll
+                shown = names
+                self.throttled_by = "paused: " + "; ".join(s.message for s in signals)
+                await self.host.emit(
+                    EventKind.BACKFILL_THROTTLED, self.throttled_by, progress=self._progress_now()
+                )
+            paused_at = paused_at or time.monotonic()
+            await asyncio.sleep(self.policy.backfill_health_poll_ms / 1000)
+
+    def _stop_if_asked(self, request: str | None) -> None:
+        where = (
+            f"the backfill of {self.backfill.table} stopped after key {_key(self.position.after)} "
+            f"({self.position.rows_done} rows done, checkpoint committed)"
+        )
+        if request == "pause":
+            raise PauseRequested(
+                f"migration {self.host.migration_id!r} paused as an operator asked: {where}; resume it "
+                "(`zdmproxy resume ID`) to continue from the checkpoint"
+            )
+        if request == "cancel":
+            raise CancelRequested(
+                f"migration {self.host.migration_id!r} cancelled as an operator asked: {where}; it stays "
+                "resumable from the checkpoint (resume, or re-run apply)"
+            )
+
+    async def _batch(self, targets: list[Target]) -> bool:
+        """Run the next batch until it commits; False when the walk is done."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Retry)),
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=wait_exponential_jitter(
+                multiplier=self.policy.backoff_initial_ms / 1000,
+                max=self.policy.backoff_max_ms / 1000,
+                jitter=self.policy.backoff_jitter_ms / 1000,
+            ),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._try_batch(attempt.retry_state.attempt_number, targets)
+        except _Retry as retry:
+            raise self.host.final_error(retry.record) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _try_batch(self, number: int, targets: list[Target]) -> bool:
+        assert self.health is not None
+        session, watch, pid = await self.host.batch_sessions()
+        if number > 1:
+            await self._recheck()  # after a lost connection the last batch may have committed
+        if not self.position.upper:
+            return False  # the table was empty when the backfill started
+        after = self.position.after
+        args: list[Any] = [*(after or ()), *self.position.upper, self.batch_rows]
+        row = await session.fetchrow(self.walk.next_batch(after is not None), *args)
+        if row is None:
+            return False
+        values = list(row.values())
+        end, rows = tuple(values[:-1]), int(values[-1])
+        checkpoint = Checkpoint(
+            end,
+            self.position.rows_done + rows,
+            upper=self.position.upper,
+            rows_total_estimate=self.position.rows_total,
+            batch_rows=self.batch_rows,
+            throttled_by=self.throttled_by,
+        )
+        batch = dataclasses.replace(self.step, sql=self.walk.batch(after, end), backfill=None)
+        await self.host.batch_preflight(targets)
+        bounded = self.policy.model_copy(
+            update={"statement_timeout_s": self.policy.backfill_max_lock_ms / 1000}
+        )
+        try:
+            async with BlockedSampler(self.health, pid, self.policy.watchdog_interval_ms * 2) as sampler:
+                record = await run_attempt(
+                    session,
+                    watch,
+                    batch,
+                    targets,
+                    bounded,
+                    number,
+                    self.policy.deadline_s,
+                    pid=pid,
+                    commit_with=self.host.ledger.checkpoint_statement(self.host.index, checkpoint),
+                )
+        except AttemptFailed as failed:
+            await self._failed(failed.record, rows)
+        self.position = dataclasses.replace(self.position, after=end, rows_done=checkpoint.rows_done)
+        await self._adapt(record, rows, sampler.signal(self.policy))
+        return True
+
+    async def _failed(self, record: AttemptRecord, rows: int) -> None:
+        """A batch that did not commit: halve it after a statement timeout, retry what may be
+        retried, fail the step otherwise. Always raises."""
+        await self.host.batch_failed(record)
+        if record.outcome is Outcome.STATEMENT_TIMEOUT:
+            if self.batch_rows <= 1:
+                raise StatementTimedOut(
+                    f"a backfill batch of one row of {self.backfill.table} ran past backfill_max_lock_ms "
+                    f"({self.policy.backfill_max_lock_ms:g} ms) after key {_key(self.position.after)}: "
+                    "the assignment is too slow per row, or something holds that row; raise "
+                    "backfill_max_lock_ms, or find what holds it. Re-running resumes from the checkpoint",
+                    pg=record.error,
+                )
+            self.batch_rows = max(1, min(self.batch_rows, rows) // 2)
+            await self.host.emit(
+                EventKind.BACKFILL_THROTTLED,
+                f"a batch ran past {self.policy.backfill_max_lock_ms:g} ms: halved to {self.batch_rows} rows",
+                progress=self._progress_now(),
+            )
+            raise _Retry(record)
+        if record.outcome is not None and record.outcome.retryable:
+            raise _Retry(record)
+        raise self.host.final_error(record)
+
+    async def _recheck(self) -> None:
+        """Take the journal's checkpoint when it is ahead of ours (the batch committed before
+        the connection was lost); without a journal the batch runs again (its predicate keeps a
+        rule's backfill from changing a row twice)."""
+        checkpoint = await self.host.ledger.checkpoint(self.host.index)
+        if checkpoint is not None and checkpoint.rows_done > self.position.rows_done:
+            self.position = dataclasses.replace(
+                self.position, after=tuple(checkpoint.position), rows_done=checkpoint.rows_done
+            )
+
+    async def _adapt(self, record: AttemptRecord, rows: int, blocked: Signal | None) -> None:
+        """Steer the batch size towards the target duration; shrink it when sessions waited."""
+        if blocked is not None:
+            self.batch_rows = max(1, self.batch_rows // 2)
+            self.throttled_by = f"slowed: {blocked.message}"
+            await self.host.emit(
+                EventKind.BACKFILL_THROTTLED,
+                f"{self.throttled_by}: batches halved to {self.batch_rows} rows",
+                progress=self._progress_now(),
+            )
+            await asyncio.sleep(self.policy.backfill_target_batch_ms / 1000)
+            return
+        self.throttled_by = None
+        if rows < self.batch_rows:
+            return  # the walk's last batch, or a short one: says nothing about speed
+        took_ms = max(record.duration_s * 1000, 1.0)
+        factor = min(2.0, max(0.5, self.policy.backfill_target_batch_ms / took_ms))
+        self.batch_rows = max(1, min(int(self.batch_rows * factor), self.policy.backfill_batch_rows_max))
+
+    def _progress_now(self) -> BackfillProgress:
+        position = self.position
+        elapsed = time.monotonic() - self.started
+        walked = position.rows_done - self.rows_at_start
+        rate = walked / elapsed if elapsed > 0 and walked else None
+        left = None if position.rows_total is None else max(position.rows_total - position.rows_done, 0)
+        return BackfillProgress(
+            rows_done=position.rows_done,
+            rows_total_estimate=position.rows_total,
+            rows_per_s=rate,
+            eta_s=left / rate if rate and left is not None else None,
+            batch_rows=self.batch_rows,
+            throttled_by=self.throttled_by,
+        )
+
+    async def _progress(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last_progress < self.policy.backfill_progress_interval_s:
+            return
+        self.last_progress = now
+        progress = self._progress_now()
+        total = f" of ~{progress.rows_total_estimate}" if progress.rows_total_estimate is not None else ""
+        rate = f", {progress.rows_per_s:.0f} rows/s" if progress.rows_per_s else ""
+        eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None and not final else ""
+        what = "backfill done" if final else "backfill"
+        await self.host.emit(
+            EventKind.BACKFILL_PROGRESS,
+            f"{what}: {progress.rows_done}{total} rows{rate}{eta}, batches of {progress.batch_rows}",
+            progress=progress,
+        )
+
+
+def _key(values: Sequence[Any] | None) -> str:
+    return "(start)" if not values else "(" + ", ".join(map(str, values)) + ")"
+
+
+async def run_backfill(host: BatchHost, step: Step) -> None:
+    """Run backfill step ``step`` for ``host``; raises PauseRequested / CancelRequested when an
+    operator asked for it (the checkpoint is committed), or the step's final error."""
+    await Backfiller(host, step).run()

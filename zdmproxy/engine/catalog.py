@@ -76,12 +76,16 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         dropped_with=await _dropped_with(session, statements),
         statistics_tables=await _statistics_tables(session, statements),
         names_in_use=await _names_in_use(session, relations.values()),
+        constraint_names_in_use=await _names_in_use(session, relations.values(), "constraint_names_near"),
     )
 
 
-async def _names_in_use(session: Session, relations: Iterable[RelationInfo]) -> frozenset[RelationName]:
+async def _names_in_use(
+    session: Session, relations: Iterable[RelationInfo], query: str = "names_near"
+) -> frozenset[RelationName]:
     """Names taken near each table's (and partition's) own, which an index PostgreSQL names
-    after the table could collide with (sql/index_names.py)."""
+    after the table could collide with (sql/index_names.py); with ``constraint_names_near``,
+    the constraint names a constraint named after the table could collide with (sql/naming.py)."""
     tables = [
         name
         for info in relations
@@ -91,7 +95,7 @@ async def _names_in_use(session: Session, relations: Iterable[RelationInfo]) -> 
     if not tables:
         return frozenset()
     rows = await session.fetch(
-        QUERIES["names_near"],
+        QUERIES[query],
         [str(t.schema) for t in tables],
         [t.name[:_NAME_PREFIX] for t in tables],
     )

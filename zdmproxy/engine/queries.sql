@@ -216,6 +216,14 @@ SELECT DISTINCT n.nspname, c.relname
   JOIN pg_namespace n ON n.nspname = w.schema
   JOIN pg_class c ON c.relnamespace = n.oid AND starts_with(c.relname, w.prefix);
 
+-- name: constraint_names_near
+-- Constraint names in schema $1[i] that start like $2[i]: a name PostgreSQL chooses for a constraint
+-- of table $2[i] (ChooseConstraintName) must differ from every constraint name of the schema.
+SELECT DISTINCT n.nspname, con.conname AS relname
+  FROM unnest($1::text[], $2::text[]) AS w(schema, prefix)
+  JOIN pg_namespace n ON n.nspname = w.schema
+  JOIN pg_constraint con ON con.connamespace = n.oid AND starts_with(con.conname, w.prefix);
+
 -- name: relation_views
 -- Views and materialized views built on the relation, with the columns they use
 -- (attname is NULL for a dependency on the whole row).

@@ -167,6 +167,9 @@ class CatalogFacts:
     # Relation names already used in the schemas of the tables the script names (and their
     # partitions), near their names: what an index name PostgreSQL chooses could collide with.
     names_in_use: frozenset[RelationName] = frozenset()
+    # Constraint names used in those schemas near the tables' names (schema, conname): what a name
+    # PostgreSQL chooses for a constraint (ChooseConstraintName) or its index must avoid too.
+    constraint_names_in_use: frozenset[RelationName] = frozenset()
 
     def resolve(self, name: RelationName) -> RelationInfo | None:
         return self.relations.get(name)

@@ -87,7 +87,9 @@ def _default(field: FieldInfo) -> str:
         return "default: off"
     if isinstance(field.default, bool):
         return f"default: {'on' if field.default else 'off'}"
-    return f"default: {field.default:g}" if isinstance(field.default, float) else f"default: {field.default}"
+    value = field.default
+    shown = int(value) if isinstance(value, float) and value.is_integer() else value  # 100, not 100.0
+    return f"default: {shown}"
 
 
 def _metavar(name: str) -> str:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.prompt import Confirm
 from rich.text import Text
 
 from zdmproxy.cli.shared import err
-from zdmproxy.engine.events import Event, EventKind, EventSink
+from zdmproxy.engine.events import BackfillProgress, Event, EventKind, EventSink
 from zdmproxy.plan.model import Step
 
 
@@ -54,22 +54,38 @@ def live_wanted(console: Console) -> bool:
     return console.is_terminal and not console.is_dumb_terminal and "NO_COLOR" not in os.environ
 
 
+# A backfill reports every second; a log gets one of those lines per this many seconds.
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
 @contextmanager
 def event_display(console: Console = err) -> Iterator[EventSink]:
     """The sink for a run's events: plain lines, plus a live panel on a terminal."""
     if not live_wanted(console):
-        yield print_event
+        yield PlainLines(console)
         return
     panel = _LivePanel(console)
     with Live(panel, console=console, refresh_per_second=8, transient=True, redirect_stdout=False):
         yield panel.handle
 
 
-def print_event(event: Event) -> None:
-    """One short line per decision; attempts are shown only when one failed."""
-    line = _line(event)
-    if line is not None:
-        err.print(line)
+class PlainLines:
+    """One short line per decision; attempts are shown only when one failed, backfill progress
+    once per ``PLAIN_PROGRESS_EVERY_S`` (and when it is done)."""
+
+    def __init__(self, console: Console = err) -> None:
+        self._console = console
+        self._progress_at = -PLAIN_PROGRESS_EVERY_S
+
+    def __call__(self, event: Event) -> None:
+        if event.kind is EventKind.BACKFILL_PROGRESS and event.message.startswith("backfill:"):
+            now = time.monotonic()
+            if now - self._progress_at < PLAIN_PROGRESS_EVERY_S:
+                return
+            self._progress_at = now
+        line = _line(event)
+        if line is not None:
+            self._console.print(line)
 
 
 def _line(event: Event) -> str | None:
@@ -91,6 +107,8 @@ def _line(event: Event) -> str | None:
         EventKind.DEBRIS_DROPPED: "yellow",
         EventKind.DETACH_RESUMED: "yellow",
         EventKind.STEP_SUCCEEDED: "green",
+        EventKind.BACKFILL_THROTTLED: "yellow",
+        EventKind.BACKFILL_PAUSED: "yellow",
     }.get(event.kind, "dim")
     mark = "✓ " if event.kind is EventKind.STEP_SUCCEEDED else ""
     return f"    [{style}]{mark}{escape(event.message)}[/{style}]"
@@ -115,14 +133,16 @@ class _LivePanel:
             TextColumn("    backfill"),
             BarColumn(),
             TaskProgressColumn(),
+            TextColumn("{task.completed:,.0f} rows"),
             TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[eta]}"),
+            TextColumn("[yellow]{task.fields[held]}"),
             console=console,
         )
         self._backfill: TaskID | None = None
 
     def handle(self, event: Event) -> None:
-        line = _line(event)
+        line = None if event.kind is EventKind.BACKFILL_PROGRESS else _line(event)  # the bar shows it
         if line is not None:
             self._console.print(line)
         if event.step < 0:
@@ -137,16 +157,27 @@ class _LivePanel:
             self._now.waiting_for = described
         elif event.kind is EventKind.ATTEMPT_STARTED:
             self._now.waiting_for = None
+        elif event.progress is not None:
+            self._now.waiting_for = None
+            self.backfill(event.progress)
         elif event.kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
             self._now = None
             self._drop_bar()
 
-    def backfill(self, done: int, total: int | None, rows_per_s: float | None) -> None:
-        """Move the bar (the backfill engine's progress events call this)."""
-        rate = f"{rows_per_s:,.0f} rows/s" if rows_per_s else ""
+    def backfill(self, progress: BackfillProgress) -> None:
+        """Move the bar to where the backfill engine says it is (its own rate and ETA: it knows
+        the rows done before a resume, which a bar's own timing would count as speed)."""
+        total = progress.rows_total_estimate
+        if total is not None:
+            total = max(total, progress.rows_done)  # an estimate (reltuples) may run short
+        rate = f"{progress.rows_per_s:,.0f} rows/s" if progress.rows_per_s else ""
+        eta = f"ETA {progress.eta_s:,.0f} s" if progress.eta_s is not None else ""
+        held = f"held back: {progress.throttled_by}" if progress.throttled_by else ""
         if self._backfill is None:
-            self._backfill = self._bar.add_task("backfill", total=total, rate=rate)
-        self._bar.update(self._backfill, completed=done, total=total, rate=rate)
+            self._backfill = self._bar.add_task("backfill", total=total, rate=rate, eta=eta, held=held)
+        self._bar.update(
+            self._backfill, completed=progress.rows_done, total=total, rate=rate, eta=eta, held=held
+        )
 
     def _drop_bar(self) -> None:
         if self._backfill is not None:

@@ -193,6 +193,13 @@ class CancelRequested(StopRequested):
     state = "cancelled"
 
 
+class PhaseOrder(ZdmError):
+    """A phase asked for out of order: contract before the expand ran, rollback after contract."""
+
+    code = "phase_order"
+    exit_code = ExitCode.CONFLICT
+
+
 class NotFound(ZdmError):
     """No migration with this id in the journal."""
 

@@ -12,14 +12,16 @@ from collections.abc import Sequence
 
 from zdmproxy import __version__
 from zdmproxy.cli import apply as apply_command
+from zdmproxy.cli import control as control_commands
 from zdmproxy.cli import journal as journal_commands
 from zdmproxy.cli import locks as locks_command
 from zdmproxy.cli import plan as plan_command
-from zdmproxy.cli import control as control_commands
+from zdmproxy.cli import rollback as rollback_command
 from zdmproxy.cli import serve as serve_command
 from zdmproxy.cli.flags import Parser, add_model_flags, print_completion
 from zdmproxy.cli.shared import add_database_arguments, err, report_error
 from zdmproxy.errors import ExitCode, ZdmError
+from zdmproxy.plan.phases import RunPhase
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="on a terminal, run destructive statements without asking"
     )
     add_model_flags(apply, title="policy (each flag overrides its ZDM_ variable and the config file)")
+    apply.add_argument(
+        "--phase",
+        choices=[p.value for p in RunPhase],
+        help="run only this phase of an expand/contract plan (default: every phase, the script as written)",
+    )
     apply.add_argument("--json", action="store_true", help="print the attempts report as JSON")
     apply.set_defaults(handler=apply_command.run)
 
@@ -81,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     add_database_arguments(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=journal_commands.status)
+
+    rollback = commands.add_parser(
+        "rollback", help="undo the expand phase of a migration that was not contracted"
+    )
+    rollback.add_argument("id", metavar="ID", help="the migration id")
+    add_database_arguments(rollback)
+    add_model_flags(rollback, title="policy (each flag overrides its ZDM_ variable and the config file)")
+    rollback.add_argument("--json", action="store_true", help="print JSON")
+    rollback.set_defaults(handler=rollback_command.run)
 
     history = commands.add_parser("history", help="the migrations the journal holds, newest first")
     add_database_arguments(history)

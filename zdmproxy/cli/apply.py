@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import signal
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from zdmproxy.journal.ledger import Caller
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal
 from zdmproxy.plan.model import Step
+from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.settings import Settings, load_settings
@@ -193,7 +195,8 @@ async def _apply_async(
                 await check(batch.folder[number : number + 1])
             report = MigrationReport(request.migration_id)
             runs.append((report, None))
-            applied = await coordinator.apply(request, report)
+            phase = RunPhase(args.phase) if args.phase else None
+            applied = await coordinator.apply(dataclasses.replace(request, phase=phase), report)
             runs[-1] = (report, applied)
             _print_summary(report, applied)
     finally:
@@ -242,6 +245,11 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None, *, p
     if report.succeeded or (planned and before == planned):
         resumed = f" ({before} of them by an earlier run)" if before else ""
         err.print(f"{escape(name)}: all {planned} step(s) applied{resumed}")
+        if applied is not None and applied.record.state == "paused" and applied.record.phase == "expand":
+            err.print(
+                f"{escape(name)}: expand phase done; once no application version needs the old "
+                f"schema, run `zdmproxy apply --phase contract` (or `zdmproxy rollback {escape(name)}`)"
+            )
         return
     err.print(f"{escape(name)}: {before + len(done)} of {planned} step(s) applied")
     if before + len(done) < planned and report.steps:
@@ -260,6 +268,7 @@ def _runs_dict(batch: _Batch, runs: list[tuple[MigrationReport, Applied | None]]
             **_report_dict(report),
             # applied: the journal's word (it also covers steps run by earlier runs or others)
             "succeeded": applied.record.state == "succeeded" if applied else False,
+            "phase": applied.record.phase if applied else None,
             "result": applied.result.value if applied else None,
         }
         for report, applied in runs

@@ -97,6 +97,10 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
             if holder
             else "stopped while running (no process holds it any more: the next apply resumes it)"
         )
+    if record.phase == "expand" and record.state == "paused":
+        state += ", phase expand done (contract pending: apply --phase contract, or rollback)"
+    elif record.phase is not None:
+        state += f", phase {record.phase}"
     if as_json:
         _dump(
             {
@@ -118,12 +122,13 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
         + (f", took {_ago(record.duration_s)}" if record.duration_s is not None else "")
     )
     table = Table(box=None, padding=(0, 2), header_style="dim")
-    for column in ("step", "state", "took", "attempts", "sql"):
+    for column in ("step", "phase", "state", "took", "attempts", "sql"):
         table.add_column(column)
     for step in steps:
         tried = [a for a in attempts if a["step_index"] == step.index]
         table.add_row(
             str(step.index + 1),
+            step.phase,
             step.state,
             _ago(step.duration_s),
             str(len(tried)),

@@ -39,6 +39,7 @@ from zdmproxy.errors import (
     ChecksumConflict,
     MigrationBusy,
     PauseRequested,
+    PhaseOrder,
     RecordedFailure,
     StopRequested,
     WaitTimedOut,
@@ -49,6 +50,7 @@ from zdmproxy.journal.ledger import Caller, JournalLedger
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, MigrationRecord, StepRecord
 from zdmproxy.plan.model import Step
+from zdmproxy.plan.phases import RunPhase, expand_end, has_contract
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.parse import parse_script
 
@@ -67,6 +69,7 @@ class Request:
     script: str
     version: str | None = None
     source: str | None = None
+    phase: RunPhase | None = None  # None: every phase, so the end state is the script's as written
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ class Coordinator:
         waiting_since: datetime | None = None  # the database's clock when another run held it
         while True:
             record = await self.journal.migration(request.migration_id)
+            if record is None and request.phase is RunPhase.CONTRACT:
+                raise _not_expanded(request.migration_id, "it has not been applied at all")
             if record is None:
                 plan = await self.journal.using(
                     lambda session: plan_script(session, request.script, self.policy)
@@ -112,6 +117,8 @@ class Coordinator:
             settled = _settled(record, ours, waiting_since)
             if settled is not None:
                 return settled
+            if request.phase is RunPhase.EXPAND and record.phase == "expand" and record.state == "paused":
+                return Applied(Result.ALREADY_APPLIED, record)  # expanded before: the contract waits
             session = await connect(self.dsn, f"zdmproxy:{request.migration_id}", step_session=True)
             try:
                 await ledger.claim(session)
@@ -152,9 +159,14 @@ class Coordinator:
             await self._amend(request, record, ours, steps)
             steps = await self.journal.steps(request.migration_id)
         start_at = _first_unfinished(steps)
+        planned = [s.step for s in steps]
+        expanded_at = expand_end(planned)
+        if request.phase is RunPhase.CONTRACT and start_at < expanded_at:
+            raise _not_expanded(request.migration_id, f"step {start_at + 1} of its expand phase has not run")
+        end = expanded_at if request.phase is RunPhase.EXPAND else len(planned)
         # This caller's own policy refuses a step: nothing was tried, so nothing is recorded
         # (another caller, allowed to, may run the migration).
-        check_allowed([s.step for s in steps[start_at:]], self.policy)
+        check_allowed(planned[start_at:end], self.policy)
         if record.state in ("running", "cancelled") and record.runs:
             await deliver(
                 self.sink,
@@ -170,7 +182,7 @@ class Coordinator:
             self.dsn, request.migration_id, self.policy, self.sink, ledger=ledger, session=session
         )
         try:
-            await runner.run_steps([s.step for s in steps], report, start_at=start_at, close_session=False)
+            await runner.run_steps(planned[:end], report, start_at=start_at, close_session=False)
         except MigrationBusy:
             raise
         except StopRequested as stop:  # an operator's pause or cancel, obeyed between steps
@@ -185,7 +197,12 @@ class Coordinator:
             await _quietly(ledger.interrupted())
             raise
         else:
-            await ledger.finish("succeeded")
+            if end < len(planned):
+                await ledger.finish_phase("paused", RunPhase.EXPAND)  # the contract is for later
+            elif has_contract(planned):
+                await ledger.finish_phase("succeeded", RunPhase.CONTRACT)
+            else:
+                await ledger.finish("succeeded")
         finally:
             await runner.close()
 
@@ -289,6 +306,13 @@ def _conflict(record: MigrationRecord, ours: str, why: str) -> ChecksumConflict:
         f"migration {record.id!r} is recorded with different SQL ({why}): recorded sha256 "
         f"{record.checksum}, given {ours}. An applied migration never changes: put the change in a "
         f"new migration with its own id (`zdmproxy status {record.id}` shows what was recorded)"
+    )
+
+
+def _not_expanded(migration_id: str, why: str) -> PhaseOrder:
+    return PhaseOrder(
+        f"cannot contract migration {migration_id!r}: {why}. Run `zdmproxy apply --phase expand` "
+        "first, deploy the application version that no longer needs the old schema, then contract"
     )
 
 

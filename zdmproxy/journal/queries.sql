@@ -252,3 +252,13 @@ SELECT c.step_index, c.rows_done, c.rows_total_estimate, c.batch_rows, c.throttl
 UPDATE zdmproxy.migrations
    SET state = $2, phase = $3, error = NULL, finished_at = clock_timestamp(), updated_at = clock_timestamp()
  WHERE id = $1 AND runs = $4;
+
+-- name: steps_rolled_back
+-- After a rollback undid the expand: every step is to run again from the start (and any backfill
+-- from its first row), as if the migration had never run.
+WITH reset AS (
+    UPDATE zdmproxy.steps
+       SET state = 'pending', outcome = NULL, error = NULL, started_at = NULL, finished_at = NULL
+     WHERE migration_id = $1
+)
+DELETE FROM zdmproxy.checkpoints WHERE migration_id = $1;

@@ -253,6 +253,9 @@ class Journal:
     async def finish_phase(self, migration_id: str, state: str, phase: str, run: int) -> None:
         await self._call("execute", "migration_phase_finished", migration_id, state, phase, run)
 
+    async def steps_rolled_back(self, migration_id: str) -> None:
+        await self._call("execute", "steps_rolled_back", migration_id)
+
     async def step_state(self, migration_id: str, index: int) -> str | None:
         state: str | None = await self._call("fetchval", "step_state", migration_id, index)
         return state

@@ -2,11 +2,12 @@
 become when running them as written would lock the table for a rewrite or break the application
 version that still uses the old column.
 
-Expand (every step short, each with its way back): the replacing column is added beside the old
-one; a trigger keeps it in sync with every write (both ways for a rename, so old and new
-application versions can write at once); a batched backfill fills the existing rows; the old
-column's NOT NULL (as a validated ``CHECK (new IS NOT NULL)``), CHECKs (``NOT VALID`` then
-``VALIDATE``) and indexes (``CREATE INDEX CONCURRENTLY``) are rebuilt on it under staging names.
+Expand (every step short, each with its way back, which may run twice: IF EXISTS): the
+replacing column is added beside the old one; a trigger keeps it in sync with every write (both
+ways for a rename, so old and new application versions can write at once); a batched backfill
+fills the existing rows; the old column's NOT NULL (as a validated ``CHECK (new IS NOT
+NULL)``), CHECKs (``NOT VALID`` then ``VALIDATE``) and indexes (``CREATE INDEX CONCURRENTLY``)
+are rebuilt on it under staging names.
 
 Contract is one short transaction, so no application ever sees a half-swapped table: the trigger
 and its function go, the old column is dropped (its values live on in the new one, so nothing is
@@ -204,20 +205,20 @@ def swap_steps(ctx: RuleContext, swap: Swap, what: str) -> tuple[Step, ...]:
         f"ALTER TABLE {table} ADD COLUMN {staging} {swap.type_sql}",
         Phase.EXPAND,
         f"{what}: the replacing column {swap.staging}, added empty (no rewrite, a brief lock)",
-        revert=f"ALTER TABLE {table} DROP COLUMN {staging}",
+        revert=f"ALTER TABLE {table} DROP COLUMN IF EXISTS {staging}",
     )
     build.add(
         f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $zdm$ {_trigger_body(swap)} $zdm$",
         Phase.EXPAND,
         f"{what}: the function keeping {swap.staging} in step with {swap.old} on every write",
-        revert=f"DROP FUNCTION {function}()",
+        revert=f"DROP FUNCTION IF EXISTS {function}()",
     )
     build.add(
         f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table} "
         f"FOR EACH ROW EXECUTE FUNCTION {function}()",
         Phase.EXPAND,
         f"{what}: from now on every written row carries {swap.staging}",
-        revert=f"DROP TRIGGER {trigger} ON {table}",
+        revert=f"DROP TRIGGER IF EXISTS {trigger} ON {table}",
     )
     assignment = f"{staging} = {_forward_sql(swap)}"
     build.add(
@@ -232,7 +233,7 @@ def swap_steps(ctx: RuleContext, swap: Swap, what: str) -> tuple[Step, ...]:
             f"CHECK ({staging} IS NOT NULL) NOT VALID",
             Phase.EXPAND,
             f"{what}: NOT NULL on {swap.staging} as a check, enforced on new rows at once (no scan)",
-            revert=f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(helper)}",
+            revert=f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(helper)}",
         )
         build.add(
             f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote_ident(helper)}",
@@ -257,7 +258,7 @@ def _rebuild(build: StepBuilder, swap: Swap, table: str) -> list[str]:
             _rebuilt_check(con, swap, staged),
             Phase.EXPAND,
             f"check {con.name} on {swap.staging}, enforced on new rows at once (no scan)",
-            revert=f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(staged)}",
+            revert=f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(staged)}",
         )
         if con.validated:
             build.add(

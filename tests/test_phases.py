@@ -1,0 +1,236 @@
+"""Expand/contract phases on a real PostgreSQL: ``apply --phase expand``, then both application
+versions working, then ``apply --phase contract``; ``rollback`` after an expand; the order of
+phases enforced; each rule's end state equal to the statement as written; and a type change
+under write traffic that never holds a client up and keeps every value written meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+from equivalence import check_equivalent, snapshot
+from helpers import run_cli, zdmproxy
+from traffic import LockSampler, Traffic
+
+from zdmproxy.plan.model import Phase
+from zdmproxy.policy import MigrationPolicy
+
+USERS = """
+CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL CHECK (name <> ''), score int NOT NULL DEFAULT 0);
+CREATE INDEX users_name_idx ON users (name);
+INSERT INTO users (id, name, score) SELECT g, 'user ' || g, g FROM generate_series(100, 299) g;
+"""
+RENAME = "ALTER TABLE users RENAME COLUMN name TO full_name"
+WIDEN = "ALTER TABLE users ALTER COLUMN score TYPE bigint"
+
+
+async def _apply(dsn: str, tmp_path: Path, migration_id: str, sql: str, *options: str) -> tuple[int, str]:
+    result = await run_cli("apply", "--dsn", dsn, "--id", migration_id, *options, sql=sql, tmp_path=tmp_path)
+    return result.code, result.stderr
+
+
+async def _status(dsn: str, migration_id: str) -> dict[str, object]:
+    result = await zdmproxy("status", "--dsn", dsn, migration_id, "--json")
+    assert result.code == 0, result.stderr
+    migration: dict[str, object] = result.json()["migration"]  # type: ignore[assignment]
+    return migration
+
+
+async def test_rename_expand_then_contract_with_both_versions_in_between(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        code, stderr = await _apply(dsn, tmp_path, "rename", RENAME, "--phase", "expand")
+        assert code == 0, stderr
+        assert "contract" in stderr, stderr
+        status = await _status(dsn, "rename")
+        assert (status["state"], status["phase"]) == ("paused", "expand")
+
+        # The old application version reads and writes name, the new one full_name: both work,
+        # and each sees what the other wrote.
+        await conn.execute("INSERT INTO users (id, name) VALUES (1001, 'old writer')")
+        await conn.execute("INSERT INTO users (id, full_name) VALUES (1002, 'new writer')")
+        await conn.execute("UPDATE users SET name = 'old update' WHERE id = 101")
+        await conn.execute("UPDATE users SET full_name = 'new update' WHERE id = 102")
+        rows = await conn.fetch(
+            "SELECT id, name, full_name FROM users WHERE id IN (101, 102, 1001, 1002) ORDER BY id"
+        )
+        assert [tuple(r) for r in rows] == [
+            (101, "old update", "old update"),
+            (102, "new update", "new update"),
+            (1001, "old writer", "old writer"),
+            (1002, "new writer", "new writer"),
+        ]
+        assert await conn.fetchval("SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name") == 0
+
+        code, stderr = await _apply(dsn, tmp_path, "rename", RENAME, "--phase", "contract")
+        assert code == 0, stderr
+        status = await _status(dsn, "rename")
+        assert (status["state"], status["phase"]) == ("succeeded", "contract")
+        columns = await conn.fetch(
+            "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = 'users'::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attname"
+        )
+        assert [tuple(c) for c in columns] == [("full_name", True), ("id", True), ("score", True)]
+        assert await conn.fetchval("SELECT full_name FROM users WHERE id = 1002") == "new writer"
+        assert await conn.fetchval("SELECT count(*) FROM users") == 202
+        assert "full_name" in await conn.fetchval("SELECT pg_get_indexdef('users_name_idx'::regclass)")
+    finally:
+        await conn.close()
+
+
+async def test_rollback_after_expand_leaves_the_original_schema_and_data(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        before = await snapshot(conn)
+        code, stderr = await _apply(dsn, tmp_path, "widen", WIDEN, "--phase", "expand")
+        assert code == 0, stderr
+        # The application keeps working on the old column meanwhile; its writes survive the rollback.
+        await conn.execute("UPDATE users SET score = -5 WHERE id = 107")
+        await conn.execute("DELETE FROM users WHERE id = 200")
+        await conn.execute("INSERT INTO users (id, name, score) VALUES (200, 'user 200', 200)")
+        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zdm_sync%'") == 1
+
+        result = await zdmproxy("rollback", "--dsn", dsn, "widen")
+        assert result.code == 0, result.stderr
+        await conn.execute("UPDATE users SET score = 107 WHERE id = 107")  # undo the test's own write
+        assert await snapshot(conn) == before
+        status = await _status(dsn, "widen")
+        assert (status["state"], status["phase"]) == ("cancelled", "rollback")
+
+        # Applied again afterwards, it starts over and ends as the statement as written.
+        code, stderr = await _apply(dsn, tmp_path, "widen", WIDEN)
+        assert code == 0, stderr
+        assert (
+            await conn.fetchval(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'users'::regclass AND attname = 'score'"
+            )
+            == "bigint"
+        )
+        assert (await _status(dsn, "widen"))["state"] == "succeeded"
+    finally:
+        await conn.close()
+
+
+async def test_contract_before_expand_and_rollback_after_contract_refused(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        code, stderr = await _apply(dsn, tmp_path, "early", WIDEN, "--phase", "contract")
+        assert code == 3, stderr
+        assert "--phase expand" in stderr and "first" in stderr, stderr
+        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zdm_sync%'") == 0
+
+        code, stderr = await _apply(dsn, tmp_path, "early", WIDEN)
+        assert code == 0, stderr
+        result = await zdmproxy("rollback", "--dsn", dsn, "early")
+        assert result.code == 3, result.stderr
+        assert "contract phase has run" in result.stderr, result.stderr
+    finally:
+        await conn.close()
+
+
+EQUIVALENCE = """
+CREATE TABLE t (id int PRIMARY KEY, c int NOT NULL DEFAULT 3 CHECK (c > 0), b text, u int UNIQUE,
+                note varchar(10), gone int NOT NULL);
+CREATE INDEX t_c_idx ON t (c) WHERE c > 5;
+CREATE UNIQUE INDEX t_cb_idx ON t (c, b);
+CREATE INDEX t_lower_idx ON t (lower(note));
+INSERT INTO t SELECT g, g, 'x' || g, g, 'n' || g, g FROM generate_series(100, 399) g;
+"""
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint",
+        "ALTER TABLE t ALTER COLUMN c TYPE bigint USING c * 10 + length(b)",
+        "ALTER TABLE t ALTER COLUMN u TYPE numeric(12, 2)",
+        "ALTER TABLE t ALTER COLUMN id TYPE bigint",
+        "ALTER TABLE t ALTER COLUMN note TYPE varchar(5) USING left(note, 5)",
+        "ALTER TABLE t RENAME COLUMN c TO c2",
+        "ALTER TABLE t RENAME COLUMN note TO remark",
+        "ALTER TABLE t DROP COLUMN gone",
+        "ALTER TABLE t DROP COLUMN c",
+    ],
+)
+async def test_each_rule_ends_as_the_statement_as_written(dsn: str, statement: str) -> None:
+    policy = MigrationPolicy(deadline_s=60, allow_destructive=True)
+    plan = await check_equivalent(dsn, EQUIVALENCE, statement, policy=policy, column_order=False)
+    # The rule took the statement (switched off, each of these is one step as written).
+    assert Phase.CONTRACT in {step.phase for step in plan.steps}, [s.sql for s in plan.steps]
+    if "DROP COLUMN" not in statement:
+        assert not any(step.rewrites for step in plan.steps)
+        assert {step.phase for step in plan.steps} >= {Phase.EXPAND, Phase.BACKFILL, Phase.CONTRACT}
+
+
+ITEMS = """
+CREATE TABLE items (id bigint PRIMARY KEY, a int NOT NULL CHECK (a >= 0), n int NOT NULL DEFAULT 0);
+CREATE INDEX items_a_idx ON items (a);
+INSERT INTO items (id, a) SELECT g, g % 100 FROM generate_series(10000, 29999) g;
+ANALYZE items;
+"""
+
+
+async def test_type_change_under_traffic_blocks_nobody_keeps_every_write(dsn: str, tmp_path: Path) -> None:
+    setup = await asyncpg.connect(dsn)
+    await setup.execute(ITEMS)
+    await setup.close()
+    written: dict[int, int] = {}
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        """Writes the column being changed while zdmproxy works: updates and new rows."""
+        conn = await asyncpg.connect(dsn)
+        try:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                key = 10000 + (number * 7919) % 20000
+                await conn.execute("UPDATE items SET a = $2 WHERE id = $1", key, 1000 + number)
+                written[key] = 1000 + number
+                await conn.execute("INSERT INTO items (id, a) VALUES ($1, $2)", 100000 + number, number)
+                written[100000 + number] = number
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    budget_ms = 200.0
+    statement = "ALTER TABLE items ALTER COLUMN a TYPE bigint"
+    async with LockSampler(dsn) as sampler, Traffic(dsn, "items", rows=29999, clients=8) as traffic:
+        task = asyncio.create_task(writer())
+        start = time.monotonic()
+        code, stderr = await _apply(dsn, tmp_path, "widen-a", statement, "--phase", "expand")
+        assert code == 0, stderr
+        code, stderr = await _apply(
+            dsn, tmp_path, "widen-a", statement, "--phase", "contract", "--queue-budget-ms", str(budget_ms)
+        )
+        assert code == 0, stderr
+        await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        end = await traffic.settle()
+    waited = sampler.longest_wait_behind("zdmproxy", start, end)
+    assert waited < budget_ms * 3, f"a client waited {waited:.0f} ms behind zdmproxy"
+    assert not [e for e in traffic.errors if not isinstance(e, asyncpg.InvalidCachedStatementError)]
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = dict(await conn.fetch("SELECT id, a FROM items WHERE id = ANY($1::bigint[])", list(written)))
+        assert rows == written
+        assert len(written) > 10
+        kind = await conn.fetchval(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'items'::regclass "
+            "AND attname = 'a'"
+        )
+        assert kind == "bigint"
+        assert await conn.fetchval("SELECT count(*) FROM items WHERE a IS NULL") == 0
+        valid = await conn.fetch("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_a_idx'::regclass")
+        assert [r["indisvalid"] for r in valid] == [True]
+        assert await conn.fetchval("SELECT count(*) FROM pg_constraint WHERE conname = 'items_a_check'") == 1
+    finally:
+        await conn.close()

@@ -15,10 +15,13 @@ import dataclasses
 
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
+from pglast.stream import RawStream
 
 from zdmproxy.sql.facts import CatalogFacts, ConstraintInfo
+from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import range_var_name
 from zdmproxy.sql.parse import Statement
+from zdmproxy.sql.types import not_null_check_column
 
 _KINDS = {
     ConstrType.CONSTR_FOREIGN: "f",
@@ -31,7 +34,8 @@ _KINDS = {
 
 
 def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
-    """``facts`` as they will be after ``statement`` ran (named constraints it adds)."""
+    """``facts`` as they will be after ``statement`` ran: named constraints it adds (a CHECK
+    with its expression), validates or drops."""
     node = statement.node
     if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
         return facts
@@ -40,8 +44,14 @@ def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
     if info is None:
         return facts
     added = []
+    validated: set[str] = set()
+    dropped: set[str] = set()
     for cmd in node.cmds or ():
         con = cmd.def_
+        if cmd.subtype == AlterTableType.AT_ValidateConstraint and cmd.name:
+            validated.add(cmd.name)
+        if cmd.subtype == AlterTableType.AT_DropConstraint and cmd.name:
+            dropped.add(cmd.name)
         if cmd.subtype != AlterTableType.AT_AddConstraint or not isinstance(con, ast.Constraint):
             continue
         if not con.conname or con.contype not in _KINDS:
@@ -54,9 +64,38 @@ def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
                 validated=not con.skip_validation,
                 no_inherit=bool(con.is_no_inherit),
                 referenced=referenced,
+                definition=_check_definition(con),
+                not_null_column=_not_null_column(con),
             )
         )
-    if not added:
+    if not (added or validated or dropped):
         return facts
-    updated = dataclasses.replace(info, constraints=(*info.constraints, *added))
-    return dataclasses.replace(facts, relations={**facts.relations, written: updated})
+    kept = (
+        dataclasses.replace(c, validated=True) if c.name in validated else c
+        for c in info.constraints
+        if c.name not in dropped
+    )
+    updated = dataclasses.replace(info, constraints=(*kept, *added))
+    # A dropped constraint's name (and its index's) is free again for the names PostgreSQL chooses.
+    gone = [c for c in info.constraints if c.name in dropped]
+    return dataclasses.replace(
+        facts,
+        relations={**facts.relations, written: updated},
+        constraint_names_in_use=facts.constraint_names_in_use
+        - {RelationName(info.name.schema, c.name) for c in gone},
+        names_in_use=facts.names_in_use - {RelationName(info.name.schema, c.index) for c in gone if c.index},
+    )
+
+
+def _check_definition(con: ast.Constraint) -> str | None:
+    """A CHECK's definition as pg_get_constraintdef spells its shape (``CHECK (expr)``)."""
+    if con.contype != ConstrType.CONSTR_CHECK or con.raw_expr is None:
+        return None
+    return f"CHECK ({RawStream()(con.raw_expr)})"
+
+
+def _not_null_column(con: ast.Constraint) -> str | None:
+    """The column of a ``CHECK (col IS NOT NULL)``: valid, it spares SET NOT NULL its scan."""
+    if con.contype != ConstrType.CONSTR_CHECK or con.raw_expr is None:
+        return None
+    return not_null_check_column(RawStream()(con.raw_expr))

@@ -11,9 +11,12 @@ REINDEX_CONCURRENTLY = 120000
 ATTACH_PARTITION_SUE = 120000  # before 12, ATTACH took ACCESS EXCLUSIVE on the parent
 ENUM_ADD_VALUE_IN_TRANSACTION = 120000
 DETACH_PARTITION_CONCURRENTLY = 140000
+REINDEX_PARTITIONED = 140000  # REINDEX of a partitioned table or index (CONCURRENTLY too)
 # apply's watchdog reads pg_locks.waitstart; step sessions set client_connection_check_interval
 APPLY = 140000
 NOT_NULL_NOT_VALID = 180000  # ADD CONSTRAINT n NOT NULL col NOT VALID, then VALIDATE
+# A foreign key NOT VALID on a partitioned table: refused before 18 (42809, measured on 15)
+FOREIGN_KEY_NOT_VALID_ON_PARTITIONED = 180000
 VIRTUAL_GENERATED_COLUMNS = 180000
 # Measured on 15, 16 and 18: from 18 on, ADD CONSTRAINT UNIQUE / EXCLUDE / FOREIGN KEY on an
 # inheritance parent locks its children too (AEL / AEL / SRE), and UNIQUE on a partitioned

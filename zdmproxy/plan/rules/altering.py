@@ -1,0 +1,128 @@
+"""What the constraint rules share: one ALTER TABLE subcommand in, ALTER TABLE SQL out, and the
+name PostgreSQL would give a constraint written without one.
+
+Generated statements are built by editing the statement's own tree and deparsing it with
+pglast, so the table is spelled exactly as written (schema, quoting, ONLY, IF EXISTS).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
+from pglast.stream import RawStream
+
+from zdmproxy.plan.model import Phase, Step
+from zdmproxy.plan.rules.context import RuleContext
+from zdmproxy.plan.rules.long_lock import refuse_long_lock
+from zdmproxy.sql.facts import RelationInfo
+from zdmproxy.sql.names import range_var_name
+from zdmproxy.sql.naming import check_column, choose_name, joined_columns
+
+# How the statement spells each kind of constraint a rule of this package handles.
+CONSTRAINT_WORDS: dict[ConstrType | None, str] = {
+    ConstrType.CONSTR_CHECK: "CHECK",
+    ConstrType.CONSTR_FOREIGN: "FOREIGN KEY",
+    ConstrType.CONSTR_UNIQUE: "UNIQUE",
+    ConstrType.CONSTR_PRIMARY: "PRIMARY KEY",
+}
+_LABELS: dict[ConstrType | None, str] = {ConstrType.CONSTR_CHECK: "check", ConstrType.CONSTR_FOREIGN: "fkey"}
+
+
+def single_command(
+    ctx: RuleContext, subtype: AlterTableType
+) -> tuple[ast.AlterTableStmt, ast.AlterTableCmd] | None:
+    """The statement and its one subcommand, when it is an ALTER TABLE of exactly one ``subtype``."""
+    node = ctx.statement.node
+    if not isinstance(node, ast.AlterTableStmt) or node.objtype != ObjectType.OBJECT_TABLE:
+        return None
+    cmds = node.cmds or ()
+    if len(cmds) != 1 or not isinstance(cmds[0], ast.AlterTableCmd) or cmds[0].subtype != subtype:
+        return None
+    return node, cmds[0]
+
+
+def alter_sql(stmt: ast.AlterTableStmt, *cmds: ast.AlterTableCmd) -> str:
+    """``stmt`` with ``cmds`` as its subcommands, as SQL."""
+    altered = copy.copy(stmt)
+    altered.cmds = cmds
+    return str(RawStream()(altered))
+
+
+def command(
+    subtype: AlterTableType,
+    *,
+    name: str | None = None,
+    def_: ast.Node | None = None,
+    missing_ok: bool = False,
+) -> ast.AlterTableCmd:
+    return ast.AlterTableCmd(
+        subtype=subtype, name=name, def_=def_, behavior=DropBehavior.DROP_RESTRICT, missing_ok=missing_ok
+    )
+
+
+def table_info(ctx: RuleContext, stmt: ast.AlterTableStmt) -> RelationInfo | None:
+    return ctx.facts.resolve(range_var_name(stmt.relation))
+
+
+def new_table(ctx: RuleContext, stmt: ast.AlterTableStmt) -> bool:
+    """The catalog was read and does not know the table: the script creates it, so it holds no
+    rows anybody waits for and a rewrite would only add steps."""
+    return ctx.from_catalog and table_info(ctx, stmt) is None
+
+
+def constraint_names_taken(ctx: RuleContext, stmt: ast.AlterTableStmt) -> set[str]:
+    """The names a new constraint of the table must avoid: the schema's constraint names near the
+    table's name, and those the script added before this statement (learned into the facts)."""
+    info = table_info(ctx, stmt)
+    schema = info.name.schema if info is not None else stmt.relation.schemaname  # type: ignore[union-attr]
+    taken = {n.name for n in ctx.facts.constraint_names_in_use if n.schema == schema}
+    return taken | {c.name for c in info.constraints} if info is not None else taken
+
+
+def relation_names_taken(ctx: RuleContext, stmt: ast.AlterTableStmt) -> set[str]:
+    """What an index backing a new constraint must avoid: relation and constraint names."""
+    info = table_info(ctx, stmt)
+    schema = info.name.schema if info is not None else stmt.relation.schemaname  # type: ignore[union-attr]
+    relations = {n.name for n in ctx.facts.names_in_use if n.schema == schema}
+    return relations | constraint_names_taken(ctx, stmt)
+
+
+def constraint_name(ctx: RuleContext, stmt: ast.AlterTableStmt, con: ast.Constraint) -> str:
+    """The constraint's name: as written, or the one PostgreSQL would choose (``t_a_check``,
+    ``t_a_b_fkey``, ``t_a_key``, ``t_pkey``, with 1, 2 … when taken)."""
+    if con.conname:
+        return str(con.conname)
+    table = str(range_var_name(stmt.relation).name)
+    if con.contype == ConstrType.CONSTR_PRIMARY:
+        return choose_name(table, None, "pkey", relation_names_taken(ctx, stmt))
+    if con.contype == ConstrType.CONSTR_UNIQUE:
+        columns = [str(k.sval) for k in (*(con.keys or ()), *(con.including or ()))]
+        return choose_name(table, joined_columns(columns), "key", relation_names_taken(ctx, stmt))
+    assert con.contype in _LABELS, f"no generated name for {con.contype}"
+    if con.contype == ConstrType.CONSTR_CHECK:
+        assert con.raw_expr is not None
+        column = check_column(con.raw_expr)
+    else:
+        column = joined_columns(str(a.sval) for a in con.fk_attrs or ())
+    return choose_name(table, column, _LABELS[con.contype], constraint_names_taken(ctx, stmt))
+
+
+def as_written(ctx: RuleContext, reason: str) -> tuple[Step, ...]:
+    """The statement as one step, with the reason a rule that cannot make it safer gives; refused
+    as any long lock no rule made online is (plan/rules/long_lock.py), the reason added."""
+    refused = refuse_long_lock(ctx)
+    if refused:
+        return tuple(dataclasses.replace(step, reason=f"{step.reason}; {reason}") for step in refused)
+    return ctx.steps().add(ctx.statement.text, Phase.SINGLE, reason).done()
+
+
+def drop_constraint_sql(stmt: ast.AlterTableStmt, name: str) -> str:
+    """The way back from adding constraint ``name`` (IF EXISTS: a later undo may have dropped it)."""
+    return alter_sql(stmt, command(AlterTableType.AT_DropConstraint, name=name, missing_ok=True))
+
+
+def validate_sql(stmt: ast.AlterTableStmt, name: str) -> str:
+    return alter_sql(stmt, command(AlterTableType.AT_ValidateConstraint, name=name))

@@ -1,0 +1,129 @@
+"""ADD CONSTRAINT … CHECK / FOREIGN KEY → ``… NOT VALID``, then ``VALIDATE CONSTRAINT``.
+
+As written, adding a CHECK holds AccessExclusiveLock (a foreign key ShareRowExclusiveLock on
+both tables) while every row is checked: reads (or writes) stop for as long as the table takes
+to read. ``NOT VALID`` takes the same lock only for the catalog change, new rows are checked
+from then on, and ``VALIDATE CONSTRAINT`` checks the old rows under ShareUpdateExclusiveLock,
+which blocks no reads or writes (RowShareLock on the referenced table). The end state is the
+same: the same name (PostgreSQL's own choice when none was written), the constraint valid.
+
+A CHECK or REFERENCES written inside ``ADD COLUMN`` becomes the column, then the constraint
+added by name the same way — when the statement as written would check rows at all (an inline
+foreign key on a new column without a default checks nothing, and stays as written).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+from pglast import ast
+from pglast.enums import AlterTableType, ConstrType
+
+from zdmproxy.plan.model import Phase, Step
+from zdmproxy.plan.rules.altering import (
+    CONSTRAINT_WORDS,
+    alter_sql,
+    as_written,
+    command,
+    constraint_name,
+    drop_constraint_sql,
+    new_table,
+    single_command,
+    table_info,
+    validate_sql,
+)
+from zdmproxy.plan.rules.context import RuleContext, statement_of
+from zdmproxy.sql import versions
+from zdmproxy.sql.learn import learn
+
+_CHECKED = (ConstrType.CONSTR_CHECK, ConstrType.CONSTR_FOREIGN)
+
+
+def add_constraint_not_valid(ctx: RuleContext) -> tuple[Step, ...] | None:
+    found = single_command(ctx, AlterTableType.AT_AddConstraint)
+    if found is None or not ctx.effects.scans:
+        return None  # nothing is checked under the lock: nothing to gain
+    stmt, cmd = found
+    con = cmd.def_
+    if not isinstance(con, ast.Constraint) or con.contype not in _CHECKED:
+        return None
+    if con.skip_validation or new_table(ctx, stmt):
+        return None  # already NOT VALID (or NOT ENFORCED), or a table the script creates
+    info = table_info(ctx, stmt)
+    what = CONSTRAINT_WORDS[con.contype]
+    if (
+        con.contype == ConstrType.CONSTR_FOREIGN
+        and info is not None
+        and info.is_partitioned
+        and ctx.version < versions.FOREIGN_KEY_NOT_VALID_ON_PARTITIONED
+    ):
+        return as_written(
+            ctx,
+            f"FOREIGN KEY on partitioned table {info.name}: PostgreSQL {versions.major(ctx.version)} "
+            "refuses NOT VALID there (42809; 18 allows it), so it runs as written and every "
+            "partition is checked under ShareRowExclusiveLock, which blocks writes",
+        )
+    name = constraint_name(ctx, stmt, con)
+    not_valid = copy.copy(con)
+    not_valid.conname = name
+    not_valid.skip_validation = True
+    not_valid.initially_valid = False
+    unknown = "" if ctx.from_catalog else " (the table is unknown without a database)"
+    held = "ShareRowExclusiveLock" if con.contype == ConstrType.CONSTR_FOREIGN else "AccessExclusiveLock"
+    return (
+        ctx.steps()
+        .add(
+            alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=not_valid)),
+            Phase.EXPAND,
+            f"{what} {name} added NOT VALID: {held} only for the catalog change, new rows are "
+            f"checked from now on; the existing rows are checked by the next step{unknown}",
+            revert=drop_constraint_sql(stmt, name),
+        )
+        .add(
+            validate_sql(stmt, name),
+            Phase.VALIDATE,
+            f"VALIDATE CONSTRAINT {name} checks the existing rows under ShareUpdateExclusiveLock, "
+            "which blocks neither reads nor writes",
+        )
+        .done()
+    )
+
+
+def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
+    """ADD COLUMN c … CHECK (…) / REFERENCES …: the column first, then each constraint by the name
+    PostgreSQL would give it, each handed back to the planner (so NOT VALID, then VALIDATE)."""
+    found = single_command(ctx, AlterTableType.AT_AddColumn)
+    if found is None or not ctx.effects.scans or new_table(ctx, found[0]):
+        return None
+    stmt, cmd = found
+    column = cmd.def_
+    assert isinstance(column, ast.ColumnDef)
+    inline = [c for c in column.constraints or () if isinstance(c, ast.Constraint) and c.contype in _CHECKED]
+    if not inline:
+        return None
+    bare = copy.copy(column)
+    bare.constraints = tuple(c for c in column.constraints or () if c not in inline) or None
+    add_column = copy.copy(cmd)
+    add_column.def_ = bare
+    parts = [statement_of(alter_sql(stmt, add_column))]
+    facts = learn(ctx.facts, parts[0])
+    for con in inline:
+        table_con = copy.copy(con)
+        if con.contype == ConstrType.CONSTR_FOREIGN:
+            table_con.fk_attrs = (ast.String(sval=column.colname),)
+        # Named now, each after the ones before it, as PostgreSQL names them in one statement.
+        table_con.conname = constraint_name(dataclasses.replace(ctx, facts=facts), stmt, table_con)
+        parts.append(statement_of(alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=table_con))))
+        facts = learn(facts, parts[-1])
+    steps: list[Step] = []
+    facts = ctx.facts
+    for part in parts:
+        steps.extend(ctx.replan(part, facts))
+        facts = learn(facts, part)
+    why = (
+        f"split out of ADD COLUMN {column.colname}: its inline "
+        + " and ".join(sorted({CONSTRAINT_WORDS[c.contype] for c in inline}))
+        + " would check every row under the column's AccessExclusiveLock"
+    )
+    return tuple(dataclasses.replace(step, reason=f"{step.reason} ({why})") for step in steps)

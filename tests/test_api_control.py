@@ -116,12 +116,13 @@ async def test_throttle_knobs_merge_and_clear(dsn: str) -> None:
         await api.client.put(
             "/v1/migrations/t1", params={"wait": 30}, json={"sql": "CREATE TABLE t (id int)"}
         )
-        first = await api.client.patch("/v1/migrations/t1/throttle", json={"batch_rows": 500, "sleep_ms": 20})
-        assert first.status_code == 200 and first.json()["throttle"] == {"batch_rows": 500, "sleep_ms": 20}
-        second = await api.client.patch("/v1/migrations/t1/throttle", json={"sleep_ms": None})
-        assert second.json()["throttle"] == {"batch_rows": 500}
-        assert (await api.client.get("/v1/migrations/t1")).json()["throttle"] == {"batch_rows": 500}
-        bad = await api.client.patch("/v1/migrations/t1/throttle", json={"batch_rows": 0})
+        knobs = {"backfill_batch_rows": 500, "backfill_sleep_ms": 20}
+        first = await api.client.patch("/v1/migrations/t1/throttle", json=knobs)
+        assert first.status_code == 200 and first.json()["throttle"] == knobs
+        second = await api.client.patch("/v1/migrations/t1/throttle", json={"backfill_sleep_ms": None})
+        assert second.json()["throttle"] == {"backfill_batch_rows": 500}
+        assert (await api.client.get("/v1/migrations/t1")).json()["throttle"] == {"backfill_batch_rows": 500}
+        bad = await api.client.patch("/v1/migrations/t1/throttle", json={"backfill_batch_rows": 0})
         assert bad.status_code == 422
-        missing = await api.client.patch("/v1/migrations/nope/throttle", json={"batch_rows": 5})
+        missing = await api.client.patch("/v1/migrations/nope/throttle", json={"backfill_batch_rows": 5})
         assert missing.status_code == 404

@@ -40,6 +40,7 @@ from zdmproxy.api.models import (
 from zdmproxy.api.problems import ApiError
 from zdmproxy.api.sse import event_stream
 from zdmproxy.metrics import CONTENT_TYPE
+from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.verdict import verdicts
 from zdmproxy.policy import MigrationPolicy
 
@@ -50,7 +51,10 @@ MigrationId = Annotated[
 Wait = Annotated[
     float | None, Query(ge=0, le=MAX_WAIT_S, description="answer once it settled, or after this many seconds")
 ]
-PhaseParam = Annotated[Literal["expand", "contract"] | None, Query(description="run only this phase")]
+PhaseParam = Annotated[
+    Literal["expand", "contract"] | None,
+    Query(description="run only this phase (expand now, contract after every old client is gone)"),
+]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": Problem, "content": {problems.MEDIA_TYPE: {}}}
@@ -186,6 +190,7 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
     async def throttle(migration_id: MigrationId, body: Throttle) -> ThrottleOut:
         """Live backfill knobs, read by the running backfill before each batch."""
         knobs = body.model_dump(include=body.model_fields_set)
+        _policy(daemon.policy, {k: v for k, v in knobs.items() if v is not None})  # ranges, as the policy's
         return ThrottleOut(id=migration_id, throttle=await daemon.throttle(migration_id, knobs))
 
     @guarded.post("/v1/plan", tags=["plan"])
@@ -230,31 +235,25 @@ async def _submit(
     wait: float | None,
     phase: str | None,
 ) -> MigrationOut:
-    if phase is not None:
-        raise ApiError(
-            "not_implemented",
-            f"?phase={phase} is not available in this zdmproxy yet (the planner's phases are not "
-            "wired to the coordinator); submit without ?phase to run every step",
-        )
     if daemon.stopping.is_set():
         raise ApiError("shutting_down", "this daemon is shutting down; submit to another one or retry")
-    created, _ = await daemon.submit(migration_id, body.sql, _policy(daemon.policy, body.policy))
+    run_phase = RunPhase(phase) if phase is not None else None
+    created, _ = await daemon.submit(migration_id, body.sql, _policy(daemon.policy, body.policy), run_phase)
     if wait:
         await daemon.wait(migration_id, wait)
     response.status_code = 201 if created else 200
     return await _migration_out(daemon, migration_id)
 
 
-def _policy(configured: MigrationPolicy, given: MigrationPolicy | None) -> MigrationPolicy:
+def _policy(configured: MigrationPolicy, given: MigrationPolicy | dict[str, Any] | None) -> MigrationPolicy:
     """The caller's knobs over the daemon's configured ones (only what each set explicitly)."""
     if given is None:
         return configured
+    if isinstance(given, MigrationPolicy):
+        given = given.model_dump(include=given.model_fields_set)
     try:
         return MigrationPolicy.model_validate(
-            {
-                **configured.model_dump(include=configured.model_fields_set),
-                **given.model_dump(include=given.model_fields_set),
-            }
+            {**configured.model_dump(include=configured.model_fields_set), **given}
         )
     except ValidationError as exc:
         said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -41,6 +41,7 @@ from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, MigrationRecord
 from zdmproxy.metrics import Metrics
 from zdmproxy.plan.model import Plan
+from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.parse import parse_script
@@ -197,7 +198,11 @@ class Daemon:
     # -- migrations --------------------------------------------------------------------------
 
     async def submit(
-        self, migration_id: str, script: str, policy: MigrationPolicy | None = None
+        self,
+        migration_id: str,
+        script: str,
+        policy: MigrationPolicy | None = None,
+        phase: RunPhase | None = None,
     ) -> tuple[bool, MigrationRecord]:
         """Record the migration (True: this call created it) and run it unless it is settled.
 
@@ -230,19 +235,27 @@ class Daemon:
                 f"{found.checksum}, given {ours}): a migration never changes; give the change a new id"
             )
         if _runnable(found):
-            self.run(migration_id, found.sql, policy)
+            self.run(migration_id, found.sql, policy, phase)
         self.metrics.migration_state(migration_id, found.state)
         return created, found
 
-    def run(self, migration_id: str, script: str, policy: MigrationPolicy | None = None) -> None:
+    def run(
+        self,
+        migration_id: str,
+        script: str,
+        policy: MigrationPolicy | None = None,
+        phase: RunPhase | None = None,
+    ) -> None:
         """Run the migration in the background unless this daemon already does."""
         task = self.tasks.get(migration_id)
         if (task is not None and not task.done()) or self.stopping.is_set():
             return
-        task = asyncio.create_task(self._apply(migration_id, script, policy or self.policy))
+        request = Request(migration_id, script, phase=phase)
+        task = asyncio.create_task(self._apply(request, policy or self.policy))
         self.tasks[migration_id] = task
 
-    async def _apply(self, migration_id: str, script: str, policy: MigrationPolicy) -> None:
+    async def _apply(self, request: Request, policy: MigrationPolicy) -> None:
+        migration_id = request.migration_id
         journal = await _open_quietly(self.dsn)
         events = await _open_quietly(self.dsn)
         if journal is None or events is None:
@@ -255,7 +268,7 @@ class Daemon:
         coordinator = Coordinator(self.dsn, journal, policy, self.caller, sink=sink, poll_s=self.poll_s)
         self.metrics.migration_state(migration_id, "running")
         try:
-            applied = await coordinator.apply(Request(migration_id, script))
+            applied = await coordinator.apply(request)
             log.info("%s: %s", migration_id, applied.result.value)
         except ZdmError as exc:
             log.info("%s: %s: %s", migration_id, exc.code, exc.message)

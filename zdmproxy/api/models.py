@@ -7,9 +7,9 @@ the field, never a silently ignored setting.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from zdmproxy.policy import MigrationPolicy
 
@@ -39,14 +39,22 @@ class PlanIn(_Request):
     sql: str = Field(min_length=1, max_length=MAX_SQL_BYTES)
 
 
-class Throttle(_Request):
-    """Live backfill knobs; a null removes a knob set before (the policy's value applies again)."""
+def _live_knobs() -> dict[str, Any]:
+    """Every backfill knob of MigrationPolicy, optional: the backfill merges what is set over
+    its policy before each batch (engine/backfill.py); ranges are checked against the policy."""
+    return {
+        name: (cast(Any, info.annotation) | None, Field(None, description=info.description))
+        for name, info in MigrationPolicy.model_fields.items()
+        if name.startswith("backfill_")
+    }
 
-    batch_rows: int | None = Field(None, ge=1, le=1_000_000, description="rows per batch")
-    sleep_ms: float | None = Field(None, ge=0, le=3_600_000, description="pause between batches")
-    max_replica_lag_bytes: int | None = Field(None, ge=0, description="pause while a replica lags more")
-    max_queued_sessions: int | None = Field(None, ge=0, description="pause while sessions queue")
-    max_load: float | None = Field(None, ge=0, description="pause while the health signal says more")
+
+_ThrottleFields = create_model("_ThrottleFields", __base__=_Request, **_live_knobs())
+
+
+class Throttle(_ThrottleFields):  # type: ignore[misc, valid-type]
+    """Live backfill knobs (MigrationPolicy's ``backfill_*``); a null removes a knob set before,
+    so the policy's value applies again."""
 
 
 class Problem(BaseModel):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,7 @@ from zdmproxy.errors import DatabaseUnreachable, ExitCode, NotFound, RecordedFai
 from zdmproxy.journal import control
 from zdmproxy.journal.folder import check_id
 from zdmproxy.journal.store import Journal, open_existing
+from zdmproxy.policy import MigrationPolicy
 from zdmproxy.settings import Settings, load_settings
 
 _EXIT_BY_STATUS = {
@@ -86,8 +89,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     throttle = commands.add_parser("throttle", help="change a running backfill's knobs, live")
     throttle.add_argument("id", help="the migration id")
     for field, info in Throttle.model_fields.items():
-        kind = int if info.annotation in (int, int | None) else float
-        throttle.add_argument(f"--{field.replace('_', '-')}", type=kind, help=info.description)
+        flag = f"--{field.replace('_', '-')}"
+        throttle.add_argument(flag, type=_knob_type(info.annotation), help=info.description)
     throttle.add_argument(
         "--clear",
         action="append",
@@ -139,6 +142,21 @@ def client_for(settings: Settings, url: str | None, token_file: Path | None) -> 
     return DaemonClient(url, read_token(token_file) if token_file is not None else None)
 
 
+def _knob_type(annotation: Any) -> Callable[[str], object]:
+    kinds = typing.get_args(annotation) or (annotation,)
+    if bool in kinds:
+        return _boolean
+    return int if int in kinds else float
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "yes", "on", "1"):
+        return True
+    if text.lower() in ("false", "no", "off", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def _knobs(args: argparse.Namespace) -> dict[str, Any]:
     given = {
         field: getattr(args, field) for field in Throttle.model_fields if getattr(args, field) is not None
@@ -153,6 +171,7 @@ def _knobs(args: argparse.Namespace) -> dict[str, Any]:
             + ", ".join(f"--{f.replace('_', '-')}" for f in Throttle.model_fields)
         )
     Throttle.model_validate(given)
+    MigrationPolicy.model_validate({k: v for k, v in given.items() if v is not None})
     return given
 
 

@@ -54,6 +54,16 @@ class MigrationPolicy(BaseModel):
         False,
         description="run statements whose locks the catalogue does not know, as written (no LOCK first)",
     )
+    allow_long_locks: bool = Field(
+        False,
+        description="run statements with no online form (VACUUM FULL, CLUSTER, SET TABLESPACE, a rewrite "
+        "no rule makes online ...) that hold a lock stopping traffic while they read a large table",
+    )
+    long_lock_min_bytes: int = Field(
+        64 * 2**20,
+        ge=0,
+        description="a table this large or larger is one whose long lock is refused (smaller ones run)",
+    )
     # Backfills (engine/backfill.py): also live knobs, set while one runs (migrations.throttle).
     backfill_batch_rows: int = Field(1000, ge=1, description="rows in a backfill's first batch")
     backfill_batch_rows_max: int = Field(
@@ -83,6 +93,11 @@ class MigrationPolicy(BaseModel):
     )
     backfill_health_poll_ms: float = Field(
         500, ge=10, description="how often a paused backfill re-reads the signal pausing it"
+    )
+    backfill_dml_min_rows: int = Field(
+        10_000,
+        ge=0,
+        description="an UPDATE or DELETE of every row of a table larger than this runs as a batched backfill",
     )
     backfill_progress_interval_s: float = Field(
         1, gt=0, description="a backfill reports its progress at most this often"

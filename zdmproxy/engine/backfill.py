@@ -41,7 +41,13 @@ from pglast import ast, parse_sql
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
 from pydantic import ValidationError
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
 from zdmproxy.engine.blockers import Target, resolve_targets
@@ -158,6 +164,11 @@ class Walk:
     def _columns(self, suffix: str = "") -> str:
         return ", ".join(quote_ident(k) + suffix for k in self.key)
 
+    def _texts(self) -> str:
+        """The key's columns as text, named apart (``k0`` ...): an output column named like the
+        key would be what ORDER BY sorts by, text order instead of the key's."""
+        return ", ".join(f"{quote_ident(k)}::text AS k{i}" for i, k in enumerate(self.key))
+
     def _tuple(self, first: int, cast: str = "") -> str:
         """``$first::type, ...`` for the key's columns (parameters sent as text when ``cast``)."""
         return ", ".join(f"${first + i}{cast}::{t}" for i, t in enumerate(self.types))
@@ -175,20 +186,20 @@ class Walk:
 
     def upper_bound(self) -> str:
         """The largest key now (the walk's end), as text; no row: the table is empty."""
-        texts = ", ".join(f"{quote_ident(k)}::text" for k in self.key)
-        return _deparse(f"SELECT {texts} FROM {self._table} ORDER BY {self._columns(' DESC')} LIMIT 1")
+        return _deparse(
+            f"SELECT {self._texts()} FROM {self._table} ORDER BY {self._columns(' DESC')} LIMIT 1"
+        )
 
     def next_batch(self, after: bool) -> str:
         """The end key of the next batch and its row count: parameters are the last key done
         (when ``after``), the walk's upper bound, then the batch's rows; no row: walk done."""
         n = len(self.key) * (2 if after else 1) + 1
-        texts = ", ".join(f"{quote_ident(k)}::text" for k in self.key)
         inner = (
             f"SELECT {self._columns()} FROM {self._table} WHERE {self._range(after, 1, '::text')} "
             f"ORDER BY {self._columns()} LIMIT ${n}::int"
         )
         return _deparse(
-            f"SELECT {texts}, count(*) OVER () AS rows FROM ({inner}) AS batch "
+            f"SELECT {self._texts()}, count(*) OVER () AS rows FROM ({inner}) AS batch "
             f"ORDER BY {self._columns(' DESC')} LIMIT 1"
         )
 
@@ -209,11 +220,13 @@ class Walk:
 
 
 class _Retry(Exception):
-    """A batch to try again (with backoff): the attempt's outcome allows it."""
+    """A batch to try again: the attempt's outcome allows it. After backoff, unless it was
+    halved (a smaller batch is the remedy, not waiting)."""
 
-    def __init__(self, record: AttemptRecord) -> None:
+    def __init__(self, record: AttemptRecord, *, at_once: bool = False) -> None:
         super().__init__(record.outcome)
         self.record = record
+        self.at_once = at_once
 
 
 @dataclass
@@ -364,14 +377,15 @@ class Backfiller:
 
     async def _batch(self, targets: list[Target]) -> bool:
         """Run the next batch until it commits; False when the walk is done."""
+        backoff = wait_exponential_jitter(
+            multiplier=self.policy.backoff_initial_ms / 1000,
+            max=self.policy.backoff_max_ms / 1000,
+            jitter=self.policy.backoff_jitter_ms / 1000,
+        )
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda exc: isinstance(exc, _Retry)),
             stop=stop_after_attempt(self.policy.max_attempts),
-            wait=wait_exponential_jitter(
-                multiplier=self.policy.backoff_initial_ms / 1000,
-                max=self.policy.backoff_max_ms / 1000,
-                jitter=self.policy.backoff_jitter_ms / 1000,
-            ),
+            wait=lambda state: 0.0 if _at_once(state) else backoff(state),
             reraise=True,
         )
         try:
@@ -447,7 +461,7 @@ class Backfiller:
                 f"a batch ran past {self.policy.backfill_max_lock_ms:g} ms: halved to {self.batch_rows} rows",
                 progress=self._progress_now(),
             )
-            raise _Retry(record)
+            raise _Retry(record, at_once=True)
         if record.outcome is not None and record.outcome.retryable:
             raise _Retry(record)
         raise self.host.final_error(record)
@@ -511,6 +525,11 @@ class Backfiller:
             f"{what}: {progress.rows_done}{total} rows{rate}{eta}, batches of {progress.batch_rows}",
             progress=progress,
         )
+
+
+def _at_once(state: RetryCallState) -> bool:
+    failure = state.outcome.exception() if state.outcome is not None else None
+    return isinstance(failure, _Retry) and failure.at_once
 
 
 def _key(values: Sequence[Any] | None) -> str:

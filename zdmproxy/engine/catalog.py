@@ -7,8 +7,13 @@ itself creates are unknown to them and get the catalogue's conservative answers.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 from typing import Any
+
+import asyncpg
+from pglast import ast
+from pglast.stream import RawStream
 
 from zdmproxy.engine.connector import Session, server_version_num
 from zdmproxy.engine.queries import QUERIES
@@ -75,6 +80,7 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         known_functions=frozenset(r["proname"] for r in volatility),
         dropped_with=await _dropped_with(session, statements),
         statistics_tables=await _statistics_tables(session, statements),
+        statement_rows=await _statement_rows(session, statements),
         names_in_use=await _names_in_use(session, relations.values()),
         constraint_names_in_use=await _names_in_use(session, relations.values(), "constraint_names_near"),
     )
@@ -116,6 +122,29 @@ async def _dropped_with(
         rows = await session.fetch(QUERIES["dropped_with"], *root)
         kept = [row for row in rows if row["relkind"] in ("r", "p", "v", "m", "f")]
         found[root] = tuple(RelationName(row["nspname"], row["relname"]) for row in kept)
+    return found
+
+
+async def _statement_rows(session: Session, statements: list[Statement]) -> dict[str, int]:
+    """How many rows each UPDATE or DELETE with a WHERE would change, as the planner estimates
+    it (EXPLAIN plans, never runs; its brief ROW EXCLUSIVE lock waits only a moment). A
+    statement that cannot be planned yet (its table is created earlier in the script) has none."""
+    found: dict[str, int] = {}
+    for statement in statements:
+        node = statement.node
+        if not isinstance(node, ast.UpdateStmt | ast.DeleteStmt) or node.whereClause is None:
+            continue
+        as_json = ast.DefElem(defname="format", arg=ast.String(sval="json"))
+        explain = ast.ExplainStmt(query=node, options=(as_json,))
+        await session.execute("BEGIN")
+        try:
+            await session.execute(QUERIES["explain_lock_timeout"])
+            plan = json.loads(await session.fetchval(str(RawStream()(explain))))
+        except asyncpg.PostgresError:
+            continue
+        finally:
+            await session.execute("ROLLBACK")
+        found[statement.text] = int(plan[0]["Plan"]["Plans"][0]["Plan Rows"])  # below ModifyTable
     return found
 
 

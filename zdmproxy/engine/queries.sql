@@ -504,3 +504,8 @@ SELECT count(*) AS sessions,
 -- name: backfill_table
 -- The table a backfill walks ($1, its quoted name): its oid and estimated rows (-1: never analyzed).
 SELECT c.oid::int8 AS oid, c.reltuples::float8 AS rows_estimate FROM pg_class c WHERE c.oid = to_regclass($1);
+
+-- name: explain_lock_timeout
+-- Reading the facts: EXPLAIN of a script's UPDATE or DELETE asks for ROW EXCLUSIVE on its table;
+-- behind a stronger lock it gives up at once rather than wait (the estimate is then unknown).
+SET LOCAL lock_timeout = '100ms';

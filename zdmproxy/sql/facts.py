@@ -164,6 +164,8 @@ class CatalogFacts:
     # the name as written): the relations it locks ACCESS EXCLUSIVE.
     dropped_with: dict[tuple[str, str], tuple[RelationName, ...]] = field(default_factory=dict)
     statistics_tables: dict[RelationName, RelationName] = field(default_factory=dict)  # by name as written
+    # The planner's row estimate (EXPLAIN) of each UPDATE or DELETE with a WHERE, by its text.
+    statement_rows: dict[str, int] = field(default_factory=dict)
     # Relation names already used in the schemas of the tables the script names (and their
     # partitions), near their names: what an index name PostgreSQL chooses could collide with.
     names_in_use: frozenset[RelationName] = frozenset()

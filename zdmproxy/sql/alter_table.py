@@ -18,7 +18,7 @@ from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, DropBehavior, ObjectType
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql import versions
+from zdmproxy.sql import partition_bounds, versions
 from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.foreign_keys import rebuilt_by_type_change
@@ -439,8 +439,21 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
         return
     # CHECK (and NOT NULL on 18): inherited by every child, and checked there too.
     tree.lock_children(ctx.out, AEL)
-    if validates:
+    if validates and not _not_null_proven(ctx, con, tree):
         tree.scan(ctx.out)
+
+
+def _not_null_proven(ctx: AlterContext, con: ast.Constraint, tree: Tree) -> bool:
+    """A NOT NULL constraint (18) on a table without children whose column a valid CHECK
+    (col IS NOT NULL) already proves: like SET NOT NULL, it reads no row (measured on 18)."""
+    keys = con.keys or ()
+    return (
+        con.contype == ConstrType.CONSTR_NOTNULL
+        and ctx.info is not None
+        and not tree.children
+        and len(keys) == 1
+        and _known_not_null(ctx, ctx.info, str(keys[0].sval))
+    )
 
 
 def _validate_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
@@ -505,8 +518,16 @@ def _partition(ctx: AlterContext, part: ast.PartitionCmd) -> Tree:
 def _attach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     part = _definition(cmd, ast.PartitionCmd)
     if ctx.target_kind == "index":
-        ctx.out.lock(ctx.target, AEL, kind="index")
+        # The partitioned index takes SHARE UPDATE EXCLUSIVE (measured on 15 and 18), the one
+        # attached to it ACCESS EXCLUSIVE.
+        ctx.out.lock(ctx.target, SUE, kind="index")
         ctx.out.lock(ctx.other(part.name), AEL, kind="index")
+        # Both indexes' tables are opened (ACCESS SHARE) to check that the definitions match.
+        for index in (ctx.info, ctx.facts.resolve(range_var_name(part.name))):
+            if index is not None and index.table is not None:
+                ctx.out.lock(index.table, LockMode.ACCESS_SHARE)
+            else:
+                ctx.out.note("the tables of the indexes are unknown without a database; they are read too")
         return
     parent_mode = SUE if ctx.version_num >= versions.ATTACH_PARTITION_SUE else AEL
     ctx.out.lock(ctx.target, parent_mode)
@@ -514,12 +535,18 @@ def _attach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.out.lock(partition.name, AEL)
     for child in partition.children:  # a partitioned partition: its partitions are checked too
         ctx.out.lock(child.name, AEL)
-    partition.scan(ctx.out)
-    ctx.out.note("the partition scan is skipped when a valid CHECK constraint implies the bound")
+    # No scan where a valid CHECK is exactly the bound's constraint (or, on the default
+    # partition, its negation): PostgreSQL proves the rows fit from it.
+    check = partition_bounds.attach_check(ctx.info, part.bound) if part.bound is not None else None
+    if check is None or partition.children or not partition_bounds.implied(partition.info, check):
+        partition.scan(ctx.out)
+        ctx.out.note("the partition scan is skipped when a valid CHECK constraint implies the bound")
     default = ctx.info.default_partition if ctx.info is not None else None
     if default is not None:
         ctx.out.lock(default, AEL)
-        ctx.out.scan(default)
+        outside = partition_bounds.outside(check) if check is not None else None
+        if outside is None or not partition_bounds.implied(ctx.facts.resolve(default), outside):
+            ctx.out.scan(default)
 
 
 def _detach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:

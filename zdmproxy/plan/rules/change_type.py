@@ -36,13 +36,15 @@ def change_type_online(ctx: RuleContext) -> tuple[Step, ...] | None:
     column = cmd.def_
     if cmd.subtype != AlterTableType.AT_AlterColumnType or not isinstance(column, ast.ColumnDef):
         return None
-    info = ctx.facts.resolve(range_var_name(node.relation))
+    written = range_var_name(node.relation)
+    info = ctx.facts.resolve(written)
     name = str(cmd.name)
     if info is None or refusal(info, name) is not None or column.typeName is None:
         return None
     type_sql = deparse(column.typeName) + (" " + deparse(column.collClause) if column.collClause else "")
     swap = Swap(
         table=info,
+        written=written,
         old=name,
         new=name,
         staging=object_name(name, "zdm_new"),

@@ -31,6 +31,7 @@ from pglast.visitors import Visitor
 from zdmproxy.plan.model import Backfill, Phase, Step
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
 from zdmproxy.sql.facts import ConstraintInfo, IndexInfo, RelationInfo
+from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_ident, quote_relation
 from zdmproxy.sql.versions import major
 
@@ -42,13 +43,15 @@ class Swap:
     """One column replaced by another.
 
     ``staging`` is the new column's name during expand (the final ``new`` name for a rename; a
-    free name beside the old one for a type change). ``forward`` computes the new column's value
+    free name beside the old one for a type change). Generated SQL names the table as ``written``
+    (the search path resolves it as it resolved the statement). ``forward`` computes the new column's value
     from a row (an expression over the table's columns; None: the old column's value, converted
     by assignment as ALTER COLUMN TYPE without USING does). ``both_ways``: writes to the new
     column flow back to the old one (a rename, where the new application version writes it).
     """
 
     table: RelationInfo
+    written: RelationName  # the table as the statement names it: the facts know it by that name
     old: str
     new: str
     staging: str
@@ -145,12 +148,14 @@ def _rebuilt_index(definition: str, swap: Swap, name: str) -> str | None:
         return None
     index.idxname = name
     index.concurrent = True
+    if index.relation is not None:  # named as the statement names it, as the facts know it
+        index.relation.schemaname, index.relation.relname = swap.written.schema, swap.written.name
     return deparse(index)
 
 
 def _rebuilt_check(con: ConstraintInfo, swap: Swap, name: str) -> str:
     """``ADD CONSTRAINT name CHECK (...) NOT VALID`` over the staging column."""
-    table = quote_relation(swap.table.name)
+    table = quote_relation(swap.written)
     (raw,) = parse_sql(f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {con.definition}")
     statement = raw.stmt
     assert isinstance(statement, ast.AlterTableStmt)
@@ -194,7 +199,7 @@ def swap_steps(ctx: RuleContext, swap: Swap, what: str) -> tuple[Step, ...]:
     """The expand steps and the contract swap replacing ``swap.old`` (``what``: the statement,
     for the reasons)."""
     info = swap.table
-    table = quote_relation(info.name)
+    table = quote_relation(swap.written)
     column = info.columns[swap.old]
     staging = quote_ident(swap.staging)
     schema = quote_ident(info.name.schema) + "." if info.name.schema else ""
@@ -304,23 +309,24 @@ def _contract(
 ) -> StepBuilder:
     column = swap.table.columns[swap.old]
     new = quote_ident(swap.new)
+    staging = quote_ident(swap.staging)
     sqls = [
         f"DROP TRIGGER {trigger} ON {table}",
         f"DROP FUNCTION {function}()",
         f"ALTER TABLE {table} DROP COLUMN {quote_ident(swap.old)}",
     ]
-    if swap.staging != swap.new:
-        sqls.append(f"ALTER TABLE {table} RENAME COLUMN {quote_ident(swap.staging)} TO {new}")
-    if column.default is not None:
-        sqls.append(f"ALTER TABLE {table} ALTER COLUMN {new} SET DEFAULT {column.default}")
-    if column.not_null:
+    if column.not_null:  # while the helper check still names the column as it is now
         named = next((c for c in swap.table.constraints if c.kind == "n" and swap.old in c.columns), None)
         if named is not None and build.version >= 180000:
-            # 18 names NOT NULL constraints, and a rename keeps the old name.
-            sqls.append(f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(named.name)} NOT NULL {new}")
+            # 18 names NOT NULL constraints (a rename keeps the name): the old column's is gone now.
+            sqls.append(f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(named.name)} NOT NULL {staging}")
         else:
-            sqls.append(f"ALTER TABLE {table} ALTER COLUMN {new} SET NOT NULL")
+            sqls.append(f"ALTER TABLE {table} ALTER COLUMN {staging} SET NOT NULL")
         sqls.append(f"ALTER TABLE {table} DROP CONSTRAINT {quote_ident(helper)}")
+    if swap.staging != swap.new:
+        sqls.append(f"ALTER TABLE {table} RENAME COLUMN {staging} TO {new}")
+    if column.default is not None:
+        sqls.append(f"ALTER TABLE {table} ALTER COLUMN {new} SET DEFAULT {column.default}")
     sqls.extend(renames)
     return build.add_transaction(
         sqls,

@@ -28,7 +28,8 @@ def drop_column_in_phases(ctx: RuleContext) -> tuple[Step, ...] | None:
     if len(node.cmds or ()) != 1 or not node.relation.inh:
         return None
     (cmd,) = node.cmds or ()
-    info = ctx.facts.resolve(range_var_name(node.relation))
+    written = range_var_name(node.relation)
+    info = ctx.facts.resolve(written)
     name = str(cmd.name)
     if cmd.subtype != AlterTableType.AT_DropColumn or info is None or name not in info.columns:
         return None
@@ -40,7 +41,7 @@ def drop_column_in_phases(ctx: RuleContext) -> tuple[Step, ...] | None:
         or any(name in (*fk.columns, *fk.referenced_columns) for fk in keys)
     ):
         return None
-    table = quote_relation(info.name)
+    table = quote_relation(written)
     build = ctx.steps()
     if column.not_null and column.default is None and not column.identity and not column.generated:
         build.add(

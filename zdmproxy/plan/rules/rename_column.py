@@ -30,11 +30,12 @@ def rename_column_in_phases(ctx: RuleContext) -> tuple[Step, ...] | None:
         return None
     if not ctx.from_catalog or node.relationType != ObjectType.OBJECT_TABLE or node.relation is None:
         return None
-    info = ctx.facts.resolve(range_var_name(node.relation))
+    written = range_var_name(node.relation)
+    info = ctx.facts.resolve(written)
     old, new = str(node.subname), str(node.newname)
     if info is None or not node.relation.inh or old == new or refusal(info, old) is not None:
         return None
     type_sql = info.columns[old].sql_type
     assert type_sql is not None  # refusal() checked it
-    swap = Swap(table=info, old=old, new=new, staging=new, type_sql=type_sql, both_ways=True)
+    swap = Swap(table=info, written=written, old=old, new=new, staging=new, type_sql=type_sql, both_ways=True)
     return swap_steps(ctx, swap, f"rename {old} to {new}")

@@ -161,8 +161,12 @@ def _statement_lines(number: int, planned: PlannedStatement, style: _Style, line
         lines.extend(f"   {r:<{widths[0]}}  {m:<{widths[1]}}  {b}" for r, m, b in rows)
     for step in planned.steps:
         lines.append(f"   {style(step.phase.value, 'cyan')}: {step.reason}")
+        if step.sql != planned.statement.text:  # a rule's step: what runs instead
+            lines.append(f"      {style(step.sql, 'dim')}")
         if step.destructive:
             lines.append(f"   {style('destructive', 'red')}: {step.destructive} (needs --allow-destructive)")
+        if step.long_lock:
+            lines.append(f"   {style('long lock', 'red')}: refused unless --allow-long-locks")
     for note in effects.notes:
         lines.append(f"   {style('note', 'yellow')}: {note}")
 

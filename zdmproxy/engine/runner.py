@@ -76,6 +76,12 @@ def check_allowed(steps: Sequence[Step], policy: MigrationPolicy) -> None:
             f"{unverified[0].sql!r}; pass --allow-unverified-locks (ZDM_ALLOW_UNVERIFIED_LOCKS=true) "
             "to run it as written, under the timeouts and the watchdog but without taking its locks first"
         )
+    long = [s for s in steps if s.long_lock and not policy.allow_long_locks]
+    if long:
+        raise UnsupportedStatement(
+            f"refusing a long lock ({long[0].long_lock}): {long[0].sql!r}; pass --allow-long-locks "
+            "(ZDM_ALLOW_LONG_LOCKS=true) to run it as written anyway"
+        )
 
 
 def require_apply_support(server_version_num: int) -> None:

@@ -67,6 +67,10 @@ class Step:
     unverified: str | None = None
     revert: str | None = None
     backfill: Backfill | None = None
+    # Why the step stops traffic for as long as it reads a large table, and the online way to
+    # get the same result, when no rule could make it online: apply refuses such a step unless
+    # long locks are allowed (plan/rules/long_lock.py).
+    long_lock: str | None = None
 
     @property
     def rewrites_table(self) -> bool:
@@ -89,6 +93,7 @@ class Step:
             "destructive": self.destructive,
             "unverified": self.unverified,
             "revert": self.revert,
+            "long_lock": self.long_lock,
             "backfill": None
             if self.backfill is None
             else {

@@ -11,7 +11,9 @@ table sizes when the catalog was read — never from a guess of how long a rewri
   queues behind open transactions, which is what ``apply`` guards against;
 - **long lock**: such a lock held while the statement reads a whole table (a scan, or a rewrite
   that copies the rows): traffic stops for as long as the table takes to read. ``zdmproxy plan``
-  exits 6 when any statement gets this verdict;
+  exits 6 when any statement gets this verdict. A statement no rule makes online, on a large
+  table, is refused by ``apply`` unless long locks are allowed (its step's ``long_lock`` says
+  why, and the online alternative): its verdict says so;
 - **unknown**: the lock catalogue does not know what the statement locks (``apply`` refuses it
   unless unverified locks are allowed).
 
@@ -73,6 +75,9 @@ def judge(planned: PlannedStatement, created_earlier: AbstractSet[RelationName] 
     effects = planned.effects
     if effects.unverified:
         return Verdict(Level.UNKNOWN, f"not in the lock catalogue ({effects.unverified})")
+    refused = next((step.long_lock for step in planned.steps if step.long_lock), None)
+    if refused is not None:
+        return Verdict(Level.LONG_LOCK, f"apply refuses it unless --allow-long-locks: {refused}")
     in_use = [lock for lock in effects.locks if not lock.created and lock.relation not in created_earlier]
     blocking = [lock for lock in in_use if blocks_traffic(lock.mode)]
     read = [name for name in effects.scans if name not in created_earlier]

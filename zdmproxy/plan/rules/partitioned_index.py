@@ -1,0 +1,164 @@
+"""CREATE INDEX on a partitioned table, built without ever stopping writes.
+
+As written, the statement builds the index on every partition in one transaction, holding
+ShareLock (writes wait) on the whole tree until the last partition is done; CONCURRENTLY is
+refused on a partitioned table (0A000). PostgreSQL's documented way round is what this rule
+plans: ``CREATE INDEX … ON ONLY parent`` (an invalid index, no build), then for each partition
+``CREATE INDEX CONCURRENTLY`` and ``ALTER INDEX parent_idx ATTACH PARTITION partition_idx``.
+A sub-partitioned partition gets its own ``ON ONLY`` index, attached to the level above, and
+its partitions are handled the same way. When the last partition's index is attached, each
+level's index becomes valid by itself (validatePartitionedIndex), bottom up.
+
+The partitions' indexes get the names the statement as written would have given them
+(sql/index_names.py, PostgreSQL's ChooseRelationName), so the end state is the same.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+from pglast import ast
+from pglast.stream import RawStream
+
+from zdmproxy.errors import UnsupportedStatement
+from zdmproxy.plan.model import Phase, Step
+from zdmproxy.plan.rules.concurrent_index import fresh, index_name
+from zdmproxy.plan.rules.context import RuleContext, StepBuilder
+from zdmproxy.sql.facts import ChildInfo, RelationInfo
+from zdmproxy.sql.index_names import choose_index_name
+from zdmproxy.sql.locks import RelationName
+from zdmproxy.sql.names import quote_relation, range_var_name
+from zdmproxy.sql.partition_bounds import key_columns
+
+
+def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
+    node = ctx.statement.node
+    if not isinstance(node, ast.IndexStmt) or node.concurrent or not node.relation or not node.relation.inh:
+        return None
+    table = ctx.facts.resolve(range_var_name(node.relation))
+    if table is None or not table.is_partitioned:
+        return None
+    if any(child.relkind == "f" for child in table.children):
+        return None  # foreign partitions get no index: the parent's would never become valid by attaching
+    if node.unique:
+        _check_unique_covers_key(node, table)
+    parent_index, named_how = index_name(node, table.name, table, ctx)
+    top = RelationName(table.name.schema, parent_index)
+    if node.if_not_exists and top in ctx.facts.names_in_use:
+        return None  # already there: as written it is a no-op
+    taken = set(ctx.facts.names_in_use) | {top}
+    # The sub-partitioned partitions, known as such to the catalogue (read_facts only reads the
+    # relations a script names): an index ON ONLY one of them builds nothing.
+    facts = dataclasses.replace(
+        ctx.facts,
+        relations={
+            **ctx.facts.relations,
+            **{c.name: RelationInfo(name=c.name, relkind="p") for c in table.children if c.relkind == "p"},
+        },
+    )
+    steps = StepBuilder(facts, ctx.version)
+    drop_all = f"DROP INDEX IF EXISTS {quote_relation(top)}"
+    steps.add(
+        _index_sql(ctx.statement.text, range_var_name(node.relation), parent_index, only=True),
+        Phase.EXPAND,
+        f"CREATE INDEX ON ONLY {table.name}: the parent's index, invalid until every partition's "
+        f"is attached; no build, ShareLock on the parent only for a moment{named_how}",
+        revert=drop_all,
+    )
+    index_of = {table.name: top}
+    for child, _ in _depth_first(table):
+        schema = child.name.schema
+        name = choose_index_name(child.name.name, node, {n.name for n in taken if n.schema == schema})
+        index_of[child.name] = RelationName(schema, name)
+        taken.add(index_of[child.name])
+    # The indexes the plan creates, known to the catalogue with their tables: attaching one
+    # reads both tables' definitions.
+    steps.facts = dataclasses.replace(
+        steps.facts,
+        relations={
+            **steps.facts.relations,
+            **{
+                index: RelationInfo(name=index, relkind="I" if kind == "p" else "i", table=owner)
+                for owner, index, kind in [(table.name, top, "p")]
+                + [(c.name, index_of[c.name], c.relkind) for c in table.children]
+            },
+        },
+    )
+    for child, parent in _depth_first(table):
+        _add_partition(ctx, steps, child, index_of[child.name], index_of[parent], top, drop_all)
+    return steps.done()
+
+
+def _add_partition(
+    ctx: RuleContext,
+    steps: StepBuilder,
+    child: ChildInfo,
+    index: RelationName,
+    parent_index: RelationName,
+    top: RelationName,
+    drop_all: str,
+) -> None:
+    if child.relkind == "p":
+        steps.add(
+            _index_sql(ctx.statement.text, child.name, index.name, only=True),
+            Phase.EXPAND,
+            f"{child.name} is partitioned itself: its own index ON ONLY, valid once its "
+            "partitions' indexes are attached",
+            revert=f"DROP INDEX IF EXISTS {quote_relation(index)}",
+        )
+    else:
+        steps.add(
+            _index_sql(ctx.statement.text, child.name, index.name, only=False),
+            Phase.EXPAND,
+            f"the index on partition {child.name}, built CONCURRENTLY: ShareUpdateExclusiveLock "
+            "lets reads and writes through",
+            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {quote_relation(index)}",
+        )
+    steps.add(
+        f"ALTER INDEX {quote_relation(parent_index)} ATTACH PARTITION {quote_relation(index)}",
+        Phase.EXPAND,
+        f"attach {index} to {parent_index} (catalog only, no scan); {top} becomes valid with the last one",
+        revert=drop_all,
+    )
+
+
+def _depth_first(table: RelationInfo) -> Iterator[tuple[ChildInfo, RelationName]]:
+    """Every partition with the index of its parent level, each level's partitions right after
+    it: the order in which the statement as written creates (and names) their indexes."""
+    below: dict[RelationName, list[ChildInfo]] = {}
+    for child in table.children:
+        parent = child.parents[0] if child.parents else table.name
+        below.setdefault(parent, []).append(child)
+
+    def walk(parent: RelationName) -> Iterator[tuple[ChildInfo, RelationName]]:
+        for child in sorted(below.get(parent, ()), key=lambda c: c.name.name):
+            yield child, parent
+            yield from walk(child.name)
+
+    yield from walk(table.name)
+
+
+def _index_sql(statement: str, table: RelationName, name: str, *, only: bool) -> str:
+    """The statement's index on ``table`` named ``name``: ON ONLY (no build), or CONCURRENTLY."""
+    node = fresh(statement, ast.IndexStmt)
+    node.relation = ast.RangeVar(
+        schemaname=table.schema, relname=table.name, inh=not only, relpersistence="p"
+    )
+    node.idxname = name
+    node.concurrent = not only
+    return str(RawStream()(node))
+
+
+def _check_unique_covers_key(node: ast.IndexStmt, table: RelationInfo) -> None:
+    """PostgreSQL refuses a unique index on a partitioned table that leaves out a key column
+    (0A000): say so before anything runs, with what to write instead."""
+    columns, expressions = key_columns(table.partition_key or "()")
+    indexed = {element.name for element in node.indexParams or () if element.name}
+    missing = [column for column in columns if column not in indexed]
+    if expressions or missing:
+        raise UnsupportedStatement(
+            f"a unique index on partitioned table {table.name} must include every column of its "
+            f"partition key ({table.partition_key}) and the key may hold no expression; PostgreSQL "
+            f"refuses it as written too (0A000): add {', '.join(missing) or 'the key columns'} to the index"
+        )

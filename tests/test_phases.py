@@ -172,7 +172,7 @@ async def test_each_rule_ends_as_the_statement_as_written(dsn: str, statement: s
 ITEMS = """
 CREATE TABLE items (id bigint PRIMARY KEY, a int NOT NULL CHECK (a >= 0), n int NOT NULL DEFAULT 0);
 CREATE INDEX items_a_idx ON items (a);
-INSERT INTO items (id, a) SELECT g, g % 100 FROM generate_series(10000, 29999) g;
+INSERT INTO items (id, a) SELECT g, g % 100 FROM generate_series(100000, 299999) g;
 ANALYZE items;
 """
 
@@ -191,22 +191,24 @@ async def test_type_change_under_traffic_blocks_nobody_keeps_every_write(dsn: st
             number = 0
             while not stop.is_set():
                 number += 1
-                key = 10000 + (number * 7919) % 20000
+                key = 100000 + (number * 7919) % 200000
                 await conn.execute("UPDATE items SET a = $2 WHERE id = $1", key, 1000 + number)
                 written[key] = 1000 + number
-                await conn.execute("INSERT INTO items (id, a) VALUES ($1, $2)", 100000 + number, number)
-                written[100000 + number] = number
+                await conn.execute("INSERT INTO items (id, a) VALUES ($1, $2)", 1000000 + number, number)
+                written[1000000 + number] = number
                 await asyncio.sleep(0.005)
         finally:
             await conn.close()
 
     budget_ms = 200.0
     statement = "ALTER TABLE items ALTER COLUMN a TYPE bigint"
-    async with LockSampler(dsn) as sampler, Traffic(dsn, "items", rows=29999, clients=8) as traffic:
+    async with LockSampler(dsn) as sampler, Traffic(dsn, "items", rows=299999, clients=8) as traffic:
         task = asyncio.create_task(writer())
         start = time.monotonic()
         code, stderr = await _apply(dsn, tmp_path, "widen-a", statement, "--phase", "expand")
         assert code == 0, stderr
+        # Expanded: the application still has its int column, a trigger feeds the new one.
+        assert (await _status(dsn, "widen-a"))["phase"] == "expand"
         code, stderr = await _apply(
             dsn, tmp_path, "widen-a", statement, "--phase", "contract", "--queue-budget-ms", str(budget_ms)
         )

@@ -117,6 +117,34 @@ async def test_rollback_after_expand_leaves_the_original_schema_and_data(dsn: st
         await conn.close()
 
 
+async def test_drop_column_expand_then_rollback_restores_not_null(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        await conn.execute("ALTER TABLE users ADD COLUMN legacy int; UPDATE users SET legacy = id")
+        await conn.execute("ALTER TABLE users ALTER COLUMN legacy SET NOT NULL")
+        before = await snapshot(conn)
+        drop = "ALTER TABLE users DROP COLUMN legacy"
+        code, stderr = await _apply(dsn, tmp_path, "drop", drop, "--phase", "expand")
+        assert code == 0, stderr
+        # The new application version inserts without the column; the old one still reads it.
+        await conn.execute("INSERT INTO users (id, name) VALUES (5000, 'new code')")
+        await conn.execute("DELETE FROM users WHERE id = 5000")
+        result = await zdmproxy("rollback", "--dsn", dsn, "drop")
+        assert result.code == 0, result.stderr
+        assert await snapshot(conn) == before
+        code, stderr = await _apply(dsn, tmp_path, "drop", drop, "--allow-destructive")
+        assert code == 0, stderr
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_attribute WHERE attname = 'legacy' AND NOT attisdropped"
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
+
+
 async def test_contract_before_expand_and_rollback_after_contract_refused(dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(dsn)
     try:

@@ -3,11 +3,10 @@
 Every expand step carries its way back (``Step.revert``: drop the column, trigger, function,
 check or index it added). A rollback runs those of the steps that took effect, newest first,
 through the engine like any step (pre-flight, timeouts, watchdog, retries), holding the
-migration's run lock so no apply runs at the same time. The reverts are planned as written
-(never split into phases again) and are idempotent (IF EXISTS), so an interrupted rollback is
-simply run again: the ledger records nothing per revert. Afterwards the migration is
-``cancelled`` in phase ``rollback`` and its steps are pending again: applying it later starts
-over. Once a contract step ran the old schema is gone, and rollback refuses.
+migration's run lock so no apply runs at the same time. The reverts are idempotent (IF EXISTS),
+so an interrupted rollback is simply run again: the ledger records nothing per revert.
+Afterwards the migration is ``cancelled`` in phase ``rollback`` and its steps are pending again:
+applying it later starts over. Once a contract step ran the old schema is gone, and rollback refuses.
 """
 
 from __future__ import annotations
@@ -129,14 +128,16 @@ async def rollback(coordinator: Coordinator, migration_id: str, report: Migratio
 
 
 async def _revert_steps(session: Session, undone: list[StepRecord], coordinator: Coordinator) -> list[Step]:
-    """The reverts as engine steps, planned as written from the catalog as it is now. They only
-    drop what the expand added, so none counts as destructive."""
+    """The reverts as engine steps, planned from the catalog as it is now, by the same rules as any
+    statement (a SET NOT NULL that undoes a DROP NOT NULL goes through its helper check). They
+    only drop what the expand added, so none counts as destructive."""
     script = ";\n".join(s.step.revert or "" for s in undone)
     if not script:
         return []
     facts = await read_facts(session, parse_script(script))
-    plan = make_plan(script, facts, coordinator.policy, rules=())
+    plan = make_plan(script, facts, coordinator.policy)
     return [
         dataclasses.replace(step, reason=f"undo step {record.index + 1}: {step.reason}", destructive=None)
-        for record, step in zip(undone, plan.steps, strict=True)
+        for record, planned in zip(undone, plan.statements, strict=True)
+        for step in planned.steps
     ]

@@ -9,12 +9,10 @@ retries).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from zdmproxy.plan.destructive import destructive_reason
 from zdmproxy.plan.model import Phase, Plan, PlannedStatement, RelationSize, Step
 from zdmproxy.plan.rules.context import RuleContext
-from zdmproxy.plan.rules.registry import RULES, Rule
+from zdmproxy.plan.rules.registry import RULES
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql import versions
 from zdmproxy.sql.catalogue import classify
@@ -25,15 +23,7 @@ from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.parse import Statement, parse_script
 
 
-def make_plan(
-    script: str,
-    facts: CatalogFacts | None = None,
-    policy: MigrationPolicy | None = None,
-    *,
-    rules: Sequence[Rule] = RULES,
-) -> Plan:
-    """The plan of ``script``; ``rules=()`` plans every statement as written (a rollback's
-    reverts: undoing an expand must not be split into phases again)."""
+def make_plan(script: str, facts: CatalogFacts | None = None, policy: MigrationPolicy | None = None) -> Plan:
     facts = facts or CatalogFacts()
     policy = policy or MigrationPolicy.model_validate({})
     from_catalog = facts.server_version_num is not None
@@ -44,7 +34,7 @@ def make_plan(
     def plan_statement(statement: Statement, facts: CatalogFacts) -> tuple[Step, ...]:
         effects = classify(statement, facts, version)
         context = RuleContext(statement, effects, facts, version, policy, from_catalog, plan_statement)
-        for rule in rules:
+        for rule in RULES:
             steps = rule(context)
             if steps:
                 return steps

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from equivalence import check_equivalent, snapshot
+from equivalence import check_equivalent, plan_for, snapshot
 from helpers import run_cli, zdmproxy
+from step_locks import check_step_locks
 from traffic import LockSampler, Traffic
 
 from zdmproxy.plan.model import Phase
+from zdmproxy.plan.verdict import blocks_traffic
 from zdmproxy.policy import MigrationPolicy
 
 USERS = """
@@ -170,6 +172,9 @@ CREATE INDEX t_c_idx ON t (c) WHERE c > 5;
 CREATE UNIQUE INDEX t_cb_idx ON t (c, b);
 CREATE INDEX t_lower_idx ON t (lower(note));
 INSERT INTO t SELECT g, g, 'x' || g, g, 'n' || g, g FROM generate_series(100, 399) g;
+CREATE TABLE s (id serial PRIMARY KEY, v text);
+SELECT setval('s_id_seq', 100, false);
+INSERT INTO s (v) SELECT 'v' || g FROM generate_series(1, 50) g;
 """
 
 
@@ -180,6 +185,7 @@ INSERT INTO t SELECT g, g, 'x' || g, g, 'n' || g, g FROM generate_series(100, 39
         "ALTER TABLE t ALTER COLUMN c TYPE bigint USING c * 10 + length(b)",
         "ALTER TABLE t ALTER COLUMN u TYPE numeric(12, 2)",
         "ALTER TABLE t ALTER COLUMN id TYPE bigint",
+        "ALTER TABLE s ALTER COLUMN id TYPE bigint",
         "ALTER TABLE t ALTER COLUMN note TYPE varchar(5) USING left(note, 5)",
         "ALTER TABLE t RENAME COLUMN c TO c2",
         "ALTER TABLE t RENAME COLUMN note TO remark",
@@ -195,6 +201,23 @@ async def test_each_rule_ends_as_the_statement_as_written(dsn: str, statement: s
     if "DROP COLUMN" not in statement:
         assert not any(step.rewrites for step in plan.steps)
         assert {step.phase for step in plan.steps} >= {Phase.EXPAND, Phase.BACKFILL, Phase.CONTRACT}
+
+
+@pytest.mark.parametrize("statement", [WIDEN, RENAME, "ALTER TABLE users ALTER COLUMN name TYPE varchar(80)"])
+async def test_every_steps_locks_are_what_postgresql_takes_and_none_reads_under_them(
+    dsn: str, statement: str
+) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+    finally:
+        await conn.close()
+    plan = await plan_for(dsn, statement)
+    assert len(plan.steps) > 5
+    scanned = await check_step_locks(dsn, plan)
+    for step, tables in zip(plan.steps, scanned, strict=True):
+        held = {str(lock.relation): lock.mode for lock in step.locks}
+        assert not [t for t in tables if t in held and blocks_traffic(held[t])], step.sql
 
 
 ITEMS = """

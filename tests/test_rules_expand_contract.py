@@ -128,12 +128,6 @@ REFUSED = {
     "a generated column in the table": _table(
         columns={**_table().columns, "g": ColumnType("int4", generated="s", sql_type="integer")}
     ),
-    "a sequence default": _table(
-        columns={
-            **_table().columns,
-            "n": ColumnType("int4", default="nextval('s'::regclass)", sql_type="integer"),
-        }
-    ),
     "no primary key": _table(primary_key=(), constraints=()),
     "a partitioned table": _table(relkind="p"),
     "an exclusion constraint": _table(
@@ -212,6 +206,23 @@ def test_a_using_expression_reads_the_triggers_row() -> None:
     assert 'NEW."n_zdm_new" := new.n * 10 + new.c;' in function.sql
     backfill = next(s for s in steps if s.backfill is not None)
     assert backfill.backfill is not None and backfill.backfill.assignments == '"n_zdm_new" = n * 10 + c'
+
+
+def test_a_serials_sequence_is_handed_to_the_new_column_before_the_old_one_goes() -> None:
+    serial = ColumnType(
+        "int4",
+        not_null=True,
+        default="nextval('t_n_seq'::regclass)",
+        sql_type="integer",
+        owned_sequence="public.t_n_seq",
+    )
+    facts = _facts(_table(columns={**_table().columns, "n": serial}))
+    steps = _apply(change_type_online, "ALTER TABLE t ALTER COLUMN n TYPE bigint", facts)
+    assert steps is not None
+    swap = steps[-1].sql.split(";\n")
+    owned = swap.index('ALTER SEQUENCE public.t_n_seq OWNED BY "t"."n_zdm_new"')
+    assert owned < swap.index('ALTER TABLE "t" DROP COLUMN "n"')
+    assert 'ALTER TABLE "t" ALTER COLUMN "n" SET DEFAULT nextval(\'t_n_seq\'::regclass)' in swap
 
 
 def test_a_unique_or_primary_key_comes_back_as_a_constraint_using_the_rebuilt_index() -> None:

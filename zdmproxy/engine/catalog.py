@@ -266,6 +266,7 @@ def _column_facts(row: Any) -> ColumnType:
         identity=row["identity"],
         generated=row["generated"],
         sql_type=row["sql_type"],
+        owned_sequence=row["owned_sequence"],
     )
 
 

@@ -96,7 +96,13 @@ SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS i
        format_type(a.atttypid, a.atttypmod)
        || coalesce((SELECT ' COLLATE ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
                       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
-                     WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation), '') AS sql_type
+                     WHERE co.oid = a.attcollation AND a.attcollation <> t.typcollation), '') AS sql_type,
+       (SELECT quote_ident(sn.nspname) || '.' || quote_ident(s.relname)
+          FROM pg_depend dep
+          JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S'
+          JOIN pg_namespace sn ON sn.oid = s.relnamespace
+         WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+           AND dep.refobjid = a.attrelid AND dep.refobjsubid = a.attnum AND dep.deptype = 'a') AS owned_sequence
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

@@ -73,6 +73,7 @@ class ColumnType:
     identity: str = ""  # pg_attribute.attidentity: a (ALWAYS), d (BY DEFAULT), "" (none)
     generated: str = ""  # pg_attribute.attgenerated: s (STORED), v (VIRTUAL, 18), "" (none)
     sql_type: str | None = None  # format_type(), and COLLATE when not the type's default
+    owned_sequence: str | None = None  # a sequence OWNED BY it (serial), quoted and qualified
 
 
 @dataclass(frozen=True)

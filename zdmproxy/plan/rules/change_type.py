@@ -8,7 +8,7 @@ type filled by a sync trigger and a batched backfill, swapped in by one short tr
 
 Stepped aside (left to run as written, where the long-lock refusal catches it on a large table):
 several subcommands in one statement (split first by the rule that splits them), a column in a
-foreign key or a view, identity and generated columns, a sequence default, a partitioned or
+foreign key or a view, identity and generated columns, a partitioned or
 inherited table, a table without a primary key, an exclusion or deferrable constraint on it,
 and plans without catalog facts (the column's indexes and constraints must be known to rebuild
 them).

@@ -79,8 +79,6 @@ def refusal(info: RelationInfo, column: str) -> str | None:
         return f"column {column} is not in the catalog facts"
     if facts.identity or facts.generated or any(c.generated for c in info.columns.values()):
         return "identity and generated columns (and tables with generated columns) are not handled"
-    if facts.default is not None and "nextval(" in facts.default:
-        return f"column {column} takes its default from a sequence it may own (dropped with it)"
     if info.column_views.get(column):
         return f"column {column} is used by a view"
     keys = [*info.foreign_keys, *info.referenced_by]
@@ -315,6 +313,8 @@ def _contract(
         f"DROP FUNCTION {function}()",
         f"ALTER TABLE {table} DROP COLUMN {quote_ident(swap.old)}",
     ]
+    if column.owned_sequence is not None:  # a serial's sequence would go with the old column
+        sqls.insert(2, f"ALTER SEQUENCE {column.owned_sequence} OWNED BY {table}.{staging}")
     if column.not_null:  # while the helper check still names the column as it is now
         named = next((c for c in swap.table.constraints if c.kind == "n" and swap.old in c.columns), None)
         if named is not None and build.version >= 180000:

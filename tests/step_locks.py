@@ -17,6 +17,7 @@ from test_lock_catalogue import (
 )
 
 from zdmproxy.plan.model import Plan, Step
+from zdmproxy.plan.verdict import blocks_traffic
 
 
 async def check_step_locks(
@@ -59,4 +60,18 @@ def _compare(step: Step, observed: dict[str, tuple[str, object]]) -> None:
         for rel, (_, mode) in observed.items():
             assert rel in expected and mode <= expected[rel][1], f"{step.sql}: {rel} {mode}"
         target = str(step.locks[0].relation)
+        if "DETACH" in step.kind:
+            return  # DETACH ... CONCURRENTLY holds no relation lock while it waits (POSTGRES-FACTS)
         assert observed[target][1] == expected[target][1], f"{step.sql}: {target}"
+
+
+def read_under_traffic_lock(plan: Plan, scanned_by_step: list[set[str]]) -> list[tuple[str, str]]:
+    """(step, table) wherever PostgreSQL read a table in full while the step held a lock on it
+    that stops reads or writes: what a rule exists to prevent."""
+    found = []
+    for step, scanned in zip(plan.steps, scanned_by_step, strict=True):
+        held = {str(lock.relation): lock.mode for lock in step.locks}
+        found += [
+            (step.sql, table) for table in sorted(scanned) if table in held and blocks_traffic(held[table])
+        ]
+    return found

@@ -541,6 +541,11 @@ def _attach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     if check is None or partition.children or not partition_bounds.implied(partition.info, check):
         partition.scan(ctx.out)
         ctx.out.note("the partition scan is skipped when a valid CHECK constraint implies the bound")
+    parent_indexes = len(ctx.info.indexes) if ctx.info is not None else 0
+    if partition.info is None or len(partition.info.indexes) < parent_indexes:
+        # Each index of the parent the partition lacks is built on it, under the lock.
+        partition.scan(ctx.out)
+        ctx.out.note("the parent's indexes the partition lacks are built on it under AccessExclusiveLock")
     default = ctx.info.default_partition if ctx.info is not None else None
     if default is not None:
         ctx.out.lock(default, AEL)

@@ -35,8 +35,10 @@ _KINDS = {
 
 def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
     """``facts`` as they will be after ``statement`` ran: named constraints it adds (a CHECK
-    with its expression), validates or drops."""
+    with its expression), validates or drops, and named indexes it creates."""
     node = statement.node
+    if isinstance(node, ast.IndexStmt):
+        return _learn_index(facts, node)
     if not isinstance(node, ast.AlterTableStmt) or node.relation is None:
         return facts
     written = range_var_name(node.relation)
@@ -99,3 +101,15 @@ def _not_null_column(con: ast.Constraint) -> str | None:
     if con.contype != ConstrType.CONSTR_CHECK or con.raw_expr is None:
         return None
     return not_null_check_column(RawStream()(con.raw_expr))
+
+
+def _learn_index(facts: CatalogFacts, node: ast.IndexStmt) -> CatalogFacts:
+    """A named index the statement creates joins its table's indexes (attaching a partition
+    builds the parent's indexes the partition lacks)."""
+    written = range_var_name(node.relation)
+    info = facts.resolve(written)
+    if info is None or not node.idxname:
+        return facts
+    index = RelationName(info.name.schema, node.idxname)
+    updated = dataclasses.replace(info, indexes=(*info.indexes, index))
+    return dataclasses.replace(facts, relations={**facts.relations, written: updated})

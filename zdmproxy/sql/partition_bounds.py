@@ -33,6 +33,14 @@ def attach_check(parent: RelationInfo | None, bound: ast.PartitionBoundSpec) -> 
     return bound_check(columns[0], column.typname if column is not None else None, bound)
 
 
+def key_select(partition_key: str) -> ast.SelectStmt:
+    """A partition key's columns and expressions as the target list of a SELECT."""
+    inside = partition_key[partition_key.index("(") + 1 : partition_key.rindex(")")]
+    (raw,) = parse_sql(f"SELECT {inside}")
+    assert isinstance(raw.stmt, ast.SelectStmt)
+    return raw.stmt
+
+
 def implied(info: RelationInfo | None, expression: str) -> bool:
     """Whether a valid CHECK of ``info`` is exactly ``expression``: PostgreSQL then skips the scan."""
     return info is not None and any(
@@ -43,11 +51,8 @@ def implied(info: RelationInfo | None, expression: str) -> bool:
 def key_columns(partition_key: str) -> tuple[list[str], bool]:
     """The columns of a partition key as pg_get_partkeydef prints it (``LIST (kind)`` -> kind),
     and whether it has expressions as well."""
-    inside = partition_key[partition_key.index("(") + 1 : partition_key.rindex(")")]
-    (raw,) = parse_sql(f"SELECT {inside}")
-    assert isinstance(raw.stmt, ast.SelectStmt)
     columns, expressions = [], False
-    for target in raw.stmt.targetList or ():
+    for target in key_select(partition_key).targetList or ():
         value = target.val
         fields = value.fields if isinstance(value, ast.ColumnRef) else None
         if fields is not None and len(fields) == 1:

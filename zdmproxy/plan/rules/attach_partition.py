@@ -12,6 +12,11 @@ prove it. So the plan proves it first, with reads that block nobody:
 3. the ATTACH as written, which now reads nothing;
 4. the helper checks dropped (brief), so the end state is the statement's.
 
+Before all that, each index of the parent is built on the partition CONCURRENTLY, under the name
+the ATTACH would give it: the ATTACH attaches an equal index it finds instead of building one
+under its lock. A parent whose indexes back constraints (PRIMARY KEY, UNIQUE, EXCLUDE) runs as
+written: the partition would need the constraint too.
+
 Covered: LIST bounds and RANGE bounds on one column (sql/partition_bounds.py writes exactly the
 constraint PostgreSQL derives). A HASH or multi-column RANGE bound, a DEFAULT partition being
 attached, or a partition that is partitioned itself runs as written.
@@ -21,9 +26,12 @@ from __future__ import annotations
 
 from pglast import ast
 from pglast.enums import AlterTableType
+from pglast.stream import RawStream
 
 from zdmproxy.plan.model import Phase, Step
+from zdmproxy.plan.rules.concurrent_index import fresh
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
+from zdmproxy.sql.index_names import choose_index_name
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_ident, quote_relation, range_var_name
 from zdmproxy.sql.naming import make_object_name
@@ -47,8 +55,28 @@ def attach_with_proven_bound(ctx: RuleContext) -> tuple[Step, ...] | None:
     if partition is not None and partition.relkind != "r":
         return None
     name = partition.name if partition is not None else written
+    backed = {c.index or c.name for c in parent.constraints if c.kind in ("p", "u", "x")}
+    if any(index.name in backed for index in parent.index_definitions):
+        return None  # the partition would need the constraint too: ATTACH builds its index as written
     helper = make_object_name(name.name, None, "zdm_bound")
     steps = ctx.steps()
+    taken = {n.name for n in ctx.facts.names_in_use if n.schema == name.schema}
+    for index in parent.index_definitions:
+        node = fresh(index.definition, ast.IndexStmt)
+        node.relation = ast.RangeVar(
+            schemaname=written.schema, relname=written.name, inh=True, relpersistence="p"
+        )
+        node.idxname = choose_index_name(name.name, node, taken)
+        node.concurrent = True
+        taken.add(node.idxname)
+        built = quote_relation(RelationName(name.schema, node.idxname))
+        steps.add(
+            str(RawStream()(node)),
+            Phase.SINGLE,
+            f"the parent's index {index.name} built on {name} CONCURRENTLY beforehand, under the name the "
+            "ATTACH would give it: the ATTACH then attaches it instead of building it under its lock",
+            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {built}",
+        )
     proven = [(written, helper, check, f"the rows of {name} fit the new bound")]
     if parent.default_partition is not None:
         default = parent.default_partition

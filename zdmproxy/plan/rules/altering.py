@@ -48,7 +48,7 @@ def alter_sql(stmt: ast.AlterTableStmt, *cmds: ast.AlterTableCmd) -> str:
     """``stmt`` with ``cmds`` as its subcommands, as SQL."""
     altered = copy.copy(stmt)
     altered.cmds = cmds
-    return str(RawStream()(altered))
+    return str(RawStream()(altered)).strip()
 
 
 def command(

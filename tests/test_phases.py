@@ -50,6 +50,8 @@ async def test_rename_expand_then_contract_with_both_versions_in_between(dsn: st
         assert "contract" in stderr, stderr
         status = await _status(dsn, "rename")
         assert (status["state"], status["phase"]) == ("paused", "expand")
+        code, stderr = await _apply(dsn, tmp_path, "rename", RENAME, "--phase", "expand")
+        assert code == 0 and "expand phase already done" in stderr, stderr  # nothing ran again
 
         # The old application version reads and writes name, the new one full_name: both work,
         # and each sees what the other wrote.

@@ -232,6 +232,8 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None, *, p
         record = applied.record
         when = f"at {record.finished_at:%Y-%m-%d %H:%M:%S %Z}" if record.finished_at else ""
         how = "already applied" if applied.result is Result.ALREADY_APPLIED else "applied while we waited"
+        if record.state == "paused" and record.phase == "expand":
+            how = "expand phase already done"  # the contract is still to come
         err.print(f"{escape(name)}: {how} {when} by {escape(record.by())}; nothing ran here")
         return
     # 0 when it stopped before the runner planned against the database: the count planned

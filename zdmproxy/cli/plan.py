@@ -36,6 +36,8 @@ from zdmproxy.errors import ExitCode
 from zdmproxy.plan.model import Plan, PlannedStatement
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.plan.verdict import Level, Verdict, verdicts
+from zdmproxy.policy import MigrationPolicy
+from zdmproxy.settings import load_settings
 from zdmproxy.sql.parse import parse_script
 
 _CHUNK = 500  # statements rendered per write (and per progress update)
@@ -48,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
     dsn = args.dsn
     with _Progress(err) as progress:
         progress.phase(f"planning {len(script.encode()) / 2**20:.1f} MB of SQL")
-        plan = run_async(_plan_with_catalog(script, dsn), dsn=dsn) if dsn else make_plan(script)
+        # The configured policy (ZDM_ variables, config file): what apply would refuse, plan shows.
+        policy = load_settings().policy()
+        plan = (
+            run_async(_plan_with_catalog(script, dsn, policy), dsn=dsn)
+            if dsn
+            else make_plan(script, policy=policy)
+        )
         judged = verdicts(plan)
         if out.is_terminal:  # the output scrolling by is the progress; a bar would garble it
             progress.close()
@@ -68,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     return int(ExitCode.BLOCKS_TRAFFIC if long else ExitCode.OK)
 
 
-async def _plan_with_catalog(script: str, dsn: str) -> Plan:
+async def _plan_with_catalog(script: str, dsn: str, policy: MigrationPolicy) -> Plan:
     parse_script(script)  # a syntax error is reported before connecting
     session = await connect(dsn, "zdmproxy:plan")
     try:
-        return await plan_script(session, script)
+        return await plan_script(session, script, policy)
     finally:
         await session.close()
 

@@ -167,7 +167,7 @@ class Coordinator:
         # This caller's own policy refuses a step: nothing was tried, so nothing is recorded
         # (another caller, allowed to, may run the migration).
         check_allowed(planned[start_at:end], self.policy)
-        if record.state in ("running", "cancelled") and record.runs:
+        if record.state in ("running", "cancelled") and record.runs and record.phase != "rollback":
             await deliver(
                 self.sink,
                 Event(

@@ -59,6 +59,21 @@ class Metrics:
             ["application_name"],
             registry=r,
         )
+        self.backfill_rows = Counter(
+            "zdmproxy_backfill_rows",
+            "Rows walked by backfill batches (a resumed backfill counts its rows before the stop again)",
+            registry=r,
+        )
+        self.backfill_rate = Gauge(
+            "zdmproxy_backfill_rows_per_second",
+            "Rate of the backfill that reported last (rows per second over its run so far)",
+            registry=r,
+        )
+        self.backfill_throttled = Counter(
+            "zdmproxy_backfill_throttled",
+            "Times a backfill was held back or slowed by a health signal (or its live knobs were refused)",
+            registry=r,
+        )
         self.migrations = Gauge(
             "zdmproxy_migrations",
             "Migrations this daemon was given, by their last known state",
@@ -84,6 +99,7 @@ class Metrics:
         """An EventSink for one migration's run: it counts and times what the engine reports."""
         step_started: dict[int, float] = {}
         waiting_since: dict[int, float] = {}
+        rows_done: dict[int, int] = {}  # per backfill step: progress events carry running totals
 
         def record(event: Event) -> None:
             now = time.monotonic()
@@ -105,6 +121,14 @@ class Metrics:
                     self.attempts.labels("succeeded").inc()
                 if event.step in step_started:
                     self.step_duration.labels(outcome).observe(now - step_started.pop(event.step))
+            elif event.kind is EventKind.BACKFILL_THROTTLED:
+                self.backfill_throttled.inc()
+            if event.progress is not None:
+                done = event.progress.rows_done
+                self.backfill_rows.inc(max(0, done - rows_done.get(event.step, 0)))
+                rows_done[event.step] = done
+                if event.progress.rows_per_s is not None:
+                    self.backfill_rate.set(event.progress.rows_per_s)
             for blocker in event.blockers:
                 self.blockers.labels(self._application(blocker.application_name)).inc()
 

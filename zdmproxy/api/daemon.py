@@ -96,11 +96,14 @@ class JournalPool:
             self._free.put_nowait(journal)
 
     async def close(self) -> None:
-        while not self._free.empty():
-            journal = self._free.get_nowait()
+        """Close the idle connections; the pool stays usable (it reconnects), so a request still
+        waiting for a connection gets an answer rather than a hang."""
+        idle = [self._free.get_nowait() for _ in range(self._free.qsize())]
+        for journal in idle:
             if journal is not None:
                 with contextlib.suppress(Exception):
                     await journal.close()
+            self._free.put_nowait(None)
 
 
 @dataclass(frozen=True)

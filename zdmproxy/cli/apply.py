@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.markup import escape
 
+from zdmproxy.cli.control import apply_through_daemon, client_for
 from zdmproxy.cli.flags import flag_name, model_overrides
 from zdmproxy.cli.progress import confirm_destructive, event_display
 from zdmproxy.cli.shared import database_url, err, out, read_script, report_error, run_async
@@ -50,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     refused = batch.destructive and not policy.allow_destructive
     if refused and confirm_destructive(batch.destructive, args.yes):
         policy = _policy(settings, {**flags, "allow_destructive": True})
+        flags = {**flags, "allow_destructive": True}
+    daemon = client_for(settings, None, None) if args.dsn is None and not args.embedded else None
+    if daemon is not None:  # ZDM_DAEMON_URL: the running daemon applies them, its journal records them
+        migrations = [(r.migration_id, r.script) for r in batch.requests]
+        return apply_through_daemon(daemon, migrations, flags, args.phase, as_json=args.json)
     with ExitStack() as stack:
         dsn = database_url(args, settings, stack, embedded=args.embedded)
         runs: list[tuple[MigrationReport, Applied | None]] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -206,29 +206,40 @@ async def _write(journal: Journal, migration_id: str, action: str, knobs: dict[s
     return {"id": migration_id, "state": state, "message": said}
 
 
-def apply_through_daemon(client: DaemonClient, migration_id: str, script: str, *, as_json: bool) -> int:
-    """Submit one migration to the daemon and wait until it settles; the exit code says how."""
-    body = client.call(
-        "PUT", f"/v1/migrations/{migration_id}", json={"sql": script}, params={"wait": _WAIT_S}
-    )
-    while body["state"] in ("queued", "running"):
-        err.print(f"[dim]{escape(migration_id)}: {body['state']}, waiting[/dim]")
-        body = client.call(
-            "PUT", f"/v1/migrations/{migration_id}", json={"sql": script}, params={"wait": _WAIT_S}
-        )
+def apply_through_daemon(
+    client: DaemonClient,
+    migrations: Sequence[tuple[str, str]],
+    policy: dict[str, Any],
+    phase: str | None,
+    *,
+    as_json: bool,
+) -> int:
+    """Submit each migration (id, SQL) to the daemon in order and wait until it settles; stop at
+    the first that does not succeed. The exit code is the one ``apply`` gives in-process."""
+    params: dict[str, Any] = {"wait": _WAIT_S, **({"phase": phase} if phase else {})}
+    body: dict[str, Any] = {}
+    answers = []
+    try:
+        for migration_id, script in migrations:
+            request = {"sql": script, **({"policy": policy} if policy else {})}
+            path = f"/v1/migrations/{migration_id}"
+            body = client.call("PUT", path, json=request, params=params)
+            while body["state"] in ("queued", "running"):
+                err.print(f"[dim]{escape(migration_id)}: {body['state']}, waiting[/dim]")
+                body = client.call("PUT", path, json=request, params=params)
+            answers.append(body)
+            if body["state"] != "succeeded" and not (phase == "expand" and body.get("phase") == "expand"):
+                break
+            err.print(f"{escape(migration_id)}: {body['state']} (through the daemon at {escape(client.url)})")
+    finally:
+        client.close()
     if as_json:
-        out.print_json(json.dumps(body, default=str))
-    state = body["state"]
-    if state == "succeeded":
-        err.print(f"{escape(migration_id)}: succeeded (through the daemon at {escape(client.url)})")
+        out.print_json(
+            json.dumps(answers[0] if len(migrations) == 1 else {"migrations": answers}, default=str)
+        )
+    if body.get("state") == "succeeded" or (phase == "expand" and body.get("phase") == "expand"):
         return int(ExitCode.OK)
     error = body.get("error") or {}
-    err.print(
-        f"[red]{escape(migration_id)}: {state}[/red]"
-        + (
-            f" {escape('[' + str(error.get('code')) + ']')}: {escape(str(error.get('message', '')))}"
-            if error
-            else ""
-        )
-    )
-    return int(error.get("exit_code", _EXIT_BY_STATE.get(state, ExitCode.FAILED)))
+    said = f" [{error.get('code')}]: {error.get('message', '')}" if error else ""
+    err.print(f"[red]{escape(str(body.get('id')))}: {body.get('state')}[/red]{escape(said)}")
+    return int(error.get("exit_code", _EXIT_BY_STATE.get(str(body.get("state")), ExitCode.FAILED)))

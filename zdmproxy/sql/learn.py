@@ -35,7 +35,8 @@ _KINDS = {
 
 def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
     """``facts`` as they will be after ``statement`` ran: named constraints it adds (a CHECK
-    with its expression), validates or drops, and named indexes it creates."""
+    with its expression), validates or drops, columns it makes NOT NULL, and named indexes it
+    creates."""
     node = statement.node
     if isinstance(node, ast.IndexStmt):
         return _learn_index(facts, node)
@@ -48,12 +49,17 @@ def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
     added = []
     validated: set[str] = set()
     dropped: set[str] = set()
+    not_null: set[str] = set()
     for cmd in node.cmds or ():
         con = cmd.def_
         if cmd.subtype == AlterTableType.AT_ValidateConstraint and cmd.name:
             validated.add(cmd.name)
         if cmd.subtype == AlterTableType.AT_DropConstraint and cmd.name:
             dropped.add(cmd.name)
+        if cmd.subtype == AlterTableType.AT_SetNotNull and cmd.name:
+            not_null.add(cmd.name)
+        if isinstance(con, ast.Constraint) and con.contype == ConstrType.CONSTR_NOTNULL:
+            not_null.update(str(key.sval) for key in con.keys or ())  # attnotnull, even NOT VALID (18)
         if cmd.subtype != AlterTableType.AT_AddConstraint or not isinstance(con, ast.Constraint):
             continue
         if not con.conname or con.contype not in _KINDS:
@@ -68,16 +74,21 @@ def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
                 referenced=referenced,
                 definition=_check_definition(con),
                 not_null_column=_not_null_column(con),
+                columns=tuple(str(key.sval) for key in con.keys or ()),
             )
         )
-    if not (added or validated or dropped):
+    if not (added or validated or dropped or not_null):
         return facts
     kept = (
         dataclasses.replace(c, validated=True) if c.name in validated else c
         for c in info.constraints
         if c.name not in dropped
     )
-    updated = dataclasses.replace(info, constraints=(*kept, *added))
+    columns = {
+        name: dataclasses.replace(column, not_null=True) if name in not_null else column
+        for name, column in info.columns.items()
+    }
+    updated = dataclasses.replace(info, constraints=(*kept, *added), columns=columns)
     # A dropped constraint's name (and its index's) is free again for the names PostgreSQL chooses.
     gone = [c for c in info.constraints if c.name in dropped]
     return dataclasses.replace(

@@ -37,8 +37,8 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
     if not isinstance(node, ast.IndexStmt) or node.concurrent or not node.relation or not node.relation.inh:
         return None
     table = ctx.facts.resolve(range_var_name(node.relation))
-    if table is None or not table.is_partitioned:
-        return None
+    if table is None or not table.is_partitioned or not table.children:
+        return None  # without partitions the statement builds nothing: instant as written
     if any(child.relkind == "f" for child in table.children):
         return None  # foreign partitions get no index: the parent's would never become valid by attaching
     if node.unique:
@@ -85,8 +85,10 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
             },
         },
     )
+    with_partitions = {child.parents[0] for child in table.children if child.parents}
     for child, parent in _depth_first(table):
-        _add_partition(ctx, steps, child, index_of[child.name], index_of[parent], top, drop_all)
+        empty = child.name not in with_partitions
+        _add_partition(ctx, steps, child, index_of[child.name], index_of[parent], top, drop_all, empty=empty)
     return steps.done()
 
 
@@ -98,8 +100,18 @@ def _add_partition(
     parent_index: RelationName,
     top: RelationName,
     drop_all: str,
+    *,
+    empty: bool,
 ) -> None:
-    if child.relkind == "p":
+    if child.relkind == "p" and empty:
+        steps.add(
+            _index_sql(ctx.statement.text, child.name, index.name, only=False, concurrent=False),
+            Phase.EXPAND,
+            f"{child.name} is partitioned and has no partitions: its index is valid at once, "
+            "nothing to build",
+            revert=f"DROP INDEX IF EXISTS {quote_relation(index)}",
+        )
+    elif child.relkind == "p":
         steps.add(
             _index_sql(ctx.statement.text, child.name, index.name, only=True),
             Phase.EXPAND,
@@ -139,14 +151,17 @@ def _depth_first(table: RelationInfo) -> Iterator[tuple[ChildInfo, RelationName]
     yield from walk(table.name)
 
 
-def _index_sql(statement: str, table: RelationName, name: str, *, only: bool) -> str:
-    """The statement's index on ``table`` named ``name``: ON ONLY (no build), or CONCURRENTLY."""
+def _index_sql(
+    statement: str, table: RelationName, name: str, *, only: bool, concurrent: bool | None = None
+) -> str:
+    """The statement's index on ``table`` named ``name``: ON ONLY (no build), CONCURRENTLY, or
+    (an empty partitioned table) as written."""
     node = fresh(statement, ast.IndexStmt)
     node.relation = ast.RangeVar(
         schemaname=table.schema, relname=table.name, inh=not only, relpersistence="p"
     )
     node.idxname = name
-    node.concurrent = not only
+    node.concurrent = not only if concurrent is None else concurrent
     return str(RawStream()(node))
 
 

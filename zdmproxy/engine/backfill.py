@@ -191,17 +191,19 @@ class Walk:
         )
 
     def next_batch(self, after: bool) -> str:
-        """The end key of the next batch and its row count: parameters are the last key done
-        (when ``after``), the walk's upper bound, then the batch's rows; no row: walk done."""
+        """The key ``n`` rows on (a primary key's values are unique: the batch's end when
+        it holds ``n`` rows): parameters are the last key done (when ``after``), the walk's
+        upper bound, then n - 1; no row: fewer are left (``rows_left`` counts them)."""
         n = len(self.key) * (2 if after else 1) + 1
-        inner = (
-            f"SELECT {self._columns()} FROM {self._table} WHERE {self._range(after, 1, '::text')} "
-            f"ORDER BY {self._columns()} LIMIT ${n}::int"
-        )
         return _deparse(
-            f"SELECT {self._texts()}, count(*) OVER () AS rows FROM ({inner}) AS batch "
-            f"ORDER BY {self._columns(' DESC')} LIMIT 1"
+            f"SELECT {self._texts()} FROM {self._table} WHERE {self._range(after, 1, '::text')} "
+            f"ORDER BY {self._columns()} OFFSET ${n}::int LIMIT 1"
         )
+
+    def rows_left(self, after: bool) -> str:
+        """How many rows the walk has left (the last batch's): parameters as ``next_batch``'s,
+        without n."""
+        return _deparse(f"SELECT count(*) FROM {self._table} WHERE {self._range(after, 1, '::text')}")
 
     def batch(self, after: Sequence[str] | None, end: Sequence[str]) -> str:
         """The batch itself: the rows in (after, end], with the plan's predicate."""
@@ -267,6 +269,13 @@ class Backfiller:
         self.rows_at_start = 0
         self.last_progress = 0.0
         self.warned: str | None = None
+        self.longest_batch_ms: float | None = None
+        # Read again only after a failed attempt: the step's sessions, and whether the way is
+        # clear (pre-flight); the journal's controls and the health signals at most every
+        # backfill_health_poll_ms (signals that move in seconds, not per batch).
+        self.sessions: tuple[Session, Session, int] | None = None
+        self.preflight = True
+        self.checked_at = -float("inf")
 
     async def run(self) -> None:
         self.health = await connect(self.host.dsn, f"zdmproxy-health:{self.host.migration_id}")
@@ -327,9 +336,12 @@ class Backfiller:
         """Between batches: an operator's pause or cancel, the live knobs, the health signals
         (waiting while one says to pause, and obeying a stop asked meanwhile)."""
         assert self.health is not None
+        if time.monotonic() - self.checked_at < self.policy.backfill_health_poll_ms / 1000:
+            return
         paused_at: float | None = None
         shown: set[str] = set()
         while True:
+            self.checked_at = time.monotonic()
             controls = await self.host.ledger.controls()
             self._stop_if_asked(controls.request)
             self.policy, warning = live_policy(self.host.policy, dict(controls.throttle))
@@ -398,18 +410,25 @@ class Backfiller:
 
     async def _try_batch(self, number: int, targets: list[Target]) -> bool:
         assert self.health is not None
-        session, watch, pid = await self.host.batch_sessions()
+        if self.sessions is None or number > 1:
+            self.sessions = await self.host.batch_sessions()
+        session, watch, pid = self.sessions
         if number > 1:
             await self._recheck()  # after a lost connection the last batch may have committed
         if not self.position.upper:
             return False  # the table was empty when the backfill started
         after = self.position.after
-        args: list[Any] = [*(after or ()), *self.position.upper, self.batch_rows]
-        row = await session.fetchrow(self.walk.next_batch(after is not None), *args)
-        if row is None:
-            return False
-        values = list(row.values())
-        end, rows = tuple(values[:-1]), int(values[-1])
+        bounds: list[Any] = [*(after or ()), *self.position.upper]
+        row = await session.fetchrow(self.walk.next_batch(after is not None), *bounds, self.batch_rows - 1)
+        if row is not None:
+            end, rows = tuple(row.values()), self.batch_rows
+        else:
+            end, rows = (
+                self.position.upper,
+                int(await session.fetchval(self.walk.rows_left(after is not None), *bounds)),
+            )
+            if rows == 0:
+                return False
         checkpoint = Checkpoint(
             end,
             self.position.rows_done + rows,
@@ -419,17 +438,22 @@ class Backfiller:
             throttled_by=self.throttled_by,
         )
         batch = dataclasses.replace(self.step, sql=self.walk.batch(after, end), backfill=None)
-        await self.host.batch_preflight(targets)
+        if self.preflight or number > 1:
+            await self.host.batch_preflight(targets)
+            self.preflight = False
         bounded = self.policy.model_copy(
             update={"statement_timeout_s": self.policy.backfill_max_lock_ms / 1000}
         )
         try:
-            async with BlockedSampler(self.health, pid, self.policy.watchdog_interval_ms * 2) as sampler:
+            sampler = BlockedSampler(
+                self.health, pid, self.policy.backfill_max_blocked_ms, self.policy.watchdog_interval_ms * 2
+            )
+            async with sampler:
                 record = await run_attempt(
                     session,
                     watch,
                     batch,
-                    targets,
+                    [],  # no LOCK TABLE first: the UPDATE's own ROW EXCLUSIVE blocks no traffic
                     bounded,
                     number,
                     self.policy.deadline_s,
@@ -478,6 +502,7 @@ class Backfiller:
 
     async def _adapt(self, record: AttemptRecord, rows: int, blocked: Signal | None) -> None:
         """Steer the batch size towards the target duration; shrink it when sessions waited."""
+        self.longest_batch_ms = max(self.longest_batch_ms or 0.0, record.duration_s * 1000)
         if blocked is not None:
             self.batch_rows = max(1, self.batch_rows // 2)
             self.throttled_by = f"slowed: {blocked.message}"
@@ -508,6 +533,7 @@ class Backfiller:
             eta_s=left / rate if rate and left is not None else None,
             batch_rows=self.batch_rows,
             throttled_by=self.throttled_by,
+            longest_batch_ms=self.longest_batch_ms,
         )
 
     async def _progress(self, *, final: bool = False) -> None:
@@ -518,11 +544,16 @@ class Backfiller:
         progress = self._progress_now()
         total = f" of ~{progress.rows_total_estimate}" if progress.rows_total_estimate is not None else ""
         rate = f", {progress.rows_per_s:.0f} rows/s" if progress.rows_per_s else ""
-        eta = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None and not final else ""
-        what = "backfill done" if final else "backfill"
+        if final:
+            what = "backfill done"
+            longest = progress.longest_batch_ms
+            tail = f", longest batch {longest:.0f} ms" if longest is not None else ""
+        else:
+            what = "backfill"
+            tail = f", ETA {progress.eta_s:.0f} s" if progress.eta_s is not None else ""
         await self.host.emit(
             EventKind.BACKFILL_PROGRESS,
-            f"{what}: {progress.rows_done}{total} rows{rate}{eta}, batches of {progress.batch_rows}",
+            f"{what}: {progress.rows_done}{total} rows{rate}{tail}, batches of {progress.batch_rows}",
             progress=progress,
         )
 

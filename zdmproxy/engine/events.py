@@ -144,7 +144,7 @@ def _duration(seconds: float) -> str:
 @dataclass(frozen=True)
 class BackfillProgress:
     """Where a backfill is: rows walked so far, the estimated total (pg_class.reltuples when it
-    started; None when unknown), the rate over the whole run, the estimated time left, the batch
+    started; None when unknown), the rate over this run, the estimated time left, the batch
     size it adapted to, and the health signal holding it back now (None: running freely)."""
 
     rows_done: int
@@ -153,6 +153,8 @@ class BackfillProgress:
     eta_s: float | None
     batch_rows: int
     throttled_by: str | None = None
+    # The longest batch so far, BEGIN to COMMIT (ms): how long it held its rows' locks at most.
+    longest_batch_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -81,12 +81,15 @@ async def pausing_signals(session: Session, table_oid: int, policy: MigrationPol
 class BlockedSampler:
     """Samples, while one batch runs, the sessions waiting for a lock its backend holds.
 
-    Polls from the health connection at the watchdog's pace; the batch's own watchdog only
-    looks at waits of the batch itself. ``longest_ms`` is the longest wait seen.
+    Polls from the health connection at the watchdog's pace, from ``after_ms`` into the batch
+    (nobody can have waited longer than that before, so a batch shorter than it costs no
+    query); the batch's own watchdog only looks at waits of the batch itself. ``longest_ms``
+    is the longest wait seen.
     """
 
     session: Session
     pid: int
+    after_ms: float
     interval_ms: float
     sessions: int = 0
     longest_ms: float = 0.0
@@ -104,6 +107,8 @@ class BlockedSampler:
 
     async def _run(self) -> None:
         with contextlib.suppress(*CONNECTION_LOST, asyncpg.PostgresError, TimeoutError):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.after_ms / 1000)
             while not self._stop.is_set():
                 row = await self.session.fetchrow(QUERIES["blocked_behind"], self.pid, timeout=5)
                 if row is not None:

@@ -21,6 +21,7 @@ version to set its search_path); the sync trigger is what lets both versions run
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -135,8 +136,8 @@ def deparse(node: ast.Node) -> str:
 
 
 def _rebuilt_index(definition: str, swap: Swap, name: str) -> str | None:
-    """The index ``definition`` over the staging column, built concurrently as ``name``; None
-    when it does not use the old column."""
+    """The index ``definition`` over the staging column, named ``name`` (the index rule builds it
+    CONCURRENTLY); None when it does not use the old column."""
     (raw,) = parse_sql(definition)
     index = raw.stmt
     assert isinstance(index, ast.IndexStmt)
@@ -145,23 +146,19 @@ def _rebuilt_index(definition: str, swap: Swap, name: str) -> str | None:
     if not renamer.found:
         return None
     index.idxname = name
-    index.concurrent = True
     if index.relation is not None:  # named as the statement names it, as the facts know it
         index.relation.schemaname, index.relation.relname = swap.written.schema, swap.written.name
     return deparse(index)
 
 
 def _rebuilt_check(con: ConstraintInfo, swap: Swap, name: str) -> str:
-    """``ADD CONSTRAINT name CHECK (...) NOT VALID`` over the staging column."""
+    """``ADD CONSTRAINT name CHECK (...)`` over the staging column (NOT VALID if the old one is:
+    the constraint rule adds a valid one NOT VALID, then validates it)."""
     table = quote_relation(swap.written)
     (raw,) = parse_sql(f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(name)} {con.definition}")
     statement = raw.stmt
     assert isinstance(statement, ast.AlterTableStmt)
     _Columns(swap.old, swap.staging)(statement)
-    for cmd in statement.cmds or ():
-        if isinstance(cmd.def_, ast.Constraint):
-            cmd.def_.skip_validation = True
-            cmd.def_.initially_valid = False
     return deparse(statement)
 
 
@@ -231,23 +228,33 @@ def swap_steps(ctx: RuleContext, swap: Swap, what: str) -> tuple[Step, ...]:
         backfill=Backfill(info.name, info.primary_key, assignment),
     )
     if column.not_null:
-        build.add(
-            f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(helper)} "
-            f"CHECK ({staging} IS NOT NULL) NOT VALID",
-            Phase.EXPAND,
-            f"{what}: NOT NULL on {swap.staging} as a check, enforced on new rows at once (no scan)",
-            revert=f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(helper)}",
+        _through_rules(
+            ctx,
+            build,
+            f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(helper)} CHECK ({staging} IS NOT NULL)",
+            f"{what}: NOT NULL on {swap.staging} as a check",
+            f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(helper)}",
         )
-        build.add(
-            f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote_ident(helper)}",
-            Phase.VALIDATE,
-            f"{what}: proves no row lacks {swap.staging} without blocking writes",
-        )
-    renames = _rebuild(build, swap, table)
+    renames = _rebuild(ctx, build, swap, table)
     return _contract(build, swap, table, function, trigger, helper, renames, what).done()
 
 
-def _rebuild(build: StepBuilder, swap: Swap, table: str) -> list[str]:
+def _through_rules(ctx: RuleContext, build: StepBuilder, sql: str, what: str, revert: str) -> None:
+    """``sql`` planned by the other rules (NOT VALID then VALIDATE, CONCURRENTLY); a step they
+    leave as written (a CHECK that was NOT VALID already) runs in the expand with ``revert``."""
+    first = build.add_planned(sql, ctx.replan)
+    build.built[first:] = [
+        dataclasses.replace(
+            step,
+            phase=Phase.EXPAND if step.phase is Phase.SINGLE else step.phase,
+            revert=revert if step.phase is Phase.SINGLE else step.revert,
+            reason=f"{what}: {step.reason}",
+        )
+        for step in build.built[first:]
+    ]
+
+
+def _rebuild(ctx: RuleContext, build: StepBuilder, swap: Swap, table: str) -> list[str]:
     """The old column's CHECKs and indexes rebuilt on the staging column; returns the contract's
     statements that give them the old ones' names."""
     info = swap.table
@@ -257,18 +264,13 @@ def _rebuild(build: StepBuilder, swap: Swap, table: str) -> list[str]:
         if con.kind != "c":
             continue
         staged = object_name(con.name, "zdm")
-        build.add(
+        _through_rules(
+            ctx,
+            build,
             _rebuilt_check(con, swap, staged),
-            Phase.EXPAND,
-            f"check {con.name} on {swap.staging}, enforced on new rows at once (no scan)",
-            revert=f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(staged)}",
+            f"check {con.name} on {swap.staging}",
+            f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(staged)}",
         )
-        if con.validated:
-            build.add(
-                f"ALTER TABLE {table} VALIDATE CONSTRAINT {quote_ident(staged)}",
-                Phase.VALIDATE,
-                f"check {con.name} proven on the existing rows without blocking writes",
-            )
         renames.append(
             f"ALTER TABLE {table} RENAME CONSTRAINT {quote_ident(staged)} TO {quote_ident(con.name)}"
         )
@@ -277,11 +279,12 @@ def _rebuild(build: StepBuilder, swap: Swap, table: str) -> list[str]:
         sql = _rebuilt_index(index.definition, swap, staged)
         if sql is None:
             continue
-        build.add(
+        _through_rules(
+            ctx,
+            build,
             sql,
-            Phase.EXPAND,
-            f"index {index.name} rebuilt on {swap.staging} without blocking writes",
-            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {schema}{quote_ident(staged)}",
+            f"index {index.name} rebuilt on {swap.staging}",
+            f"DROP INDEX CONCURRENTLY IF EXISTS {schema}{quote_ident(staged)}",
         )
         backing = next((c for c in info.constraints if c.index == index.name and c.kind in ("u", "p")), None)
         if backing is None:

@@ -135,6 +135,15 @@ class StepBuilder:
         )
         return self
 
+    def add_planned(self, sql: str, replan: Callable[[Statement, CatalogFacts], tuple[Step, ...]]) -> int:
+        """Generated SQL handed to the planner's rules (``RuleContext.replan``: another rule makes
+        it online), its steps appended in order; returns the index of the first of them."""
+        statement = statement_of(sql)
+        first = len(self.built)
+        self.built.extend(replan(statement, self.facts))
+        self.facts = learn(self.facts, statement)
+        return first
+
     def done(self) -> tuple[Step, ...]:
         return tuple(self.built)
 

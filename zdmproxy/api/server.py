@@ -104,8 +104,9 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(daemon: Daemon, listen: Listen, token: str | None) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (see the module's docstring)."""
+async def serve(daemon: Daemon, listen: Listen, token: str | None, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (or ``stop`` is set: a daemon inside another program, the
+    demo), then stop gracefully (see the module's docstring)."""
     check_exposure(listen, token)
     sock = bind(listen)
     config = uvicorn.Config(
@@ -116,7 +117,7 @@ async def serve(daemon: Daemon, listen: Listen, token: str | None) -> None:
         server_header=False,
     )
     server = _Server(config)
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

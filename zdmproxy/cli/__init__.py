@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from zdmproxy import __version__
 from zdmproxy.cli import apply as apply_command
 from zdmproxy.cli import control as control_commands
+from zdmproxy.cli import demo as demo_command
 from zdmproxy.cli import journal as journal_commands
 from zdmproxy.cli import locks as locks_command
 from zdmproxy.cli import plan as plan_command
@@ -111,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     locks.add_argument("--json", action="store_true", help="print JSON")
     locks.set_defaults(handler=locks_command.run)
     serve_command.add_command(commands)
+    demo_command.add_command(commands)
     control_commands.add_commands(commands)
 
     completion = commands.add_parser(

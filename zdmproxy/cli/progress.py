@@ -59,13 +59,17 @@ PLAIN_PROGRESS_EVERY_S = 10.0
 
 
 @contextmanager
-def event_display(console: Console = err) -> Iterator[EventSink]:
-    """The sink for a run's events: plain lines, plus a live panel on a terminal."""
+def event_display(console: Console = err, *below: RenderableType) -> Iterator[EventSink]:
+    """The sink for a run's events: plain lines, plus a live panel on a terminal (with ``below``
+    under it: the demo's client latency)."""
     if not live_wanted(console):
         yield PlainLines(console)
         return
-    panel = _LivePanel(console)
-    with Live(panel, console=console, refresh_per_second=8, transient=True, redirect_stdout=False):
+    panel = LivePanel(console)
+    live = Live(
+        Group(panel, *below), console=console, refresh_per_second=8, transient=True, redirect_stdout=False
+    )
+    with live:
         yield panel.handle
 
 
@@ -122,7 +126,7 @@ class _Now:
     waiting_for: str | None = None
 
 
-class _LivePanel:
+class LivePanel:
     """The live part: the running step, whom it waits for, the backfill bar. Event lines go
     above it (rich prints them over the live region), so the log reads as in plain mode."""
 

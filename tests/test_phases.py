@@ -121,6 +121,24 @@ async def test_rollback_after_expand_leaves_the_original_schema_and_data(dsn: st
         await conn.close()
 
 
+async def test_rollback_after_a_failed_backfill_leaves_the_original(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        await conn.execute("ALTER TABLE users ADD COLUMN code text; UPDATE users SET code = id::text")
+        await conn.execute("UPDATE users SET code = 'x' WHERE id = 250")  # no integer: the cast fails
+        before = await snapshot(conn)
+        code, stderr = await _apply(
+            dsn, tmp_path, "cast", "ALTER TABLE users ALTER COLUMN code TYPE int USING code::int"
+        )
+        assert code == 1 and "invalid input syntax" in stderr, stderr
+        result = await zdmproxy("rollback", "--dsn", dsn, "cast")
+        assert result.code == 0, result.stderr
+        assert await snapshot(conn) == before
+    finally:
+        await conn.close()
+
+
 async def test_drop_column_expand_then_rollback_restores_not_null(dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(dsn)
     try:

@@ -91,7 +91,7 @@ class Ledger(Protocol):
         """What an operator asked of this migration now."""
 
 
-class _NoLedger:
+class NoLedger:
     """Remembers nothing: every step runs; after a lost COMMIT it is run again."""
 
     async def claim(self, session: Session) -> None:
@@ -125,4 +125,4 @@ class _NoLedger:
         return Controls()
 
 
-NO_LEDGER: Ledger = _NoLedger()
+NO_LEDGER: Ledger = NoLedger()

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
 
-from zdmproxy.engine.attempt import AttemptRecord
 from zdmproxy.engine.catalog import read_facts
 from zdmproxy.engine.connector import Session, connect
-from zdmproxy.engine.ledger import NO_LEDGER, Checkpoint, Controls
-from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.ledger import Controls, NoLedger
 from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.errors import NotFound, PhaseOrder, ZdmError
 from zdmproxy.journal.coordinator import Coordinator
@@ -31,39 +28,16 @@ from zdmproxy.plan.planner import make_plan
 from zdmproxy.sql.parse import parse_script
 
 
-class _RollbackLedger:
-    """Holds the migration's run lock (on every step session the runner opens) and records
-    nothing else: the reverts are idempotent, so at-least-once is exactly right."""
+class _RollbackLedger(NoLedger):
+    """Holds the migration's run lock (on every step session the runner opens) and obeys the
+    operator's controls; records nothing else: the reverts are idempotent, so at-least-once is
+    exactly right."""
 
     def __init__(self, ledger: JournalLedger) -> None:
         self.ledger = ledger
 
     async def claim(self, session: Session) -> None:
         await self.ledger.claim(session)
-
-    async def step_started(self, index: int) -> str:
-        return await NO_LEDGER.step_started(index)
-
-    def commit_statement(self, index: int) -> tuple[str, tuple[Any, ...]] | None:
-        return None
-
-    async def step_committed(self, index: int) -> bool:
-        return False
-
-    async def step_succeeded(self, index: int) -> None:
-        return None
-
-    async def step_failed(self, index: int, outcome: Outcome, error: ZdmError) -> None:
-        return None
-
-    async def attempt_ended(self, index: int, record: AttemptRecord) -> None:
-        return None
-
-    async def checkpoint(self, index: int) -> Checkpoint | None:
-        return None
-
-    def checkpoint_statement(self, index: int, checkpoint: Checkpoint) -> tuple[str, tuple[Any, ...]] | None:
-        return None
 
     async def controls(self) -> Controls:
         return await self.ledger.controls()

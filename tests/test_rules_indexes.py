@@ -169,6 +169,31 @@ def test_no_step_stops_writes() -> None:
         ), step
 
 
+def test_an_equal_index_on_a_partition_is_attached_not_built_again() -> None:
+    info = FACTS.relations[RelationName(None, "ev")]
+    ev_1 = ChildInfo(
+        rel("ev_1"),
+        "r",
+        1,
+        "FOR VALUES IN (1)",
+        parents=(EV,),
+        free_indexes=(
+            IndexInfo(
+                "ev_1_partial", "CREATE INDEX ev_1_partial ON public.ev_1 USING btree (id) WHERE (id > 0)"
+            ),
+            IndexInfo("ev_1_by_id", "CREATE INDEX ev_1_by_id ON public.ev_1 USING btree (id)"),
+        ),
+    )
+    facts = CatalogFacts(
+        server_version_num=150000,
+        relations={RelationName(None, "ev"): RelationInfo(**{**info.__dict__, "children": (ev_1,)})},
+    )
+    assert [s.sql for s in make_plan("CREATE INDEX ev_i ON ev (id)", facts).steps] == [
+        "CREATE INDEX ev_i ON ONLY ev (id)",
+        'ALTER INDEX "public"."ev_i" ATTACH PARTITION "public"."ev_1_by_id"',
+    ]
+
+
 def test_unique_index_without_the_partition_key_is_refused_with_what_to_do() -> None:
     with pytest.raises(UnsupportedStatement, match="add kind to the index"):
         make_plan("CREATE UNIQUE INDEX ON ev (id)", FACTS)
@@ -228,6 +253,12 @@ EQUIVALENT = {
     "partitioned_index_unnamed": (PARTITIONED, "CREATE INDEX ON ev (id)"),
     "partitioned_unique_index_named": (PARTITIONED, "CREATE UNIQUE INDEX ev_key ON ev (id, kind, day)"),
     "partitioned_index_expression_partial": (PARTITIONED, "CREATE INDEX ON ev (lower(note)) WHERE id > 5"),
+    "partitioned_index_reuses_equal_ones": (
+        PARTITIONED
+        + "CREATE INDEX ev_1_by_id ON ev_1 (id); CREATE INDEX ev_2_by_id ON ev_2 (id);"
+        + "CREATE INDEX ev_other_partial ON ev_other (id) WHERE id > 0;",
+        "CREATE INDEX ON ev (id)",
+    ),
 }
 
 

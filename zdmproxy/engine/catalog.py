@@ -230,6 +230,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
                 columns=frozenset(c["columns"]),
                 own_columns=frozenset(c["own_columns"]),
                 total_bytes=c["total_bytes"],
+                free_indexes=tuple(IndexInfo(name, definition) for name, definition in c["free_indexes"]),
             )
             for c in children
         ),

@@ -207,7 +207,12 @@ SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth,
        ARRAY(SELECT a.attname::text FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                 AND (a.attislocal OR a.attinhcount > 1)) AS own_columns,
-       CASE WHEN c.relkind IN ('r', 'm') THEN pg_total_relation_size(c.oid) END AS total_bytes
+       CASE WHEN c.relkind IN ('r', 'm') THEN pg_total_relation_size(c.oid) END AS total_bytes,
+       ARRAY(SELECT ARRAY[ic.relname::text, pg_get_indexdef(i.indexrelid)]
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = c.oid AND i.indisvalid
+                AND NOT EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+              ORDER BY ic.relname) AS free_indexes
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -77,6 +77,14 @@ class ColumnType:
 
 
 @dataclass(frozen=True)
+class IndexInfo:
+    """One index of a table, as ``pg_get_indexdef`` prints it (a rule rebuilds it elsewhere)."""
+
+    name: str
+    definition: str
+
+
+@dataclass(frozen=True)
 class ChildInfo:
     """A table below another in its partition or inheritance tree, at any depth.
 
@@ -93,18 +101,13 @@ class ChildInfo:
     columns: frozenset[str] = frozenset()
     own_columns: frozenset[str] = frozenset()  # defined locally or inherited from several parents
     total_bytes: int | None = None  # pg_total_relation_size: what a scan of it reads
+    # Its valid indexes attached to no parent index: CREATE INDEX on the parent attaches an
+    # equal one instead of building another.
+    free_indexes: tuple[IndexInfo, ...] = ()
 
     @property
     def has_storage(self) -> bool:
         return self.relkind == "r"
-
-
-@dataclass(frozen=True)
-class IndexInfo:
-    """One index of a table, as ``pg_get_indexdef`` prints it (a rule rebuilds it elsewhere)."""
-
-    name: str
-    definition: str
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ written: the partition would need the constraint too.
 
 Covered: LIST bounds and RANGE bounds on one column (sql/partition_bounds.py writes exactly the
 constraint PostgreSQL derives). A HASH or multi-column RANGE bound, a DEFAULT partition being
-attached, or a partition that is partitioned itself runs as written.
+attached, or a partition (or default partition) that is partitioned itself runs as written.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def attach_with_proven_bound(ctx: RuleContext) -> tuple[Step, ...] | None:
     partition = ctx.facts.resolve(written)
     if partition is not None and partition.relkind != "r":
         return None
+    default_info = ctx.facts.resolve(parent.default_partition) if parent.default_partition else None
+    if default_info is not None and default_info.relkind != "r":
+        return None  # a partitioned default partition: its partitions are checked one by one
     name = partition.name if partition is not None else written
     backed = {c.index or c.name for c in parent.constraints if c.kind in ("p", "u", "x")}
     if any(index.name in backed for index in parent.index_definitions):

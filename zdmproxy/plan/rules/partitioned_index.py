@@ -67,8 +67,18 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
         revert=drop_all,
     )
     index_of = {table.name: top}
-    for child, _ in _depth_first(table):
+    reused: set[RelationName] = set()  # partitions whose equal index is attached as it is
+    below_reused: set[RelationName] = set()  # ... and the partitions below them: covered already
+    for child, parent in _depth_first(table):
         schema = child.name.schema
+        if parent in reused or parent in below_reused:
+            below_reused.add(child.name)
+            continue
+        equal = _equal_free_index(ctx.statement.text, child)
+        if equal is not None:
+            index_of[child.name] = RelationName(schema, equal)
+            reused.add(child.name)
+            continue
         name = choose_index_name(child.name.name, node, {n.name for n in taken if n.schema == schema})
         index_of[child.name] = RelationName(schema, name)
         taken.add(index_of[child.name])
@@ -81,15 +91,47 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
             **{
                 index: RelationInfo(name=index, relkind="I" if kind == "p" else "i", table=owner)
                 for owner, index, kind in [(table.name, top, "p")]
-                + [(c.name, index_of[c.name], c.relkind) for c in table.children]
+                + [(c.name, index_of[c.name], c.relkind) for c in table.children if c.name in index_of]
             },
         },
     )
     with_partitions = {child.parents[0] for child in table.children if child.parents}
     for child, parent in _depth_first(table):
+        if child.name in below_reused:
+            continue
+        if child.name in reused:
+            steps.add(
+                _attach(index_of[parent], index_of[child.name]),
+                Phase.EXPAND,
+                f"{child.name} already has an equal index, {index_of[child.name]}: attached as it is, "
+                "as the statement would (catalog only, no scan)",
+            )
+            continue
         empty = child.name not in with_partitions
         _add_partition(ctx, steps, child, index_of[child.name], index_of[parent], top, drop_all, empty=empty)
     return steps.done()
+
+
+def _equal_free_index(statement: str, child: ChildInfo) -> str | None:
+    """The name of an index of ``child`` PostgreSQL would attach instead of building one: valid,
+    attached to nothing, and the same definition but for its name (as far as comparing the
+    parse trees can tell: a definition PostgreSQL prints differently is not recognised, and
+    the plan then builds one more index than the statement would)."""
+    wanted = _shape(statement)
+    return next((index.name for index in child.free_indexes if _shape(index.definition) == wanted), None)
+
+
+def _shape(definition: str) -> str:
+    node = fresh(definition, ast.IndexStmt)
+    node.idxname = None
+    node.relation = ast.RangeVar(relname="t", inh=True, relpersistence="p")
+    node.concurrent = False
+    node.if_not_exists = False
+    return str(RawStream()(node))
+
+
+def _attach(parent_index: RelationName, index: RelationName) -> str:
+    return f"ALTER INDEX {quote_relation(parent_index)} ATTACH PARTITION {quote_relation(index)}"
 
 
 def _add_partition(
@@ -128,7 +170,7 @@ def _add_partition(
             revert=f"DROP INDEX CONCURRENTLY IF EXISTS {quote_relation(index)}",
         )
     steps.add(
-        f"ALTER INDEX {quote_relation(parent_index)} ATTACH PARTITION {quote_relation(index)}",
+        _attach(parent_index, index),
         Phase.EXPAND,
         f"attach {index} to {parent_index} (catalog only, no scan); {top} becomes valid with the last one",
         revert=drop_all,

@@ -13,6 +13,8 @@ import asyncpg
 import pytest
 from equivalence import check_equivalent, plan_for, snapshot
 from helpers import run_cli, zdmproxy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from step_locks import check_step_locks
 from traffic import LockSampler, Traffic
 
@@ -238,6 +240,68 @@ async def test_every_steps_locks_are_what_postgresql_takes_and_none_reads_under_
     for step, tables in zip(plan.steps, scanned, strict=True):
         held = {str(lock.relation): lock.mode for lock in step.locks}
         assert not [t for t in tables if t in held and blocks_traffic(held[t])], step.sql
+
+
+@st.composite
+def columns_and_changes(draw: st.DrawFn) -> tuple[str, str]:
+    """A table whose column x is distinct, repeats or holds NULLs, maybe NOT NULL, with a default, a
+    CHECK, indexes (plain, unique, partial, on an expression); and a statement that replaces x."""
+    kind = draw(st.sampled_from(["distinct", "repeats", "nulls"]))
+    value = {"distinct": "g", "repeats": "g % 7 + 1", "nulls": "CASE WHEN g % 5 = 0 THEN NULL ELSE g END"}[
+        kind
+    ]
+    parts = ["x int"]
+    if kind != "nulls" and draw(st.booleans()):
+        parts.append("NOT NULL")
+    if draw(st.booleans()):
+        parts.append("DEFAULT 42")
+    if draw(st.booleans()):
+        parts.append("CHECK (x > 0)")
+    indexes = draw(
+        st.lists(
+            st.sampled_from(["(x)", "(x, y)", "(x) WHERE x > 3", "((x + 1))", "UNIQUE (x)"]),
+            max_size=3,
+            unique=True,
+        )
+    )
+    rows = draw(st.integers(0, 400))
+    setup = [
+        f"CREATE TABLE h (id int PRIMARY KEY, y text, {' '.join(parts)});",
+        f"INSERT INTO h SELECT g, 'y' || g, {value} FROM generate_series(100, {99 + rows}) g;",
+    ]
+    for number, index in enumerate(indexes):
+        if index.startswith("UNIQUE"):
+            if kind != "repeats":
+                setup.append(f"CREATE UNIQUE INDEX h_u{number} ON h {index.removeprefix('UNIQUE ')};")
+        else:
+            setup.append(f"CREATE INDEX h_i{number} ON h {index};")
+    change = draw(
+        st.sampled_from(
+            [
+                "ALTER COLUMN x TYPE bigint",
+                "ALTER COLUMN x TYPE numeric(12, 2)",
+                "ALTER COLUMN x TYPE bigint USING x * 2 + length(y)",
+                "ALTER COLUMN x TYPE smallint",
+                "RENAME COLUMN x TO z",
+                "DROP COLUMN x",
+            ]
+        )
+    )
+    return "\n".join(setup), f"ALTER TABLE h {change}"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=columns_and_changes())
+async def test_made_up_columns_end_as_written(dsn: str, case: tuple[str, str]) -> None:
+    setup, statement = case
+    conn = await asyncpg.connect(dsn)
+    try:  # a fresh schema per example: the fixture's database is shared by the examples
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+    policy = MigrationPolicy(deadline_s=60, allow_destructive=True)
+    plan = await check_equivalent(dsn, setup, statement, policy=policy, column_order=False)
+    assert Phase.CONTRACT in {step.phase for step in plan.steps}
 
 
 ITEMS = """

@@ -198,9 +198,17 @@ async def test_sigterm_leaves_the_journal_consistent_and_another_daemon_resumes(
                     " AND kind IN ('waiting_for_blockers', 'attempt_failed'))"
                 ):
                     await asyncio.sleep(0.05)
+            # A client follows the event stream; the daemon going away ends it cleanly.
+            seen: list[int] = []
+            async with client.stream("GET", "/v1/migrations/s1/events") as stream:
+                first.proc.send_signal(signal.SIGTERM)
+                async for line in stream.aiter_lines():
+                    if line.startswith("id: "):
+                        seen.append(int(line.removeprefix("id: ")))
     finally:
         code = await first.stop(signal.SIGTERM)
     assert code == 0, first.log
+    assert seen
     record = await conn.fetchrow("SELECT state, error, control FROM zdmproxy.migrations WHERE id = 's1'")
     assert record["state"] == "cancelled" and record["error"] is None  # stopped, to be taken over
     steps = await conn.fetch("SELECT state FROM zdmproxy.steps WHERE migration_id = 's1' ORDER BY index")
@@ -218,6 +226,13 @@ async def test_sigterm_leaves_the_journal_consistent_and_another_daemon_resumes(
             resumed = await client.put("/v1/migrations/s1", params={"wait": 30}, json={"sql": sql})
             assert resumed.status_code == 200 and resumed.json()["state"] == "succeeded"
             assert resumed.json()["runs"] == 2
+            # It reconnects to the other daemon with the last id it saw and misses nothing.
+            rest = await client.get("/v1/migrations/s1/events", headers={"Last-Event-ID": str(seen[-1])})
+            lines = rest.text.splitlines()
+            again = [int(line.removeprefix("id: ")) for line in lines if line.startswith("id: ")]
+            every = await conn.fetch("SELECT id FROM zdmproxy.events WHERE migration_id = 's1' ORDER BY id")
+            assert seen + again == [r["id"] for r in every]
+            assert "taking_over" in rest.text or "step_started" in rest.text
     finally:
         assert await second.stop() == 0
         await blocker.close()

@@ -197,7 +197,15 @@ def test_an_equal_index_on_a_partition_is_attached_not_built_again() -> None:
 def test_unique_index_without_the_partition_key_is_refused_with_what_to_do() -> None:
     with pytest.raises(UnsupportedStatement, match="add kind to the index"):
         make_plan("CREATE UNIQUE INDEX ON ev (id)", FACTS)
-    assert len(make_plan("CREATE UNIQUE INDEX ON ev (id, kind)", FACTS).steps) == 7
+    info = FACTS.relations[RelationName(None, "ev")]
+    sub = ChildInfo(rel("ev_2"), "p", 1, "FOR VALUES IN (2)", parents=(EV,), partition_key="RANGE (day)")
+    facts = CatalogFacts(
+        server_version_num=150000,
+        relations={RelationName(None, "ev"): RelationInfo(**{**info.__dict__, "children": (sub,)})},
+    )
+    with pytest.raises(UnsupportedStatement, match=r"partitioned table public\.ev_2 .* add day"):
+        make_plan("CREATE UNIQUE INDEX ON ev (id, kind)", facts)
+    assert len(make_plan("CREATE UNIQUE INDEX ON ev (id, kind, day)", facts).steps) == 3
 
 
 def test_foreign_partitions_leave_the_statement_as_written() -> None:

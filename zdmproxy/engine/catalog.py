@@ -231,6 +231,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
                 own_columns=frozenset(c["own_columns"]),
                 total_bytes=c["total_bytes"],
                 free_indexes=tuple(IndexInfo(name, definition) for name, definition in c["free_indexes"]),
+                partition_key=c["partition_key"],
             )
             for c in children
         ),

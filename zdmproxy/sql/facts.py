@@ -104,6 +104,7 @@ class ChildInfo:
     # Its valid indexes attached to no parent index: CREATE INDEX on the parent attaches an
     # equal one instead of building another.
     free_indexes: tuple[IndexInfo, ...] = ()
+    partition_key: str | None = None  # a partitioned child's own key (pg_get_partkeydef)
 
     @property
     def has_storage(self) -> bool:

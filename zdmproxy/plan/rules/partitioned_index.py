@@ -208,14 +208,19 @@ def _index_sql(
 
 
 def _check_unique_covers_key(node: ast.IndexStmt, table: RelationInfo) -> None:
-    """PostgreSQL refuses a unique index on a partitioned table that leaves out a key column
-    (0A000): say so before anything runs, with what to write instead."""
-    columns, expressions = key_columns(table.partition_key or "()")
+    """PostgreSQL refuses a unique index on a partitioned table that leaves out a column of its
+    key, or of a sub-partitioned partition's key (0A000): say so before anything runs (the
+    plan would stop half way, at that partition), with what to write instead."""
     indexed = {element.name for element in node.indexParams or () if element.name}
-    missing = [column for column in columns if column not in indexed]
-    if expressions or missing:
-        raise UnsupportedStatement(
-            f"a unique index on partitioned table {table.name} must include every column of its "
-            f"partition key ({table.partition_key}) and the key may hold no expression; PostgreSQL "
-            f"refuses it as written too (0A000): add {', '.join(missing) or 'the key columns'} to the index"
-        )
+    levels = [(table.name, table.partition_key)] + [
+        (child.name, child.partition_key) for child in table.children if child.relkind == "p"
+    ]
+    for name, key in levels:
+        columns, expressions = key_columns(key or "()")
+        missing = [column for column in columns if column not in indexed]
+        if expressions or missing:
+            raise UnsupportedStatement(
+                f"a unique index on partitioned table {name} must include every column of its "
+                f"partition key ({key}) and the key may hold no expression; PostgreSQL refuses "
+                f"it as written too (0A000): add {', '.join(missing) or 'the key columns'} to the index"
+            )

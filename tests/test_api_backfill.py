@@ -1,12 +1,15 @@
 """A running backfill controlled through the API: live throttle knobs, pause between batches,
-progress in the status, resume from the checkpoint; every row updated exactly once."""
+progress in the status, resume from the checkpoint, a daemon killed mid-way and another one
+finishing; every row updated exactly once."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 
 import asyncpg
-from daemon_helpers import in_process, settled
+from daemon_helpers import in_process, serve, settled
 from helpers import ITEMS
 
 POLICY = {
@@ -57,4 +60,31 @@ async def test_throttle_pause_and_resume_a_running_backfill(dsn: str) -> None:
             assert float(rows.split()[-1]) >= 10_000  # the resumed run counts its first part again
         assert await conn.fetchval("SELECT count(*) FILTER (WHERE n = 1) = 10000 FROM items")
     finally:
+        await conn.close()
+
+
+async def test_kill_9_during_a_backfill_and_another_daemon_finishes_it(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(ITEMS)
+    body = {"sql": "UPDATE items SET n = n + 1", "policy": POLICY}
+    victim = await serve(tmp_path, "--dsn", dsn, name="victim")
+    survivor = await serve(tmp_path, "--dsn", dsn, name="survivor")
+    try:
+        async with victim.client() as client:
+            assert (await client.put("/v1/migrations/b2", json=body)).status_code == 201
+        await _until(conn, "SELECT EXISTS (SELECT FROM zdmproxy.checkpoints WHERE rows_done >= 1000)")
+        victim.proc.send_signal(signal.SIGKILL)
+        await victim.proc.wait()
+        done_then = await conn.fetchval("SELECT rows_done FROM zdmproxy.checkpoints")
+        assert done_then < 10_000  # killed mid-way
+        async with survivor.client() as client:
+            taken = await client.put("/v1/migrations/b2", params={"wait": 60}, json=body)
+            assert taken.json()["state"] == "succeeded" and taken.json()["runs"] == 2, taken.text
+        # Each batch committed with its checkpoint: no row was updated twice, none was missed.
+        assert await conn.fetchval("SELECT count(*) FILTER (WHERE n = 1) = 10000 FROM items")
+    finally:
+        assert await survivor.stop() == 0
+        if victim.proc.returncode is None:
+            victim.proc.kill()
+            await victim.proc.wait()
         await conn.close()

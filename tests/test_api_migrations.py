@@ -97,3 +97,32 @@ def _parse(stream: str) -> list[dict[str, str]]:
         if fields:
             events.append(fields)
     return events
+
+
+async def test_expand_then_contract_through_the_api(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(
+        "CREATE TABLE users (id int PRIMARY KEY, name text NOT NULL);"
+        "INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, 100) g"
+    )
+    rename = {"sql": "ALTER TABLE users RENAME COLUMN name TO full_name"}
+    try:
+        async with in_process(dsn) as api:
+            path = "/v1/migrations/rename"
+            expand = await api.client.put(path, params={"wait": 30, "phase": "expand"}, json=rename)
+            assert expand.status_code == 201, expand.text
+            assert (expand.json()["state"], expand.json()["phase"]) == ("paused", "expand")
+            # Both application versions work now.
+            await conn.execute("INSERT INTO users (id, name) VALUES (1001, 'old')")
+            await conn.execute("INSERT INTO users (id, full_name) VALUES (1002, 'new')")
+            again = await api.client.put(path, params={"wait": 30, "phase": "expand"}, json=rename)
+            assert again.status_code == 200 and again.json()["runs"] == expand.json()["runs"]
+
+            contract = await api.client.put(path, params={"wait": 30, "phase": "contract"}, json=rename)
+            assert (contract.json()["state"], contract.json()["phase"]) == ("succeeded", "contract")
+            bad = await api.client.put(path, params={"phase": "sideways"}, json=rename)
+            assert bad.status_code == 422 and bad.json()["code"] == "invalid_request"
+        names = await conn.fetch("SELECT full_name FROM users WHERE id > 1000 ORDER BY id")
+        assert [r["full_name"] for r in names] == ["old", "new"]
+    finally:
+        await conn.close()

@@ -256,6 +256,12 @@ class Daemon:
         request = Request(migration_id, script, phase=phase)
         task = asyncio.create_task(self._apply(request, policy or self.policy))
         self.tasks[migration_id] = task
+        task.add_done_callback(lambda done: self._forget(migration_id, done))
+
+    def _forget(self, migration_id: str, task: asyncio.Task[None]) -> None:
+        """A finished run's task is dropped: the journal remembers the outcome, not the daemon."""
+        if self.tasks.get(migration_id) is task:
+            del self.tasks[migration_id]
 
     async def _apply(self, request: Request, policy: MigrationPolicy) -> None:
         migration_id = request.migration_id

@@ -66,3 +66,25 @@ def test_blocker_labels_are_bounded() -> None:
     }
     assert len(labels) == MAX_APPLICATIONS + 1
     assert (("application_name", "other"),) in labels
+
+
+def test_throttle_signals_are_a_bounded_label() -> None:
+    metrics = Metrics()
+    sink = metrics.sink()
+    for message in (
+        "paused: replica lag 48.0 MB > 16.0 MB (standby1); autovacuum (pid 7) is working on the table",
+        "slowed: 3 session(s) waited behind a batch, up to 120 ms > 100 ms",
+        "live throttle keys ignored (only backfill_* apply): ['x']",
+        "paused: something never heard of " + "x" * 50,
+    ):
+        sink(Event(EventKind.BACKFILL_THROTTLED, 0, message))
+    counted = {
+        labels: value
+        for (name, labels), value in _samples(metrics.exposition().decode()).items()
+        if name == "zdmproxy_backfill_throttled_total"
+    }
+    assert counted == {
+        (("signal", "replica lag"),): 1,
+        (("signal", "autovacuum"),): 1,
+        (("signal", "other"),): 3,
+    }

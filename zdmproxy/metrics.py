@@ -22,6 +22,9 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 _STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 STATES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
+# The health signals a backfill names when it holds back (engine/health.py, Signal.name): the
+# label's only values besides "other", so it stays bounded whatever a message says.
+THROTTLE_SIGNALS = ("replica lag", "archive backlog", "autovacuum", "blocked sessions")
 
 
 class Metrics:
@@ -71,7 +74,9 @@ class Metrics:
         )
         self.backfill_throttled = Counter(
             "zdmproxy_backfill_throttled",
-            "Times a backfill was held back or slowed by a health signal (or its live knobs were refused)",
+            "Times a backfill was held back or slowed, by health signal (engine/health.py's names; "
+            "'other': refused live knobs and anything unnamed)",
+            ["signal"],
             registry=r,
         )
         self.migrations = Gauge(
@@ -122,7 +127,8 @@ class Metrics:
                 if event.step in step_started:
                     self.step_duration.labels(outcome).observe(now - step_started.pop(event.step))
             elif event.kind is EventKind.BACKFILL_THROTTLED:
-                self.backfill_throttled.inc()
+                for signal in [name for name in THROTTLE_SIGNALS if name in event.message] or ["other"]:
+                    self.backfill_throttled.labels(signal).inc()
             if event.progress is not None:
                 done = event.progress.rows_done
                 self.backfill_rows.inc(max(0, done - rows_done.get(event.step, 0)))

@@ -18,6 +18,7 @@ from test_lock_catalogue import (
 
 from zdmproxy.plan.model import Plan, Step
 from zdmproxy.plan.verdict import blocks_traffic
+from zdmproxy.sql.locks import LockMode
 
 
 async def check_step_locks(
@@ -47,7 +48,7 @@ async def check_step_locks(
     return scanned_by_step
 
 
-def _compare(step: Step, observed: dict[str, tuple[str, object]]) -> None:
+def _compare(step: Step, observed: dict[str, tuple[str, LockMode]]) -> None:
     expected = {str(lock.relation): (lock.kind, lock.mode) for lock in step.locks if not lock.created}
     if step.transactional:
         tables = {rel: mode for rel, (kind, mode) in observed.items() if kind in "rpvmf"}

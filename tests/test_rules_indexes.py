@@ -8,12 +8,16 @@ equals the statement's as written (tests/equivalence.py), every step locks what 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
 from equivalence import check_equivalent, plan_for, run_plan
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pglast import ast
 from step_locks import check_step_locks
 from traffic import LockSampler, Traffic
 
@@ -22,7 +26,10 @@ from zdmproxy.plan.model import Step
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ColumnType, ConstraintInfo, IndexInfo, RelationInfo
+from zdmproxy.sql.index_names import choose_index_name
 from zdmproxy.sql.locks import LockMode, RelationName
+from zdmproxy.sql.names import quote_ident
+from zdmproxy.sql.parse import parse_script
 
 T = RelationName("public", "t")
 EV = RelationName("public", "ev")
@@ -342,3 +349,75 @@ async def test_writers_are_never_held_up_while_a_partitioned_table_is_indexed(ds
         await conn.close()
     assert valid is True
     assert any("CONCURRENTLY" in step.sql for step in plan.steps)
+
+
+# --- index names, generated: PostgreSQL's choice against ours ---------------------------------
+
+NAME = st.text(alphabet="abz_é0", min_size=1, max_size=30)  # up to 60 bytes: é takes two
+ELEMENTS = {
+    "column": '"{c}"',
+    "function": 'lower("{c}")',
+    "operator": "(\"{c}\" || 'x')",
+    "cast": '("{c}"::varchar)',
+    "coalesce": "coalesce(\"{c}\", 'x')",
+    "case": "(CASE WHEN \"{c}\" = 'a' THEN 1 END)",
+}
+
+
+@st.composite
+def unnamed_indexes(draw: st.DrawFn) -> tuple[str, list[str], str]:
+    """A table (its name, its text columns) and a CREATE INDEX on it without a name."""
+    table = draw(NAME)
+    columns = draw(st.lists(NAME, min_size=1, max_size=4, unique=True))
+    keys = draw(
+        st.lists(
+            st.tuples(st.sampled_from(sorted(ELEMENTS)), st.sampled_from(columns)), min_size=1, max_size=4
+        )
+    )
+    include = draw(st.lists(st.sampled_from(columns), max_size=2, unique=True))
+    written = ", ".join(ELEMENTS[kind].format(c=column) for kind, column in keys)
+    including = f" INCLUDE ({', '.join(quote_ident(c) for c in include)})" if include else ""
+    return table, columns, f"CREATE INDEX ON {quote_ident(table)} ({written}){including}"
+
+
+@given(case=unnamed_indexes())
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_an_unnamed_index_gets_the_name_postgresql_gives_it(
+    dsn: str, case: tuple[str, list[str], str]
+) -> None:
+    """The same index created twice: the second name collides with the first and gets a number."""
+    asyncio.run(_names_match(dsn, *case))
+
+
+async def _names_match(dsn: str, table: str, columns: list[str], statement: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                f"CREATE TABLE {quote_ident(table)} ({', '.join(f'{quote_ident(c)} text' for c in columns)})"
+            )
+            for _ in range(2):
+                taken = {
+                    r["relname"]
+                    for r in await conn.fetch(
+                        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+                    )
+                }
+                await conn.execute(statement)
+                made = await conn.fetchval(
+                    "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                    "AND relkind = 'i' AND NOT (relname = ANY($1::text[]))",
+                    list(taken),
+                )
+                (node,) = (s.node for s in parse_script(statement))
+                assert isinstance(node, ast.IndexStmt)
+                assert choose_index_name(table, node, taken) == made, statement
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        await conn.close()
+
+
+class _Rollback(Exception):
+    """Leaves the test's table behind in no example after it."""

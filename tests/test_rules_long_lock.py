@@ -26,10 +26,10 @@ from zdmproxy.sql.locks import RelationName
 MB = 2**20
 
 
-def table(name: str, size: int | None, **more: object) -> tuple[RelationName, RelationInfo]:
+def table(name: str, size: int | None) -> tuple[RelationName, RelationInfo]:
     return RelationName(None, name), RelationInfo(
-        name=RelationName("public", name), relkind="r", total_bytes=size, **more
-    )  # type: ignore[arg-type]
+        name=RelationName("public", name), relkind="r", total_bytes=size
+    )
 
 
 FACTS = CatalogFacts(

@@ -263,12 +263,41 @@ def _serve_available() -> bool:
 needs_serve = pytest.mark.skipif(not _serve_available(), reason="`zdmproxy serve` is not built yet")
 
 
+# The command with the root filesystem read-only and a fresh tmpfs on /tmp, as Kubernetes'
+# readOnlyRootFilesystem with an emptyDir on /tmp: a private mount namespace, nothing changes
+# outside it (needs root or CAP_SYS_ADMIN, as CI has; skipped otherwise).
+READ_ONLY_ROOT = [
+    "unshare",
+    "--mount",
+    "sh",
+    "-c",
+    'mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && exec "$@"',
+    "sh",
+]
+
+
+def _read_only_root_available() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run([*READ_ONLY_ROOT, "true"], capture_output=True, timeout=30).returncode == 0
+
+
+needs_read_only_root = pytest.mark.skipif(
+    not _read_only_root_available(), reason="cannot remount / read-only in a mount namespace (unshare)"
+)
+
+
 @asynccontextmanager
-async def daemon(dsn: str, tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
+async def daemon(
+    dsn: str, tmp_path: Path, *, read_only_root: bool = False
+) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """The image's command running; yields its URL and environment, stops it with SIGTERM."""
     port = _free_port()
     argv, env = image_command(dsn, port)
-    env["HOME"] = env["TMPDIR"] = str(tmp_path)  # the image's /tmp
+    if read_only_root:
+        argv = [*READ_ONLY_ROOT, *argv]  # HOME and TMPDIR are the image's /tmp, a tmpfs there
+    else:
+        env["HOME"] = env["TMPDIR"] = str(tmp_path)  # the image's /tmp
     log = (tmp_path / "daemon.log").open("wb")
     proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -306,6 +335,38 @@ async def test_image_command_serves_healthz_and_its_healthcheck_passes(dsn: str,
         *healthcheck_command(), env=env, stderr=asyncio.subprocess.DEVNULL
     )
     assert await asyncio.wait_for(check.wait(), 30) != 0
+
+
+def _put(url: str, sql: str) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"sql": sql}).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@needs_serve
+@needs_read_only_root
+async def test_image_command_works_on_a_read_only_root(dsn: str, tmp_path: Path) -> None:
+    probe = ROOT / "read-only-probe"
+    argv = [*READ_ONLY_ROOT, sys.executable, "-c", f"open({str(probe)!r}, 'w')"]
+    wrote = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=60)
+    assert wrote.returncode != 0 and not probe.exists(), "the wrapper really makes the root read-only"
+    async with daemon(dsn, tmp_path, read_only_root=True) as (url, _):
+        status, body = await asyncio.to_thread(
+            _put, f"{url}/v1/migrations/ro?wait=30", "CREATE TABLE ro (id int PRIMARY KEY);"
+        )
+        assert status == 201 and body["state"] == "succeeded", body
+        status, ready = await asyncio.to_thread(_get, f"{url}/readyz")
+        assert status == 200, ready
+    log = (tmp_path / "daemon.log").read_text()
+    assert "Read-only file system" not in log and "Traceback" not in log, log
 
 
 # -- the deploy script, against a running daemon ------------------------------------------------

@@ -92,7 +92,10 @@ class MigrationPolicy(BaseModel):
         True, description="pause a backfill while autovacuum works on its table"
     )
     backfill_health_poll_ms: float = Field(
-        500, ge=10, description="how often a paused backfill re-reads the signal pausing it"
+        500,
+        ge=10,
+        description="how often a backfill reads its health signals and the journal's pause, cancel "
+        "and live knobs (between batches, and while paused)",
     )
     backfill_dml_min_rows: int = Field(
         10_000,

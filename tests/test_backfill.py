@@ -276,6 +276,33 @@ async def test_pause_through_the_journal_then_resume_from_the_checkpoint(dsn: st
         await admin.close()
 
 
+async def test_cancel_through_the_journal_stops_resumably(dsn: str, tmp_path: Path) -> None:
+    """A cancel stops the walk between batches, says it stays resumable, and apply again finishes
+    it from the checkpoint."""
+    admin = await asyncpg.connect(dsn)
+    sql = "UPDATE items SET n = n + 1"
+    proc = None
+    try:
+        await make_table(admin, 40_000)
+        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf3", *SLOW, sql=sql, tmp_path=tmp_path)
+        await _wait_for(
+            admin, "SELECT rows_done >= 5000 FROM zdmproxy.checkpoints WHERE migration_id = 'bf3'"
+        )
+        await admin.execute("UPDATE zdmproxy.migrations SET control = 'cancel' WHERE id = 'bf3'")
+        result = await finish(proc, timeout=30)
+        assert result.code == 5 and "stays resumable from the checkpoint" in result.stderr, result.stderr
+        assert await admin.fetchval("SELECT state FROM zdmproxy.migrations WHERE id = 'bf3'") == "cancelled"
+        assert await admin.fetchval("SELECT count(*) FROM items WHERE n = 1") < 40_000
+        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf3", sql=sql, tmp_path=tmp_path)
+        result = await finish(proc, timeout=60)
+        assert result.code == 0, result.stderr
+        assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 40_000}
+    finally:
+        if proc is not None:
+            await _kill9(proc)
+        await admin.close()
+
+
 @asynccontextmanager
 async def wal_receiver(server: Cluster, tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     """A real streaming replication client (pg_receivewal, reporting every flush): it shows in

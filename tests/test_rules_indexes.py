@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
-from equivalence import check_equivalent, plan_for, run_plan
+from equivalence import check_equivalent, plan_for, run_plan, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pglast import ast
@@ -421,3 +421,20 @@ async def _names_match(dsn: str, table: str, columns: list[str], statement: str)
 
 class _Rollback(Exception):
     """Leaves the test's table behind in no example after it."""
+
+
+async def test_the_way_back_takes_a_partitioned_index_away_again(dsn: str) -> None:
+    """Every step's revert, newest first, as ``zdmproxy rollback`` runs them: the parent's index
+    and every partition's go, nothing else changes."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(PARTITIONED)
+        before = await snapshot(conn)
+        plan = await run_plan(dsn, "CREATE INDEX ON ev (id)")
+        assert await snapshot(conn) != before
+        for step in reversed(plan.steps):
+            if step.revert:
+                await conn.execute(step.revert)
+        assert await snapshot(conn) == before
+    finally:
+        await conn.close()

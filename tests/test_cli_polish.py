@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from daemon_helpers import serve
 from helpers import ITEMS, idle_blocker, run_cli, write_sql
 
 from zdmproxy.policy import MigrationPolicy
@@ -251,3 +252,27 @@ async def test_no_color_gives_plain_lines_on_a_terminal(dsn: str, tmp_path: Path
     assert screen.code == 0, screen.text
     assert "▶ running" not in screen.text and "\x1b[" not in screen.text
     assert "waiting for" in screen.text and "backfill done: 10000" in screen.text
+
+
+async def test_apply_through_a_daemon_shows_the_runs_events(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through ZDM_DAEMON_URL the run happens in the daemon; its event stream is rendered here
+    as an in-process run's events are (plain lines without a terminal)."""
+    await _items(dsn)
+    served = await serve(tmp_path, "--dsn", dsn)
+    monkeypatch.setenv("ZDM_DAEMON_URL", served.url)
+    try:
+        result = await run_cli(
+            "apply",
+            "--id",
+            "seen",
+            sql="ALTER TABLE items ADD COLUMN seen timestamptz NOT NULL DEFAULT clock_timestamp();",
+            tmp_path=tmp_path,
+        )
+    finally:
+        assert await served.stop() == 0
+    assert result.code == 0, result.stderr
+    assert '[1] ALTER TABLE "public"."items" ADD COLUMN "seen"' in result.stderr
+    assert "backfill done: 10000" in result.stderr and "✓" in result.stderr
+    assert "seen: succeeded (through the daemon" in result.stderr

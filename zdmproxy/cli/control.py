@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,9 @@ from rich.markup import escape
 
 from zdmproxy.api.auth import read_token
 from zdmproxy.api.models import Throttle
+from zdmproxy.cli.progress import ServerSentEvents, follow_events
 from zdmproxy.cli.shared import add_database_arguments, database_url, err, out, run_async
+from zdmproxy.engine.events import Event
 from zdmproxy.errors import DatabaseUnreachable, ExitCode, NotFound, RecordedFailure, UsageError, ZdmError
 from zdmproxy.journal import control
 from zdmproxy.journal.folder import check_id
@@ -71,6 +73,18 @@ class DaemonClient:
             code=str(body.get("code", "http_error")),
             exit_code=int(_EXIT_BY_STATUS.get(response.status_code, ExitCode.FAILED)),
         )
+
+    def events(self, migration_id: str) -> Iterator[Event | str]:
+        """The migration's event stream (from its first event): Events, and state names."""
+        parser = ServerSentEvents()
+        try:
+            with self.http.stream("GET", f"/v1/migrations/{migration_id}/events", timeout=None) as stream:
+                for line in stream.iter_lines():
+                    item = parser.feed(line)
+                    if item is not None:
+                        yield item
+        except httpx.TransportError as exc:
+            raise DatabaseUnreachable(f"lost the daemon at {self.url}: {exc}") from None
 
     def close(self) -> None:
         self.http.close()
@@ -223,7 +237,10 @@ def apply_through_daemon(
         for migration_id, script in migrations:
             request = {"sql": script, **({"policy": policy} if policy else {})}
             path = f"/v1/migrations/{migration_id}"
-            body = client.call("PUT", path, json=request, params=params)
+            body = client.call("PUT", path, json=request, params={**params, "wait": 0})
+            if body["state"] in ("queued", "running"):  # show it run, as apply does in-process
+                follow_events(client.events(migration_id))
+                body = client.call("PUT", path, json=request, params=params)
             while body["state"] in ("queued", "running"):
                 err.print(f"[dim]{escape(migration_id)}: {body['state']}, waiting[/dim]")
                 body = client.call("PUT", path, json=request, params=params)

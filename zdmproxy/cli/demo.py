@@ -35,9 +35,9 @@ from rich.text import Text
 
 from zdmproxy.api.daemon import Daemon
 from zdmproxy.api.server import Listen, serve
-from zdmproxy.cli.progress import event_display, live_wanted
+from zdmproxy.cli.progress import ServerSentEvents, event_display, live_wanted
 from zdmproxy.cli.shared import err, out, run_async
-from zdmproxy.engine.events import BackfillProgress, Blocker, Event, EventKind, deliver
+from zdmproxy.engine.events import Event, EventKind, deliver
 from zdmproxy.engine.queries import load_queries
 from zdmproxy.errors import ExitCode, UsageError, ZdmError
 from zdmproxy.policy import MigrationPolicy
@@ -444,34 +444,12 @@ def _ok(response: httpx.Response) -> dict[str, Any]:
 async def _events(client: httpx.AsyncClient, migration_id: str) -> AsyncIterator[Event]:
     """The migration's server-sent events as the engine's Events (so they render as in
     ``apply``), until the stream ends with the migration."""
+    stream_events = ServerSentEvents()
     async with client.stream("GET", f"/v1/migrations/{migration_id}/events", timeout=None) as stream:
-        data: list[str] = []
         async for line in stream.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line.removeprefix("data:").strip())
-            elif not line and data:
-                payload = json.loads("\n".join(data))
-                data = []
-                if "kind" in payload:
-                    yield _event(payload)
-
-
-def _event(payload: dict[str, Any]) -> Event:
-    fields = payload.get("fields") or {}
-    blockers = tuple(
-        Blocker(**{k: v for k, v in blocker.items() if k != "describe"})
-        for blocker in fields.get("blockers", ())
-    )
-    progress = BackfillProgress(**fields["progress"]) if fields.get("progress") else None
-    known = {"attempt", "detail", "outcome", "sqlstate", "lock_timeout_ms", "queued_behind_us"}
-    return Event(
-        EventKind(payload["kind"]),
-        int(payload["step"]),
-        payload["message"],
-        blockers=blockers,
-        progress=progress,
-        **{k: v for k, v in fields.items() if k in known},
-    )
+            event = stream_events.feed(line)
+            if isinstance(event, Event):
+                yield event
 
 
 # -- the result ----------------------------------------------------------------------------------

@@ -9,10 +9,11 @@ logs never fill with redraws.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from rich.prompt import Confirm
 from rich.text import Text
 
 from zdmproxy.cli.shared import err
-from zdmproxy.engine.events import BackfillProgress, Event, EventKind, EventSink
+from zdmproxy.engine.events import BackfillProgress, Blocker, Event, EventKind, EventSink
 from zdmproxy.plan.model import Step
 
 
@@ -205,3 +206,50 @@ class LivePanel:
         if self._backfill is not None:
             parts.append(self._bar)
         return Group(*parts)
+
+
+class ServerSentEvents:
+    """The daemon's event stream (GET /v1/migrations/{id}/events), line by line, back into the
+    engine's Events, so a run seen through the daemon renders exactly as one run here. A state
+    change (``event: state``) comes out as its state name."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | str | None:
+        """An Event or a state once a message is complete (a blank line), else None."""
+        if line.startswith("data:"):
+            self._data.append(line.removeprefix("data:").strip())
+            return None
+        if line or not self._data:
+            return None  # id:, event:, a comment (keep-alive), or a blank line between nothing
+        payload = json.loads("\n".join(self._data))
+        self._data = []
+        if "kind" not in payload:
+            return str(payload.get("state"))
+        fields = payload.get("fields") or {}
+        blockers = tuple(
+            Blocker(**{k: v for k, v in blocker.items() if k != "describe"})
+            for blocker in fields.get("blockers", ())
+        )
+        progress = BackfillProgress(**fields["progress"]) if fields.get("progress") else None
+        known = {"attempt", "detail", "outcome", "sqlstate", "lock_timeout_ms", "queued_behind_us"}
+        return Event(
+            EventKind(payload["kind"]),
+            int(payload["step"]),
+            payload["message"],
+            blockers=blockers,
+            progress=progress,
+            **{k: v for k, v in fields.items() if k in known},
+        )
+
+
+def follow_events(items: Iterable[Event | str]) -> None:
+    """Render a daemon's event stream until the migration settles (its stream ends with a
+    success, failure or cancel; a pause leaves it open, so a paused state ends it here)."""
+    with event_display() as sink:
+        for item in items:
+            if isinstance(item, Event):
+                sink(item)  # the display's sinks are plain functions
+            elif item in ("succeeded", "failed", "cancelled", "paused"):
+                return

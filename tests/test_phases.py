@@ -88,6 +88,25 @@ async def test_rename_expand_then_contract_with_both_versions_in_between(dsn: st
         await conn.close()
 
 
+async def test_the_tables_own_trigger_adjusts_a_value_before_it_is_copied(dsn: str, tmp_path: Path) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(USERS)
+        await conn.execute(
+            "CREATE FUNCTION tidy() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN NEW.name := lower(NEW.name); RETURN NEW; END $$;"
+            # named to fire after a trigger called zdm_... (BEFORE triggers fire in name order)
+            "CREATE TRIGGER zz_tidy_name BEFORE INSERT OR UPDATE ON users "
+            "FOR EACH ROW EXECUTE FUNCTION tidy()"
+        )
+        code, stderr = await _apply(dsn, tmp_path, "rename", RENAME, "--phase", "expand")
+        assert code == 0, stderr
+        await conn.execute("INSERT INTO users (id, name) VALUES (1001, 'MiXeD')")
+        assert await conn.fetchval("SELECT full_name FROM users WHERE id = 1001") == "mixed"
+    finally:
+        await conn.close()
+
+
 async def test_rollback_after_expand_leaves_the_original_schema_and_data(dsn: str, tmp_path: Path) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -99,7 +118,7 @@ async def test_rollback_after_expand_leaves_the_original_schema_and_data(dsn: st
         await conn.execute("UPDATE users SET score = -5 WHERE id = 107")
         await conn.execute("DELETE FROM users WHERE id = 200")
         await conn.execute("INSERT INTO users (id, name, score) VALUES (200, 'user 200', 200)")
-        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zdm_sync%'") == 1
+        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%zdm_sync%'") == 1
 
         result = await zdmproxy("rollback", "--dsn", dsn, "widen")
         assert result.code == 0, result.stderr
@@ -176,7 +195,7 @@ async def test_contract_before_expand_and_rollback_after_contract_refused(dsn: s
         code, stderr = await _apply(dsn, tmp_path, "early", WIDEN, "--phase", "contract")
         assert code == 3, stderr
         assert "--phase expand" in stderr and "first" in stderr, stderr
-        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'zdm_sync%'") == 0
+        assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%zdm_sync%'") == 0
 
         code, stderr = await _apply(dsn, tmp_path, "early", WIDEN)
         assert code == 0, stderr

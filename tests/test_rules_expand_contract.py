@@ -181,7 +181,7 @@ def test_type_change_steps_their_way_back_and_the_swap() -> None:
         ("public.t", LockMode.ACCESS_EXCLUSIVE)
     ]
     assert swap.sql.split(";\n") == [
-        'DROP TRIGGER "zdm_sync_c" ON "t"',
+        'DROP TRIGGER "zzz_zdm_sync_c" ON "t"',
         'DROP FUNCTION "public"."zdm_sync_t_c"()',
         'ALTER TABLE "t" DROP COLUMN "c"',
         'ALTER TABLE "t" ALTER COLUMN "c_zdm_new" SET NOT NULL',

@@ -43,16 +43,17 @@ class _RollbackLedger(NoLedger):
         return await self.ledger.controls()
 
 
+def _took_effect(step: StepRecord) -> bool:
+    """Whether the step may have changed the schema: it succeeded, or it is a non-transactional
+    one cut off or failed half-way (a CONCURRENTLY build leaves an invalid index behind). A
+    transactional step that failed rolled back: a contract swap that failed leaves the expand
+    undoable."""
+    return step.state == "succeeded" or (not step.transactional and step.state in ("running", "failed"))
+
+
 def _undone(steps: Sequence[StepRecord]) -> list[StepRecord]:
-    """The expand steps to undo, newest first: those that took effect, and a non-transactional
-    one cut off or failed half-way (a CONCURRENTLY build leaves an invalid index behind)."""
-    took_effect = [
-        s
-        for s in steps
-        if s.step.revert is not None
-        and (s.state == "succeeded" or (not s.transactional and s.state in ("running", "failed")))
-    ]
-    return list(reversed(took_effect))
+    """The expand steps to undo, newest first."""
+    return [s for s in reversed(steps) if s.step.revert is not None and _took_effect(s)]
 
 
 async def rollback(coordinator: Coordinator, migration_id: str, report: MigrationReport) -> MigrationRecord:
@@ -68,8 +69,9 @@ async def rollback(coordinator: Coordinator, migration_id: str, report: Migratio
         record = await journal.migration(migration_id)
         assert record is not None
         steps = await journal.steps(migration_id)
-        contracted = [s for s in steps[expand_end([s.step for s in steps]) :] if s.state != "pending"]
-        if record.state == "succeeded" or contracted:
+        if record.state == "succeeded" or any(
+            map(_took_effect, steps[expand_end([s.step for s in steps]) :])
+        ):
             raise PhaseOrder(
                 f"cannot roll back migration {migration_id!r}: its contract phase has run (the old "
                 "schema is gone). Undo it with a new migration"

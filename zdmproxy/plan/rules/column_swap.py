@@ -199,7 +199,9 @@ def swap_steps(ctx: RuleContext, swap: Swap, what: str) -> tuple[Step, ...]:
     staging = quote_ident(swap.staging)
     schema = quote_ident(info.name.schema) + "." if info.name.schema else ""
     function = schema + quote_ident(object_name("zdm_sync", info.name.name, swap.old))
-    trigger = quote_ident(object_name("zdm_sync", swap.old))
+    # BEFORE triggers fire in name order: this one comes after the table's own (zzz), so a value
+    # they adjust is the value copied.
+    trigger = quote_ident(object_name("zzz_zdm_sync", swap.old))
     helper = object_name(swap.staging, "zdm_not_null")
     build = ctx.steps().add(
         f"ALTER TABLE {table} ADD COLUMN {staging} {swap.type_sql}",

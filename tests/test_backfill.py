@@ -401,6 +401,56 @@ async def test_a_statement_timeout_halves_the_batch_and_one_slow_row_fails_the_s
         await admin.close()
 
 
+async def test_sessions_waiting_behind_a_batch_shrink_the_next_batches(dsn: str) -> None:
+    """Slow batches (1 ms per row, 150 rows) and clients updating the first row the walk has
+    not committed yet: they wait behind the batch's row lock, the sampler sees it, the batches
+    are halved and the progress says why."""
+    admin = await asyncpg.connect(dsn)
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            while not stop.is_set():
+                await conn.execute(
+                    "UPDATE items SET a = a WHERE id = (SELECT min(id) FROM items WHERE n = 0)"
+                )
+                await asyncio.sleep(0.005)
+        finally:
+            await conn.close()
+
+    try:
+        await make_table(admin, 1500)
+        await admin.execute(
+            "CREATE FUNCTION slow(int) RETURNS int LANGUAGE sql VOLATILE"
+            " AS 'SELECT $1 + 1 FROM pg_sleep(0.001)'"
+        )
+        policy = MigrationPolicy(
+            backfill_dml_min_rows=0,
+            backfill_batch_rows=150,
+            backfill_batch_rows_max=150,
+            backfill_target_batch_ms=190,
+            backfill_max_lock_ms=200,
+        )
+        events: list[Event] = []
+        clients = [asyncio.create_task(client()) for _ in range(4)]
+        try:
+            await run(dsn, "UPDATE items SET n = slow(n)", policy, events)
+        finally:
+            stop.set()
+            await asyncio.gather(*clients)
+        slowed = [
+            e
+            for e in events
+            if e.kind is EventKind.BACKFILL_THROTTLED and "waited behind a batch" in e.message
+        ]
+        assert slowed, [e.message for e in events]
+        assert slowed[0].progress is not None and slowed[0].progress.batch_rows < 150
+        assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 1500}
+    finally:
+        await admin.close()
+
+
 async def test_a_table_without_a_primary_key_is_refused_with_the_reason(dsn: str) -> None:
     admin = await asyncpg.connect(dsn)
     try:

@@ -266,6 +266,7 @@ EQUIVALENT = {
     "reindex_table": (TABLE, "REINDEX TABLE t"),
     "reindex_index": (TABLE, "REINDEX INDEX t_a_idx"),
     "partitioned_index_unnamed": (PARTITIONED, "CREATE INDEX ON ev (id)"),
+    "reindex_partitioned_table": (PARTITIONED + "CREATE INDEX ev_id ON ev (id);", "REINDEX TABLE ev"),
     "partitioned_unique_index_named": (PARTITIONED, "CREATE UNIQUE INDEX ev_key ON ev (id, kind, day)"),
     "partitioned_index_expression_partial": (PARTITIONED, "CREATE INDEX ON ev (lower(note)) WHERE id > 5"),
     "partitioned_index_reuses_equal_ones": (
@@ -291,6 +292,7 @@ LOCK_CASES = {
     "drop_index": (TABLE, "DROP INDEX t_a_idx"),
     "reindex_table": (TABLE, "REINDEX TABLE t"),
     "partitioned_index": (PARTITIONED, "CREATE UNIQUE INDEX ON ev (id, kind, day)"),
+    "reindex_partitioned_table": (PARTITIONED + "CREATE INDEX ev_id ON ev (id);", "REINDEX TABLE ev"),
 }
 
 
@@ -303,7 +305,9 @@ async def test_each_step_locks_what_it_says(dsn: str, case_id: str) -> None:
     finally:
         await conn.close()
     plan = await plan_for(dsn, statement)
-    assert await check_step_locks(dsn, plan, _table_of_step)
+    assert await check_step_locks(
+        dsn, plan, _table_of_step, partition_by_partition=case_id.endswith("partitioned_table")
+    )
 
 
 def _table_of_step(step: Step) -> str:

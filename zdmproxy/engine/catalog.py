@@ -232,6 +232,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
                 total_bytes=c["total_bytes"],
                 free_indexes=tuple(IndexInfo(name, definition) for name, definition in c["free_indexes"]),
                 partition_key=c["partition_key"],
+                indexes=tuple(RelationName(c["nspname"], index) for index in c["indexes"]),
             )
             for c in children
         ),

@@ -213,7 +213,9 @@ SELECT n.nspname, c.relname, c.relkind::text AS relkind, min(t.depth) AS depth,
               WHERE i.indrelid = c.oid AND i.indisvalid
                 AND NOT EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
               ORDER BY ic.relname) AS free_indexes,
-       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partition_key,
+       ARRAY(SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+              WHERE i.indrelid = c.oid ORDER BY ic.relname) AS indexes
   FROM tree t
   JOIN pg_class c ON c.oid = t.oid
   JOIN pg_namespace n ON n.oid = c.relnamespace

@@ -235,9 +235,12 @@ def _reindex(node: ast.ReindexStmt, facts: CatalogFacts, version: int) -> Effect
     out.lock(name, table_mode)
     tree = Tree(name, info, recurse=info is not None and info.is_partitioned, reaches=PARTITIONS)
     if tree.partitioned:
-        # Each partition is reindexed in a transaction of its own (PostgreSQL 14+).
+        # Each partition is reindexed in a transaction of its own (PostgreSQL 14+), its indexes too.
         out.transactional = False
         tree.lock_children(out, table_mode)
+        for child in tree.children:
+            for index in child.indexes:
+                out.lock(index, index_mode, kind="index")
     tree.scan(out)
     for index in info.indexes if info is not None else ():
         out.lock(index, index_mode, kind="index")

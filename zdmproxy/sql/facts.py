@@ -105,6 +105,7 @@ class ChildInfo:
     # equal one instead of building another.
     free_indexes: tuple[IndexInfo, ...] = ()
     partition_key: str | None = None  # a partitioned child's own key (pg_get_partkeydef)
+    indexes: tuple[RelationName, ...] = ()  # its own indexes (REINDEX of the tree locks them)
 
     @property
     def has_storage(self) -> bool:

@@ -28,6 +28,12 @@ async def test_apply_goes_through_a_configured_daemon(dsn: str, tmp_path: Path) 
         assert failed.code == 1 and "step_failed" in failed.stderr
         paused = await zdmproxy("pause", "via-daemon")
         assert paused.code == 3 and "not_running" in paused.stderr  # it has finished
+        folder = tmp_path / "migrations"
+        folder.mkdir()
+        (folder / "V1__users.sql").write_text("CREATE TABLE users (id int PRIMARY KEY);")
+        (folder / "V2__email.sql").write_text("ALTER TABLE users ADD COLUMN email text;")
+        applied = await zdmproxy("apply", str(folder))
+        assert applied.code == 0, applied.stderr
     finally:
         del os.environ["ZDM_DAEMON_URL"]
         assert await served.stop() == 0
@@ -35,6 +41,13 @@ async def test_apply_goes_through_a_configured_daemon(dsn: str, tmp_path: Path) 
     try:
         who = await conn.fetchval("SELECT application_name FROM zdmproxy.migrations WHERE id = 'via-daemon'")
         assert who == "zdmproxy serve"  # the daemon ran it, not the command
+        versions = await conn.fetch(
+            "SELECT id, version, source FROM zdmproxy.migrations WHERE version IS NOT NULL ORDER BY version"
+        )
+        assert [tuple(r) for r in versions] == [
+            ("V1__users", "1", "V1__users.sql"),
+            ("V2__email", "2", "V2__email.sql"),
+        ]
     finally:
         await conn.close()
 

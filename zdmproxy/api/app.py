@@ -39,6 +39,7 @@ from zdmproxy.api.models import (
 )
 from zdmproxy.api.problems import ApiError
 from zdmproxy.api.sse import event_stream
+from zdmproxy.journal.coordinator import Request
 from zdmproxy.metrics import CONTENT_TYPE
 from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.verdict import verdicts
@@ -237,8 +238,10 @@ async def _submit(
 ) -> MigrationOut:
     if daemon.stopping.is_set():
         raise ApiError("shutting_down", "this daemon is shutting down; submit to another one or retry")
-    run_phase = RunPhase(phase) if phase is not None else None
-    created, _ = await daemon.submit(migration_id, body.sql, _policy(daemon.policy, body.policy), run_phase)
+    request = Request(
+        migration_id, body.sql, body.version, body.source, RunPhase(phase) if phase is not None else None
+    )
+    created, _ = await daemon.submit(request, _policy(daemon.policy, body.policy))
     if wait:
         await daemon.wait(migration_id, wait)
     response.status_code = 201 if created else 200

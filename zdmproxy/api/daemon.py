@@ -41,7 +41,6 @@ from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, MigrationRecord
 from zdmproxy.metrics import Metrics
 from zdmproxy.plan.model import Plan
-from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
 from zdmproxy.sql.parse import parse_script
@@ -201,11 +200,7 @@ class Daemon:
     # -- migrations --------------------------------------------------------------------------
 
     async def submit(
-        self,
-        migration_id: str,
-        script: str,
-        policy: MigrationPolicy | None = None,
-        phase: RunPhase | None = None,
+        self, request: Request, policy: MigrationPolicy | None = None
     ) -> tuple[bool, MigrationRecord]:
         """Record the migration (True: this call created it) and run it unless it is settled.
 
@@ -213,7 +208,7 @@ class Daemon:
         that does not parse or that zdmproxy refuses (transaction control, SET ...), a
         destructive statement the policy does not allow, and different SQL under a known id.
         """
-        check_id(migration_id)
+        migration_id, script = check_id(request.migration_id), request.script
         policy = policy or self.policy
         statements = parse_script(script)
         if not statements:
@@ -226,7 +221,9 @@ class Daemon:
             created = False
             if found is None:
                 plan = await journal.using(lambda session: plan_script(session, script, policy))
-                created = await journal.create(migration_id, ours, script, plan.steps)
+                created = await journal.create(
+                    migration_id, ours, script, plan.steps, version=request.version, source=request.source
+                )
                 found = await journal.migration(migration_id)
                 assert found is not None
             return created, found
@@ -238,22 +235,16 @@ class Daemon:
                 f"{found.checksum}, given {ours}): a migration never changes; give the change a new id"
             )
         if _runnable(found):
-            self.run(migration_id, found.sql, policy, phase)
+            self.run(request, policy)
         self.metrics.migration_state(migration_id, found.state)
         return created, found
 
-    def run(
-        self,
-        migration_id: str,
-        script: str,
-        policy: MigrationPolicy | None = None,
-        phase: RunPhase | None = None,
-    ) -> None:
+    def run(self, request: Request, policy: MigrationPolicy | None = None) -> None:
         """Run the migration in the background unless this daemon already does."""
+        migration_id = request.migration_id
         task = self.tasks.get(migration_id)
         if (task is not None and not task.done()) or self.stopping.is_set():
             return
-        request = Request(migration_id, script, phase=phase)
         task = asyncio.create_task(self._apply(request, policy or self.policy))
         self.tasks[migration_id] = task
         task.add_done_callback(lambda done: self._forget(migration_id, done))
@@ -366,7 +357,7 @@ class Daemon:
         if state is None:
             raise NotRunning(f"migration {migration_id!r} has succeeded: there is nothing to resume")
         if state == "queued":
-            self.run(migration_id, found.sql)
+            self.run(Request(migration_id, found.sql, found.version, found.source))
         return found
 
     async def throttle(self, migration_id: str, knobs: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,10 @@ class MigrationIn(_Request):
     policy: MigrationPolicy | None = Field(
         None, description="knobs for this migration over the daemon's configured ones"
     )
+    version: str | None = Field(
+        None, max_length=100, description="its version, for migrations from a folder of versioned files"
+    )
+    source: str | None = Field(None, max_length=1000, description="the file it came from")
 
 
 class NewMigration(MigrationIn):

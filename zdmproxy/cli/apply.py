@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
         flags = {**flags, "allow_destructive": True}
     daemon = client_for(settings, None, None) if args.dsn is None and not args.embedded else None
     if daemon is not None:  # ZDM_DAEMON_URL: the running daemon applies them, its journal records them
-        migrations = [(r.migration_id, r.script) for r in batch.requests]
-        return apply_through_daemon(daemon, migrations, flags, args.phase, as_json=args.json)
+        return apply_through_daemon(daemon, batch.requests, flags, args.phase, as_json=args.json)
     with ExitStack() as stack:
         dsn = database_url(args, settings, stack, embedded=args.embedded)
         runs: list[tuple[MigrationReport, Applied | None]] = []

@@ -26,6 +26,7 @@ from zdmproxy.cli.shared import add_database_arguments, database_url, err, out, 
 from zdmproxy.engine.events import Event
 from zdmproxy.errors import DatabaseUnreachable, ExitCode, NotFound, RecordedFailure, UsageError, ZdmError
 from zdmproxy.journal import control
+from zdmproxy.journal.coordinator import Request
 from zdmproxy.journal.folder import check_id
 from zdmproxy.journal.store import Journal, open_existing
 from zdmproxy.policy import MigrationPolicy
@@ -222,20 +223,25 @@ async def _write(journal: Journal, migration_id: str, action: str, knobs: dict[s
 
 def apply_through_daemon(
     client: DaemonClient,
-    migrations: Sequence[tuple[str, str]],
+    migrations: Sequence[Request],
     policy: dict[str, Any],
     phase: str | None,
     *,
     as_json: bool,
 ) -> int:
-    """Submit each migration (id, SQL) to the daemon in order and wait until it settles; stop at
+    """Submit each migration to the daemon in order and wait until it settles; stop at
     the first that does not succeed. The exit code is the one ``apply`` gives in-process."""
     params: dict[str, Any] = {"wait": _WAIT_S, **({"phase": phase} if phase else {})}
     body: dict[str, Any] = {}
     answers = []
     try:
-        for migration_id, script in migrations:
-            request = {"sql": script, **({"policy": policy} if policy else {})}
+        for migration in migrations:
+            migration_id = migration.migration_id
+            request = {
+                "sql": migration.script,
+                **({"policy": policy} if policy else {}),
+                **({"version": migration.version, "source": migration.source} if migration.version else {}),
+            }
             path = f"/v1/migrations/{migration_id}"
             body = client.call("PUT", path, json=request, params={**params, "wait": 0})
             if body["state"] in ("queued", "running"):  # show it run, as apply does in-process

@@ -47,9 +47,14 @@ def create_index_concurrently(ctx: RuleContext) -> tuple[Step, ...] | None:
     node.concurrent = True
     node.idxname = name
     index = RelationName(table.name.schema if table is not None else written.schema, name)
+    unknown = (
+        f"; if {written} is partitioned (unknown without a database), apply builds it partition by partition"
+        if table is None and not ctx.from_catalog
+        else ""
+    )
     reason = (
         "CREATE INDEX CONCURRENTLY: ShareUpdateExclusiveLock lets reads and writes through while "
-        f"the index is built (as written, ShareLock stops writes for the whole build){named_how}"
+        f"the index is built (as written, ShareLock stops writes for the whole build){named_how}{unknown}"
     )
     return (
         ctx.steps()

@@ -7,11 +7,14 @@ each step locks what it says, and no step reads a table in full under a lock tha
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from equivalence import check_equivalent, plan_for, run_plan, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from step_locks import check_step_locks, read_under_traffic_lock
 
 from zdmproxy.plan.model import Phase, Step
@@ -266,4 +269,85 @@ async def test_the_way_back_restores_the_tables(dsn: str, case_id: str) -> None:
                 await conn.execute(step.revert)
         assert await snapshot(conn) == before
     finally:
+        await conn.close()
+
+
+# --- bounds, generated: the ATTACH never reads a table under its lock ------------------------
+
+KEY_TYPES = {
+    "int": (st.integers(-1000, 1000), str),
+    "bigint": (st.integers(-(2**40), 2**40), str),
+    "text": (st.text(alphabet="abcxyz", min_size=1, max_size=4), lambda v: f"'{v}'"),
+    "date": (st.dates(), lambda v: f"'{v.isoformat()}'"),
+    "numeric": (
+        st.decimals(-1000, 1000, places=2, allow_nan=False, allow_infinity=False),
+        lambda v: f"'{v}'",
+    ),
+}
+
+
+@st.composite
+def bounds(draw: st.DrawFn) -> tuple[str, str, str, list[str], list[str]]:
+    """A key type, the partition strategy, a bound, values inside it and values outside it."""
+    kind = draw(st.sampled_from(sorted(KEY_TYPES)))
+    values, literal = KEY_TYPES[kind]
+    pool = sorted(set(draw(st.lists(values, min_size=3, max_size=6, unique=True))))
+    if draw(st.booleans()):
+        inside = pool[: draw(st.integers(1, len(pool) - 1))]
+        outside = [v for v in pool if v not in inside]
+        with_null = draw(st.booleans())
+        bound = f"FOR VALUES IN ({', '.join([literal(v) for v in inside] + (['NULL'] if with_null else []))})"
+        return (
+            kind,
+            "LIST",
+            bound,
+            [literal(v) for v in inside] + (["NULL"] if with_null else []),
+            [literal(v) for v in outside],
+        )
+    low, high = draw(st.integers(0, len(pool) - 2)), None
+    high = draw(st.integers(low + 1, len(pool) - 1))
+    open_low, open_high = draw(st.booleans()), draw(st.booleans())
+    lower = "MINVALUE" if open_low else literal(pool[low])
+    upper = "MAXVALUE" if open_high else literal(pool[high])
+    inside = [v for i, v in enumerate(pool) if (open_low or i >= low) and (open_high or i < high)]
+    outside = [v for v in pool if v not in inside]
+    return (
+        kind,
+        "RANGE",
+        f"FOR VALUES FROM ({lower}) TO ({upper})",
+        [literal(v) for v in inside],
+        [literal(v) for v in outside],
+    )
+
+
+@given(case=bounds())
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_a_generated_bound_is_proven_before_the_attach(
+    dsn: str, case: tuple[str, str, str, list[str], list[str]]
+) -> None:
+    asyncio.run(_attach_reads_nothing(dsn, *case))
+
+
+async def _attach_reads_nothing(
+    dsn: str, kind: str, strategy: str, bound: str, inside: list[str], outside: list[str]
+) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            f"CREATE TABLE gp (id serial, k {kind}) PARTITION BY {strategy} (k);"
+            "CREATE TABLE gp_default PARTITION OF gp DEFAULT;"
+            f"CREATE TABLE gp_new (id serial, k {kind});"
+            + "".join(f"INSERT INTO gp (k) SELECT {v} FROM generate_series(1, 20);" for v in outside)
+            + "".join(f"INSERT INTO gp_new (k) SELECT {v} FROM generate_series(1, 20);" for v in inside)
+            + "ANALYZE;"
+        )
+        statement = f"ALTER TABLE gp ATTACH PARTITION gp_new {bound}"
+        plan = await plan_for(dsn, statement)
+        assert any("VALIDATE" in step.sql for step in plan.steps), plan.steps  # the rule applied
+        scanned = await check_step_locks(dsn, plan)
+        assert read_under_traffic_lock(plan, scanned) == [], statement
+        assert await conn.fetchval("SELECT count(*) FROM ONLY gp_new") == 20 * len(inside)
+        assert await conn.fetchval("SELECT relispartition FROM pg_class WHERE relname = 'gp_new'")
+    finally:
+        await conn.execute("DROP TABLE IF EXISTS gp, gp_new")
         await conn.close()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pglast import ast
+from pglast import ast, parse_sql
 from pglast.enums import AlterTableType as AT
 from pglast.enums import ConstrType, DropBehavior, ObjectType
 
@@ -355,6 +355,8 @@ def _set_not_null(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     tree = ctx.tree(cmd.subtype)
     tree.lock(ctx.out, AEL)
     if ctx.info is not None and _known_not_null(ctx, ctx.info, cmd.name or ""):
+        if _inherited_proof(ctx, ctx.info, cmd.name or ""):
+            return  # every child has a valid copy of the CHECK that proves it too
         # The table's own rows need no check; children are checked unless known otherwise.
         for child in tree.children:
             if child.has_storage:
@@ -375,6 +377,29 @@ def _known_not_null(ctx: AlterContext, info: RelationInfo, column: str) -> bool:
     return ctx.version_num >= versions.SET_NOT_NULL_USES_CHECK and any(
         c.validated and c.not_null_column == column for c in info.constraints
     )
+
+
+def _inherited_proof(ctx: AlterContext, info: RelationInfo, column: str) -> bool:
+    """A valid CHECK (column IS NOT NULL) that every child inherited (not NO INHERIT): validating
+    it validated the children's copies, so SET NOT NULL reads none of their rows either."""
+    return ctx.version_num >= versions.SET_NOT_NULL_USES_CHECK and any(
+        c.validated and c.not_null_column == column and not c.no_inherit for c in info.constraints
+    )
+
+
+def _index_columns_not_null(ctx: AlterContext, index: str) -> bool:
+    """Whether every column of the table's index ``index`` is known NOT NULL: PRIMARY KEY USING
+    INDEX then has nothing to check (its implicit SET NOT NULL is a no-op)."""
+    if ctx.info is None:
+        return False
+    definition = next((i.definition for i in ctx.info.index_definitions if i.name == index), None)
+    if definition is None:
+        return False
+    node = parse_sql(definition)[0].stmt
+    assert isinstance(node, ast.IndexStmt)
+    names = [element.name for element in node.indexParams or () if isinstance(element, ast.IndexElem)]
+    known = [ctx.info.columns.get(name) if name else None for name in names]
+    return bool(known) and all(column is not None and column.not_null for column in known)
 
 
 def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
@@ -411,7 +436,7 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
             # The index is renamed to the constraint's name, which takes SHARE UPDATE EXCLUSIVE.
             renamed = bool(con.conname) and con.conname != con.indexname
             ctx.out.lock(index, SUE if renamed else LockMode.ACCESS_SHARE, kind="index")
-            if con.contype == ConstrType.CONSTR_PRIMARY:
+            if con.contype == ConstrType.CONSTR_PRIMARY and not _index_columns_not_null(ctx, con.indexname):
                 ctx.out.scan(ctx.target)
                 ctx.out.note("PRIMARY KEY USING INDEX scans the table unless its columns are NOT NULL")
             return

@@ -17,7 +17,7 @@ from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
 from pglast.stream import RawStream
 
-from zdmproxy.sql.facts import CatalogFacts, ConstraintInfo
+from zdmproxy.sql.facts import CatalogFacts, ConstraintInfo, IndexInfo
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import range_var_name
 from zdmproxy.sql.parse import Statement
@@ -122,5 +122,8 @@ def _learn_index(facts: CatalogFacts, node: ast.IndexStmt) -> CatalogFacts:
     if info is None or not node.idxname:
         return facts
     index = RelationName(info.name.schema, node.idxname)
-    updated = dataclasses.replace(info, indexes=(*info.indexes, index))
+    definition = IndexInfo(node.idxname, RawStream()(node))
+    updated = dataclasses.replace(
+        info, indexes=(*info.indexes, index), index_definitions=(*info.index_definitions, definition)
+    )
     return dataclasses.replace(facts, relations={**facts.relations, written: updated})

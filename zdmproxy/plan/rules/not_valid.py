@@ -7,9 +7,11 @@ from then on, and ``VALIDATE CONSTRAINT`` checks the old rows under ShareUpdateE
 which blocks no reads or writes (RowShareLock on the referenced table). The end state is the
 same: the same name (PostgreSQL's own choice when none was written), the constraint valid.
 
-A CHECK or REFERENCES written inside ``ADD COLUMN`` becomes the column, then the constraint
-added by name the same way — when the statement as written would check rows at all (an inline
-foreign key on a new column without a default checks nothing, and stays as written).
+A CHECK, REFERENCES, UNIQUE or PRIMARY KEY written inside ``ADD COLUMN`` becomes the column,
+then each constraint added by the name PostgreSQL would give it, each through the planner (so
+NOT VALID and VALIDATE, or the index built concurrently) — when the statement as written would
+read rows at all (an inline foreign key on a new column without a default checks nothing, and
+stays as written).
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ from zdmproxy.plan.rules.altering import (
 )
 from zdmproxy.plan.rules.context import RuleContext, statement_of
 from zdmproxy.sql import versions
+from zdmproxy.sql.facts import RelationInfo
 from zdmproxy.sql.learn import learn
+from zdmproxy.sql.locks import LockMode, LockRequest, RelationName, strongest
+from zdmproxy.sql.names import range_var_name
 
 _CHECKED = (ConstrType.CONSTR_CHECK, ConstrType.CONSTR_FOREIGN)
+# Inline constraints that read the table under the column's lock: a UNIQUE or PRIMARY KEY builds
+# its index there (handed back, it is built concurrently: plan/rules/unique_using_index.py).
+_SPLIT = (*_CHECKED, ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY)
 
 
 def add_constraint_not_valid(ctx: RuleContext) -> tuple[Step, ...] | None:
@@ -58,12 +66,7 @@ def add_constraint_not_valid(ctx: RuleContext) -> tuple[Step, ...] | None:
         and info.is_partitioned
         and ctx.version < versions.FOREIGN_KEY_NOT_VALID_ON_PARTITIONED
     ):
-        return as_written(
-            ctx,
-            f"FOREIGN KEY on partitioned table {info.name}: PostgreSQL {versions.major(ctx.version)} "
-            "refuses NOT VALID there (42809; 18 allows it), so it runs as written and every "
-            "partition is checked under ShareRowExclusiveLock, which blocks writes",
-        )
+        return _partition_by_partition(ctx, stmt, con, info)
     name = constraint_name(ctx, stmt, con)
     not_valid = copy.copy(con)
     not_valid.conname = name
@@ -99,7 +102,7 @@ def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
     stmt, cmd = found
     column = cmd.def_
     assert isinstance(column, ast.ColumnDef)
-    inline = [c for c in column.constraints or () if isinstance(c, ast.Constraint) and c.contype in _CHECKED]
+    inline = [c for c in column.constraints or () if isinstance(c, ast.Constraint) and c.contype in _SPLIT]
     if not inline:
         return None
     bare = copy.copy(column)
@@ -112,6 +115,8 @@ def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
         table_con = copy.copy(con)
         if con.contype == ConstrType.CONSTR_FOREIGN:
             table_con.fk_attrs = (ast.String(sval=column.colname),)
+        elif con.contype != ConstrType.CONSTR_CHECK:
+            table_con.keys = (ast.String(sval=column.colname),)
         # Named now, each after the ones before it, as PostgreSQL names them in one statement.
         table_con.conname = constraint_name(dataclasses.replace(ctx, facts=facts), stmt, table_con)
         parts.append(statement_of(alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=table_con))))
@@ -127,3 +132,79 @@ def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
         + " would check every row under the column's AccessExclusiveLock"
     )
     return tuple(dataclasses.replace(step, reason=f"{step.reason} ({why})") for step in steps)
+
+
+def _partition_by_partition(
+    ctx: RuleContext, stmt: ast.AlterTableStmt, con: ast.Constraint, info: RelationInfo
+) -> tuple[Step, ...]:
+    """A foreign key on a partitioned table before 18, which refuses it NOT VALID (42809): the
+    same key NOT VALID and validated on each partition that holds rows, then added on the
+    parent, which attaches those copies (they match: same name, columns and actions) and reads
+    nothing — measured on 15, checked by tests/test_rules_constraints.py against the statistics."""
+    why = (
+        f"FOREIGN KEY on partitioned table {info.name}: PostgreSQL {versions.major(ctx.version)} refuses "
+        "NOT VALID there (42809; 18 allows it)"
+    )
+    leaves = [child for child in info.children if child.has_storage]
+    if not leaves or any(child.relkind not in ("r", "p") for child in info.children):
+        return as_written(ctx, f"{why}; with no partition, or a foreign one, it runs as written")
+    name = constraint_name(ctx, stmt, con)
+    named = copy.copy(con)
+    named.conname = name
+    not_valid = copy.copy(named)
+    not_valid.skip_validation = True
+    not_valid.initially_valid = False
+    # The partitions, as far as the catalog's tree knows them: so that each one's VALIDATE is
+    # classified as a foreign key's (RowShareLock on the referenced table) once its ADD is learned.
+    known = {
+        RelationName(leaf.name.schema, leaf.name.name): RelationInfo(
+            name=leaf.name, relkind=leaf.relkind, partition_of=leaf.parents[0] if leaf.parents else None
+        )
+        for leaf in leaves
+    }
+    facts = dataclasses.replace(ctx.facts, relations={**known, **ctx.facts.relations})
+    steps = dataclasses.replace(ctx, facts=facts).steps()
+    for leaf in leaves:
+        partition = copy.copy(stmt)
+        partition.relation = ast.RangeVar(
+            schemaname=leaf.name.schema, relname=leaf.name.name, inh=True, relpersistence="p"
+        )
+        steps.add(
+            alter_sql(partition, command(AlterTableType.AT_AddConstraint, def_=not_valid)),
+            Phase.EXPAND,
+            f"{why}: {name} added NOT VALID on partition {leaf.name} (brief ShareRowExclusiveLock)",
+            revert=drop_constraint_sql(partition, name),
+        ).add(
+            validate_sql(partition, name),
+            Phase.VALIDATE,
+            f"VALIDATE CONSTRAINT {name} checks partition {leaf.name}'s rows under "
+            "ShareUpdateExclusiveLock (reads and writes go on)",
+        )
+    steps.add(
+        alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=named)),
+        Phase.EXPAND,
+        f"{why}: {name} added on the parent attaches the partitions' validated copies and checks no "
+        "row (a brief ShareRowExclusiveLock on the tree and the referenced table)",
+        revert=drop_constraint_sql(stmt, name),
+    )
+    *per_partition, parent = steps.done()
+    # The catalogue cannot see the partitions' copies (the facts list no partition's constraints),
+    # so it describes the parent's step as a new key: validating every partition, ShareRowExclusive
+    # on the referenced table. Attaching the copies instead reads nothing, and replaces their
+    # triggers on the referenced table, which takes AccessExclusiveLock there (measured on 15;
+    # tests/test_rules_constraints.py checks both against pg_locks and the statistics).
+    referenced = ctx.facts.qualify(range_var_name(con.pktable))
+    locks = strongest([*parent.locks, LockRequest(referenced, LockMode.ACCESS_EXCLUSIVE)])
+    return (
+        *per_partition,
+        dataclasses.replace(
+            parent,
+            scans=(),
+            locks=tuple(locks),
+            reason=parent.reason.replace(
+                "a brief ShareRowExclusiveLock on the tree and the referenced table",
+                f"a brief ShareRowExclusiveLock on the tree, AccessExclusiveLock on {referenced} "
+                "whose triggers for the copies are replaced",
+            ),
+        ),
+    )

@@ -35,8 +35,9 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
+import asyncpg
 from pglast import ast, parse_sql
 from pglast.stream import RawStream
 from pglast.visitors import Visitor
@@ -51,15 +52,17 @@ from tenacity import (
 
 from zdmproxy.engine.attempt import AttemptFailed, AttemptRecord, run_attempt
 from zdmproxy.engine.blockers import Target, resolve_targets
-from zdmproxy.engine.connector import Session, connect
+from zdmproxy.engine.connector import CONNECTION_LOST, Session, connect
 from zdmproxy.engine.events import BackfillProgress, EventKind
 from zdmproxy.engine.health import BlockedSampler, Signal, pausing_signals
 from zdmproxy.engine.ledger import Checkpoint, Ledger
-from zdmproxy.engine.outcomes import Outcome
+from zdmproxy.engine.outcomes import Outcome, classify_failure, pg_error_info
 from zdmproxy.engine.queries import QUERIES
 from zdmproxy.errors import (
     CancelRequested,
+    DatabaseUnreachable,
     PauseRequested,
+    PgErrorInfo,
     StatementTimedOut,
     UnsupportedStatement,
     ZdmError,
@@ -410,25 +413,23 @@ class Backfiller:
 
     async def _try_batch(self, number: int, targets: list[Target]) -> bool:
         assert self.health is not None
-        if self.sessions is None or number > 1:
-            self.sessions = await self.host.batch_sessions()
+        try:
+            found = await self._next(number, targets)
+        except DatabaseUnreachable as exc:
+            if number == 1:
+                raise  # never reached it
+            lost = _early(number, Outcome.CONNECTION_LOST, PgErrorInfo(None, exc.message))
+            await self._failed(lost, self.batch_rows)
+        except (*CONNECTION_LOST, asyncpg.PostgresError) as exc:
+            # Failing before the batch proper (the key read, pre-flight) is judged like failing in it.
+            outcome = classify_failure(exc, we_cancelled=False, waiting_for_lock=True)
+            await self._failed(_early(number, outcome, pg_error_info(exc)), self.batch_rows)
+        if found is None:
+            return False
+        end, rows = found
+        assert self.sessions is not None
         session, watch, pid = self.sessions
-        if number > 1:
-            await self._recheck()  # after a lost connection the last batch may have committed
-        if not self.position.upper:
-            return False  # the table was empty when the backfill started
         after = self.position.after
-        bounds: list[Any] = [*(after or ()), *self.position.upper]
-        row = await session.fetchrow(self.walk.next_batch(after is not None), *bounds, self.batch_rows - 1)
-        if row is not None:
-            end, rows = tuple(row.values()), self.batch_rows
-        else:
-            end, rows = (
-                self.position.upper,
-                int(await session.fetchval(self.walk.rows_left(after is not None), *bounds)),
-            )
-            if rows == 0:
-                return False
         checkpoint = Checkpoint(
             end,
             self.position.rows_done + rows,
@@ -438,9 +439,6 @@ class Backfiller:
             throttled_by=self.throttled_by,
         )
         batch = dataclasses.replace(self.step, sql=self.walk.batch(after, end), backfill=None)
-        if self.preflight or number > 1:
-            await self.host.batch_preflight(targets)
-            self.preflight = False
         bounded = self.policy.model_copy(
             update={"statement_timeout_s": self.policy.backfill_max_lock_ms / 1000}
         )
@@ -466,9 +464,33 @@ class Backfiller:
         await self._adapt(record, rows, sampler.signal(self.policy))
         return True
 
-    async def _failed(self, record: AttemptRecord, rows: int) -> None:
+    async def _next(self, number: int, targets: list[Target]) -> tuple[tuple[str, ...], int] | None:
+        """Connect (again, after a failure), find the next batch's end key and rows, and wait out
+        blockers (first batch and after a failure); None when the walk is done."""
+        if self.sessions is None or number > 1:
+            self.sessions = await self.host.batch_sessions()
+            await self._recheck()  # after a lost connection the last batch may have committed
+        session = self.sessions[0]
+        if not self.position.upper:
+            return None  # the table was empty when the backfill started
+        after = self.position.after
+        bounds: list[Any] = [*(after or ()), *self.position.upper]
+        row = await session.fetchrow(self.walk.next_batch(after is not None), *bounds, self.batch_rows - 1)
+        if row is not None:
+            found = tuple(row.values()), self.batch_rows
+        else:
+            rows = int(await session.fetchval(self.walk.rows_left(after is not None), *bounds))
+            if rows == 0:
+                return None
+            found = self.position.upper, rows
+        if self.preflight or number > 1:
+            await self.host.batch_preflight(targets)
+            self.preflight = False
+        return found
+
+    async def _failed(self, record: AttemptRecord, rows: int) -> NoReturn:
         """A batch that did not commit: halve it after a statement timeout, retry what may be
-        retried, fail the step otherwise. Always raises."""
+        retried, fail the step otherwise."""
         await self.host.batch_failed(record)
         if record.outcome is Outcome.STATEMENT_TIMEOUT:
             if self.batch_rows <= 1:
@@ -556,6 +578,13 @@ class Backfiller:
             f"{what}: {progress.rows_done}{total} rows{rate}{tail}, batches of {progress.batch_rows}",
             progress=progress,
         )
+
+
+def _early(number: int, outcome: Outcome, error: PgErrorInfo) -> AttemptRecord:
+    """The record of an attempt that failed before its batch ran."""
+    record = AttemptRecord(number=number, lock_timeout_ms=0, outcome=outcome, error=error)
+    record.ended_at = time.time()
+    return record
 
 
 def _at_once(state: RetryCallState) -> bool:

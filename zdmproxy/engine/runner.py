@@ -368,6 +368,7 @@ class _StepRun:
 
     async def batch_preflight(self, targets: list[Target]) -> None:
         self.targets = targets
+        self.deadline = time.monotonic() + self.policy.deadline_s  # per batch, not for the whole walk
         await self._preflight()
 
     async def batch_failed(self, record: AttemptRecord) -> None:

@@ -260,6 +260,7 @@ async def test_pause_through_the_journal_then_resume_from_the_checkpoint(dsn: st
         result = await finish(proc, timeout=30)
         assert result.code == 5, result.stderr
         assert "paused as an operator asked" in result.stderr, result.stderr
+        assert "pause asked: the backfill of public.items stopped after key" in result.stderr
         state = await admin.fetchrow("SELECT state, control FROM zdmproxy.migrations WHERE id = 'bf2'")
         assert tuple(state) == ("paused", None)
         done = await admin.fetchval("SELECT rows_done FROM zdmproxy.checkpoints WHERE migration_id = 'bf2'")

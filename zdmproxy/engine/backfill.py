@@ -346,7 +346,7 @@ class Backfiller:
         while True:
             self.checked_at = time.monotonic()
             controls = await self.host.ledger.controls()
-            self._stop_if_asked(controls.request)
+            await self._stop_if_asked(controls.request)
             self.policy, warning = live_policy(self.host.policy, dict(controls.throttle))
             if warning and warning != self.warned:
                 self.warned = warning
@@ -374,21 +374,26 @@ class Backfiller:
             paused_at = paused_at or time.monotonic()
             await asyncio.sleep(self.policy.backfill_health_poll_ms / 1000)
 
-    def _stop_if_asked(self, request: str | None) -> None:
+    async def _stop_if_asked(self, request: str | None) -> None:
+        """An operator's pause or cancel: said as an event (with the progress), then raised."""
+        if request not in ("pause", "cancel"):
+            return
         where = (
             f"the backfill of {self.backfill.table} stopped after key {_key(self.position.after)} "
             f"({self.position.rows_done} rows done, checkpoint committed)"
+        )
+        await self.host.emit(
+            EventKind.BACKFILL_PAUSED, f"{request} asked: {where}", progress=self._progress_now()
         )
         if request == "pause":
             raise PauseRequested(
                 f"migration {self.host.migration_id!r} paused as an operator asked: {where}; resume it "
                 "(`zdmproxy resume ID`) to continue from the checkpoint"
             )
-        if request == "cancel":
-            raise CancelRequested(
-                f"migration {self.host.migration_id!r} cancelled as an operator asked: {where}; it stays "
-                "resumable from the checkpoint (resume, or re-run apply)"
-            )
+        raise CancelRequested(
+            f"migration {self.host.migration_id!r} cancelled as an operator asked: {where}; it stays "
+            "resumable from the checkpoint (resume, or re-run apply)"
+        )
 
     async def _batch(self, targets: list[Target]) -> bool:
         """Run the next batch until it commits; False when the walk is done."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
-from equivalence import check_equivalent, plan_for
+from equivalence import check_equivalent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from step_locks import check_step_locks
+from test_rules_constraints import check_steps_on
 
 from zdmproxy.plan.model import Phase
 from zdmproxy.plan.planner import make_plan
@@ -181,13 +181,7 @@ async def test_end_state_equals_the_statement_as_written(dsn: str, case_id: str)
 
 @pytest.mark.parametrize("case_id", ["rest_together", "new_primary_key", "everything"])
 async def test_each_step_locks_what_it_says(dsn: str, case_id: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(SETUP)
-    finally:
-        await conn.close()
-    plan = await plan_for(dsn, EQUIVALENT[case_id])
-    await check_step_locks(dsn, plan)
+    await check_steps_on(dsn, SETUP, EQUIVALENT[case_id])
 
 
 # Either rewritten by a rule or not; every one succeeds on SETUP's data in any combination.

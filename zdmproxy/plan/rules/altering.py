@@ -15,7 +15,7 @@ from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 from pglast.stream import RawStream
 
 from zdmproxy.plan.model import Phase, Step
-from zdmproxy.plan.rules.context import RuleContext
+from zdmproxy.plan.rules.context import RuleContext, StepBuilder
 from zdmproxy.plan.rules.long_lock import refuse_long_lock
 from zdmproxy.sql.facts import RelationInfo
 from zdmproxy.sql.names import range_var_name
@@ -126,3 +126,22 @@ def drop_constraint_sql(stmt: ast.AlterTableStmt, name: str) -> str:
 
 def validate_sql(stmt: ast.AlterTableStmt, name: str) -> str:
     return alter_sql(stmt, command(AlterTableType.AT_ValidateConstraint, name=name))
+
+
+def add_then_validate(
+    steps: StepBuilder, stmt: ast.AlterTableStmt, constraint: ast.Constraint, added: str, validated: str
+) -> StepBuilder:
+    """``constraint`` (named) added NOT VALID, its way back beside it, then validated: the two
+    steps every constraint rule of this package is made of. ``added`` and ``validated`` are the
+    steps' reasons."""
+    name = str(constraint.conname)
+    not_valid = copy.copy(constraint)
+    not_valid.skip_validation = True
+    not_valid.initially_valid = False
+    not_valid.is_enforced = True
+    return steps.add(
+        alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=not_valid)),
+        Phase.EXPAND,
+        added,
+        revert=drop_constraint_sql(stmt, name),
+    ).add(validate_sql(stmt, name), Phase.VALIDATE, validated)

@@ -25,6 +25,7 @@ from pglast.enums import AlterTableType, ConstrType
 from zdmproxy.plan.model import Phase, Step
 from zdmproxy.plan.rules.altering import (
     CONSTRAINT_WORDS,
+    add_then_validate,
     alter_sql,
     as_written,
     command,
@@ -33,7 +34,6 @@ from zdmproxy.plan.rules.altering import (
     new_table,
     single_command,
     table_info,
-    validate_sql,
 )
 from zdmproxy.plan.rules.context import RuleContext, statement_of
 from zdmproxy.sql import versions
@@ -67,30 +67,19 @@ def add_constraint_not_valid(ctx: RuleContext) -> tuple[Step, ...] | None:
         and ctx.version < versions.FOREIGN_KEY_NOT_VALID_ON_PARTITIONED
     ):
         return _partition_by_partition(ctx, stmt, con, info)
-    name = constraint_name(ctx, stmt, con)
-    not_valid = copy.copy(con)
-    not_valid.conname = name
-    not_valid.skip_validation = True
-    not_valid.initially_valid = False
+    named = copy.copy(con)
+    named.conname = name = constraint_name(ctx, stmt, con)
     unknown = "" if ctx.from_catalog else " (the table is unknown without a database)"
     held = "ShareRowExclusiveLock" if con.contype == ConstrType.CONSTR_FOREIGN else "AccessExclusiveLock"
-    return (
-        ctx.steps()
-        .add(
-            alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=not_valid)),
-            Phase.EXPAND,
-            f"{what} {name} added NOT VALID: {held} only for the catalog change, new rows are "
-            f"checked from now on; the existing rows are checked by the next step{unknown}",
-            revert=drop_constraint_sql(stmt, name),
-        )
-        .add(
-            validate_sql(stmt, name),
-            Phase.VALIDATE,
-            f"VALIDATE CONSTRAINT {name} checks the existing rows under ShareUpdateExclusiveLock, "
-            "which blocks neither reads nor writes",
-        )
-        .done()
-    )
+    return add_then_validate(
+        ctx.steps(),
+        stmt,
+        named,
+        f"{what} {name} added NOT VALID: {held} only for the catalog change, new rows are "
+        f"checked from now on; the existing rows are checked by the next step{unknown}",
+        f"VALIDATE CONSTRAINT {name} checks the existing rows under ShareUpdateExclusiveLock, "
+        "which blocks neither reads nor writes",
+    ).done()
 
 
 def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
@@ -148,12 +137,8 @@ def _partition_by_partition(
     leaves = [child for child in info.children if child.has_storage]
     if not leaves or any(child.relkind not in ("r", "p") for child in info.children):
         return as_written(ctx, f"{why}; with no partition, or a foreign one, it runs as written")
-    name = constraint_name(ctx, stmt, con)
     named = copy.copy(con)
-    named.conname = name
-    not_valid = copy.copy(named)
-    not_valid.skip_validation = True
-    not_valid.initially_valid = False
+    named.conname = name = constraint_name(ctx, stmt, con)
     # The partitions, as far as the catalog's tree knows them: so that each one's VALIDATE is
     # classified as a foreign key's (RowShareLock on the referenced table) once its ADD is learned.
     known = {
@@ -169,22 +154,21 @@ def _partition_by_partition(
         partition.relation = ast.RangeVar(
             schemaname=leaf.name.schema, relname=leaf.name.name, inh=True, relpersistence="p"
         )
-        steps.add(
-            alter_sql(partition, command(AlterTableType.AT_AddConstraint, def_=not_valid)),
-            Phase.EXPAND,
+        add_then_validate(
+            steps,
+            partition,
+            named,
             f"{why}: {name} added NOT VALID on partition {leaf.name} (brief ShareRowExclusiveLock)",
-            revert=drop_constraint_sql(partition, name),
-        ).add(
-            validate_sql(partition, name),
-            Phase.VALIDATE,
             f"VALIDATE CONSTRAINT {name} checks partition {leaf.name}'s rows under "
             "ShareUpdateExclusiveLock (reads and writes go on)",
         )
+    referenced = ctx.facts.qualify(range_var_name(con.pktable))
     steps.add(
         alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=named)),
         Phase.EXPAND,
         f"{why}: {name} added on the parent attaches the partitions' validated copies and checks no "
-        "row (a brief ShareRowExclusiveLock on the tree and the referenced table)",
+        f"row (briefly ShareRowExclusiveLock on the tree, AccessExclusiveLock on {referenced}, whose "
+        "triggers for the copies are replaced)",
         revert=drop_constraint_sql(stmt, name),
     )
     *per_partition, parent = steps.done()
@@ -193,18 +177,5 @@ def _partition_by_partition(
     # on the referenced table. Attaching the copies instead reads nothing, and replaces their
     # triggers on the referenced table, which takes AccessExclusiveLock there (measured on 15;
     # tests/test_rules_constraints.py checks both against pg_locks and the statistics).
-    referenced = ctx.facts.qualify(range_var_name(con.pktable))
     locks = strongest([*parent.locks, LockRequest(referenced, LockMode.ACCESS_EXCLUSIVE)])
-    return (
-        *per_partition,
-        dataclasses.replace(
-            parent,
-            scans=(),
-            locks=tuple(locks),
-            reason=parent.reason.replace(
-                "a brief ShareRowExclusiveLock on the tree and the referenced table",
-                f"a brief ShareRowExclusiveLock on the tree, AccessExclusiveLock on {referenced} "
-                "whose triggers for the copies are replaced",
-            ),
-        ),
-    )
+    return (*per_partition, dataclasses.replace(parent, scans=(), locks=tuple(locks)))

@@ -23,11 +23,11 @@ from pglast.enums import AlterTableType, ConstrType, NullTestType
 
 from zdmproxy.plan.model import Phase, Step
 from zdmproxy.plan.rules.altering import (
+    add_then_validate,
     alter_sql,
     as_written,
     command,
     constraint_names_taken,
-    drop_constraint_sql,
     new_table,
     single_command,
     table_info,
@@ -91,30 +91,17 @@ def _not_null_not_valid(ctx: RuleContext, stmt: ast.AlterTableStmt, column: str)
     table = str(range_var_name(stmt.relation).name)
     name = choose_name(table, column, "not_null", constraint_names_taken(ctx, stmt))
     constraint = ast.Constraint(
-        contype=ConstrType.CONSTR_NOTNULL,
-        conname=name,
-        keys=(ast.String(sval=column),),
-        skip_validation=True,
-        initially_valid=False,
-        is_enforced=True,
+        contype=ConstrType.CONSTR_NOTNULL, conname=name, keys=(ast.String(sval=column),)
     )
-    return (
-        ctx.steps()
-        .add(
-            alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=constraint)),
-            Phase.EXPAND,
-            f"NOT NULL {name} added NOT VALID (PostgreSQL 18): AccessExclusiveLock only for the "
-            "catalog change, new rows are checked from now on; the existing rows by the next step",
-            revert=drop_constraint_sql(stmt, name),
-        )
-        .add(
-            validate_sql(stmt, name),
-            Phase.VALIDATE,
-            f"VALIDATE CONSTRAINT {name} checks the existing rows under ShareUpdateExclusiveLock "
-            f"(reads and writes go on); the end state is SET NOT NULL's own: constraint {name}, valid",
-        )
-        .done()
-    )
+    return add_then_validate(
+        ctx.steps(),
+        stmt,
+        constraint,
+        f"NOT NULL {name} added NOT VALID (PostgreSQL 18): AccessExclusiveLock only for the "
+        "catalog change, new rows are checked from now on; the existing rows by the next step",
+        f"VALIDATE CONSTRAINT {name} checks the existing rows under ShareUpdateExclusiveLock "
+        f"(reads and writes go on); the end state is SET NOT NULL's own: constraint {name}, valid",
+    ).done()
 
 
 def _through_check(ctx: RuleContext, stmt: ast.AlterTableStmt, column: str) -> tuple[Step, ...]:
@@ -128,22 +115,14 @@ def _through_check(ctx: RuleContext, stmt: ast.AlterTableStmt, column: str) -> t
             nulltesttype=NullTestType.IS_NOT_NULL,
             argisrow=False,
         ),
-        skip_validation=True,
-        initially_valid=False,
-        is_enforced=True,
     )
     return (
-        ctx.steps()
-        .add(
-            alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=check)),
-            Phase.EXPAND,
+        add_then_validate(
+            ctx.steps(),
+            stmt,
+            check,
             f"helper CHECK ({column} IS NOT NULL) added NOT VALID: AccessExclusiveLock only for the "
             "catalog change, new rows are checked from now on",
-            revert=drop_constraint_sql(stmt, helper),
-        )
-        .add(
-            validate_sql(stmt, helper),
-            Phase.VALIDATE,
             f"VALIDATE CONSTRAINT {helper} reads every row under ShareUpdateExclusiveLock "
             "(reads and writes go on)",
         )

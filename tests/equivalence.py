@@ -131,6 +131,15 @@ async def sibling_database(dsn: str) -> AsyncIterator[str]:
             await conn.close()
 
 
+async def fresh_public_schema(dsn: str) -> None:
+    """Empty schema public again: for hypothesis examples, which share one test's database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await conn.close()
+
+
 async def plan_for(dsn: str, script: str, policy: MigrationPolicy | None = None) -> Plan:
     session = await connect(dsn, "zdmproxy:plan")
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
-from equivalence import check_equivalent, plan_for
+from equivalence import check_equivalent, fresh_public_schema, plan_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from step_locks import check_step_locks
@@ -444,11 +444,7 @@ def tables_and_statements(draw: st.DrawFn) -> tuple[str, str]:
 @given(case=tables_and_statements())
 async def test_made_up_constraints_end_as_written(dsn: str, case: tuple[str, str]) -> None:
     setup, statement = case
-    conn = await asyncpg.connect(dsn)
-    try:  # a fresh schema per example: the fixture's database is shared by the examples
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
+    await fresh_public_schema(dsn)
     plan = await check_equivalent(dsn, setup, statement)
     assert all(
         max(lock.mode for lock in s.locks if not lock.created) <= LockMode.SHARE_UPDATE_EXCLUSIVE

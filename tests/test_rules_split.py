@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import asyncpg
 import pytest
-from equivalence import check_equivalent
+from equivalence import check_equivalent, fresh_public_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_rules_constraints import check_steps_on
@@ -203,9 +202,5 @@ SUBCOMMANDS = (
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(subcommands=st.lists(st.sampled_from(SUBCOMMANDS), min_size=2, max_size=5, unique=True))
 async def test_made_up_statements_end_as_written(dsn: str, subcommands: list[str]) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:  # a fresh schema per example: the fixture's database is shared by the examples
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await conn.close()
+    await fresh_public_schema(dsn)
     await check_equivalent(dsn, SETUP, "ALTER TABLE t " + ", ".join(subcommands), policy=DESTRUCTIVE)

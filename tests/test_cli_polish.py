@@ -244,7 +244,8 @@ async def test_live_display_shows_the_step_its_blocker_and_the_backfill(dsn: str
     assert screen.code == 0, screen.text
     assert "▶ running step 1" in screen.text
     assert re.search(r"waiting for pid \d+ app 'reporting'", screen.text), screen.text
-    assert re.search(r"backfill .*10,000 rows", screen.text), screen.text
+    assert re.search(r"backfill .*10,000 rows", screen.text), screen.text  # the bar, at its end
+    assert "backfill done: 10000" in screen.text  # and the summary line that stays
 
 
 async def test_no_color_gives_plain_lines_on_a_terminal(dsn: str, tmp_path: Path) -> None:

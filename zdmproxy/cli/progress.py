@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -70,6 +70,7 @@ def event_display(console: Console = err, *below: RenderableType) -> Iterator[Ev
     live = Live(
         Group(panel, *below), console=console, refresh_per_second=8, transient=True, redirect_stdout=False
     )
+    panel.refresh = live.refresh  # a bar's last position is drawn before its step's end erases it
     with live:
         yield panel.handle
 
@@ -83,7 +84,7 @@ class PlainLines:
         self._progress_at = -PLAIN_PROGRESS_EVERY_S
 
     def __call__(self, event: Event) -> None:
-        if event.kind is EventKind.BACKFILL_PROGRESS and event.message.startswith("backfill:"):
+        if _interim(event):
             now = time.monotonic()
             if now - self._progress_at < PLAIN_PROGRESS_EVERY_S:
                 return
@@ -91,6 +92,11 @@ class PlainLines:
         line = _line(event)
         if line is not None:
             self._console.print(line)
+
+
+def _interim(event: Event) -> bool:
+    """A backfill's progress on the way (not its final "backfill done" report)."""
+    return event.kind is EventKind.BACKFILL_PROGRESS and not event.message.startswith("backfill done")
 
 
 def _line(event: Event) -> str | None:
@@ -145,9 +151,10 @@ class LivePanel:
             console=console,
         )
         self._backfill: TaskID | None = None
+        self.refresh: Callable[[], None] = lambda: None
 
     def handle(self, event: Event) -> None:
-        line = None if event.kind is EventKind.BACKFILL_PROGRESS else _line(event)  # the bar shows it
+        line = None if _interim(event) else _line(event)  # the bar shows it; "backfill done" stays
         if line is not None:
             self._console.print(line)
         if event.step < 0:
@@ -165,6 +172,7 @@ class LivePanel:
         elif event.progress is not None:
             self._now.waiting_for = None
             self.backfill(event.progress)
+            self.refresh()
         elif event.kind in (EventKind.STEP_SUCCEEDED, EventKind.STEP_FAILED):
             self._now = None
             self._drop_bar()

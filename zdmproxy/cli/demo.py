@@ -60,10 +60,16 @@ def add_command(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="see zdmproxy work: embedded PostgreSQL, live traffic, a blocker, a split migration",
     )
     demo.add_argument("--dsn", help="run on this (empty) database instead of a throwaway embedded one")
-    demo.add_argument("--rows", type=int, default=200_000, help="rows in the demo table")
-    demo.add_argument("--clients", type=int, default=4, help="application clients reading and writing")
+    demo.add_argument("--rows", type=int, default=200_000, metavar="N", help="rows in the demo table")
     demo.add_argument(
-        "--hold-s", type=float, default=3.0, help="how long the report keeps its transaction open"
+        "--clients", type=int, default=4, metavar="N", help="application clients reading and writing"
+    )
+    demo.add_argument(
+        "--hold-s",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="how long the report holds its transaction",
     )
     demo.add_argument("--json", action="store_true", help="print the comparison as JSON")
     demo.set_defaults(handler=run)

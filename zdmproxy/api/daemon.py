@@ -151,7 +151,7 @@ class Daemon:
             self._probe.cancel()
         running = [task for task in self.tasks.values() if not task.done()]
         for task in running:
-            task.cancel()
+            _cut(task)
         await asyncio.gather(*running, *([self._probe] if self._probe else []), return_exceptions=True)
         await self.pool.close()
 
@@ -183,7 +183,7 @@ class Daemon:
                     lambda journal, m=migration_id: _record_and_plane(journal, m)  # type: ignore[misc]
                 )
                 if plane is not None and plane.control == "cancel" and self._runs_here(record):
-                    task.cancel()
+                    _cut(task)
 
     def _runs_here(self, record: MigrationRecord | None) -> bool:
         return (
@@ -347,7 +347,7 @@ class Daemon:
             raise NotRunning(f"migration {migration_id!r} is {found.state}: there is no run to {what}")
         task = self.tasks.get(migration_id)
         if what == "cancel" and task is not None and not task.done() and self._runs_here(found):
-            task.cancel()
+            _cut(task)
         return found
 
     async def resume(self, migration_id: str) -> MigrationRecord:
@@ -418,3 +418,10 @@ def _fan_out(metrics: EventSink, journal: JournalEventSink) -> EventSink:
             log.warning("event %s not journaled: %s", event.kind.value, type(exc).__name__)
 
     return sink
+
+
+def _cut(task: asyncio.Task[None]) -> None:
+    """Cancel a run's task once: a second cancel would land in the journal write that records
+    why it stopped (the coordinator's clean-up), leaving the migration marked running."""
+    if not task.cancelling():
+        task.cancel()

@@ -22,6 +22,8 @@ BAD_BODIES = [
     ('{"sql": "DROP TABLE IF EXISTS t"}', 422, "unsupported_statement"),
     ('{"sql": "CREATE TABLE t (id int)", "policy": {"lock_timeout_ms": -1}}', 422, "invalid_request"),
     ('{"sql": "CREATE TABLE t (id int)", "policy": {"nope": 1}}', 422, "invalid_request"),
+    ('{"sql": "CREATE TABLE t (id int); -- \\u0000"}', 422, "invalid_request"),
+    ('{"sql": "CREATE TABLE t (id int)", "version": "1\\u0000"}', 422, "invalid_request"),
 ]
 
 

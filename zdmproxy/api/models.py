@@ -7,13 +7,23 @@ the field, never a silently ignored setting.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from zdmproxy.policy import MigrationPolicy
 
 MAX_SQL_BYTES = 1_000_000
+
+
+def _no_nul(text: str) -> str:
+    """PostgreSQL's text cannot hold a NUL character: refused here, not by the journal's INSERT."""
+    if "\x00" in text:
+        raise ValueError("holds a NUL character (\\0), which PostgreSQL text cannot store")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class _Request(BaseModel):
@@ -23,24 +33,24 @@ class _Request(BaseModel):
 class MigrationIn(_Request):
     """A migration to run: its SQL, and optionally the policy knobs for this migration."""
 
-    sql: str = Field(min_length=1, max_length=MAX_SQL_BYTES, description="the migration's SQL script")
+    sql: Text = Field(min_length=1, max_length=MAX_SQL_BYTES, description="the migration's SQL script")
     policy: MigrationPolicy | None = Field(
         None, description="knobs for this migration over the daemon's configured ones"
     )
-    version: str | None = Field(
+    version: Text | None = Field(
         None, max_length=100, description="its version, for migrations from a folder of versioned files"
     )
-    source: str | None = Field(None, max_length=1000, description="the file it came from")
+    source: Text | None = Field(None, max_length=1000, description="the file it came from")
 
 
 class NewMigration(MigrationIn):
     """POST /v1/migrations: the id comes in the body."""
 
-    id: str = Field(min_length=1, max_length=63, description="caller-chosen migration id")
+    id: Text = Field(min_length=1, max_length=63, description="caller-chosen migration id")
 
 
 class PlanIn(_Request):
-    sql: str = Field(min_length=1, max_length=MAX_SQL_BYTES)
+    sql: Text = Field(min_length=1, max_length=MAX_SQL_BYTES)
 
 
 def _live_knobs() -> dict[str, Any]:

@@ -66,6 +66,15 @@ async def test_bad_ids(dsn: str, bad_id: str) -> None:
             assert (await api.client.get(path)).status_code == 400
 
 
+async def test_bad_last_event_id(dsn: str) -> None:
+    async with in_process(dsn) as api:
+        table = {"sql": "CREATE TABLE t (id int)"}
+        await api.client.put("/v1/migrations/m1", params={"wait": 30}, json=table)
+        for bad in ("x", "-1", str(2**63)):
+            answer = await api.client.get("/v1/migrations/m1/events", headers={"Last-Event-ID": bad})
+            assert answer.status_code == 422 and answer.json()["code"] == "invalid_request"
+
+
 async def test_oversized_body_is_413(dsn: str) -> None:
     sql = "CREATE TABLE t (id int);" + "-- padding\n" * (MAX_BODY_BYTES // 11 + 1)
     async with in_process(dsn) as api:

@@ -52,6 +52,7 @@ MigrationId = Annotated[
 Wait = Annotated[
     float | None, Query(ge=0, le=MAX_WAIT_S, description="answer once it settled, or after this many seconds")
 ]
+LastEventId = Annotated[int | None, Header(ge=0, le=2**63 - 1, description="resume after this event id")]
 PhaseParam = Annotated[
     Literal["expand", "contract"] | None,
     Query(description="run only this phase (expand now, contract after every old client is gone)"),
@@ -146,7 +147,7 @@ def create_app(daemon: Daemon, token: str | None = None) -> FastAPI:
     )
     async def events(
         migration_id: MigrationId,
-        last_event_id: Annotated[int | None, Header(ge=0, description="resume after this event id")] = None,
+        last_event_id: LastEventId = None,
     ) -> StreamingResponse:
         """Server-sent events from the journal, resumable with Last-Event-ID; the stream ends when
         the migration succeeded, failed or was cancelled."""

@@ -289,11 +289,13 @@ needs_read_only_root = pytest.mark.skipif(
 
 @asynccontextmanager
 async def daemon(
-    dsn: str, tmp_path: Path, *, read_only_root: bool = False
+    dsn: str, tmp_path: Path, *extra: str, read_only_root: bool = False
 ) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    """The image's command running; yields its URL and environment, stops it with SIGTERM."""
+    """The image's command (plus ``extra`` arguments) running; yields its URL and environment,
+    stops it with SIGTERM."""
     port = _free_port()
     argv, env = image_command(dsn, port)
+    argv += extra
     if read_only_root:
         argv = [*READ_ONLY_ROOT, *argv]  # HOME and TMPDIR are the image's /tmp, a tmpfs there
     else:
@@ -382,8 +384,9 @@ FOLDER = {
 }
 
 
-async def _deploy(folder: Path, url: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+async def _deploy(folder: Path, url: str, tmp_path: Path, **more: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ["PATH"], "ZDMPROXY_URL": url, "ZDMPROXY_WAIT_S": "60", "TMPDIR": str(tmp_path)}
+    env.update(more)
     return await asyncio.to_thread(
         subprocess.run, ["sh", str(DEPLOY), str(folder)], env=env, capture_output=True, text=True, timeout=100
     )
@@ -445,3 +448,19 @@ async def test_deploy_script_refuses_two_files_with_one_version(tmp_path: Path) 
     (tmp_path / "V01__z.sql").write_text("SELECT 1;")
     result = await _deploy(tmp_path, f"http://127.0.0.1:{_free_port()}", tmp_path)
     assert result.returncode == 2 and "same version" in result.stderr
+
+
+@needs_curl
+@needs_serve
+async def test_deploy_script_sends_the_token_from_its_file(dsn: str, tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_init.sql").write_text("CREATE TABLE guarded (id int PRIMARY KEY);")
+    async with daemon(dsn, tmp_path, "--token-file", str(token)) as (url, _):
+        refused = await _deploy(folder, url, tmp_path)
+        assert refused.returncode == 78 and "refused the token" in refused.stderr
+        done = await _deploy(folder, url, tmp_path, ZDMPROXY_TOKEN_FILE=str(token))
+        assert done.returncode == 0, done.stderr
+        assert "0123456789abcdef" not in done.stderr

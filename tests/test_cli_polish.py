@@ -15,6 +15,7 @@ import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -88,7 +89,8 @@ async def test_a_generated_flag_reaches_the_engine(dsn: str, tmp_path: Path) -> 
         tmp_path=tmp_path,
     )
     assert result.code == 0, result.stderr
-    (step,) = result.json()["steps"]  # type: ignore[call-overload]
+    steps: list[dict[str, Any]] = result.json()["steps"]  # type: ignore[assignment]
+    (step,) = steps
     assert [a["lock_timeout_ms"] for a in step["attempts"]] == [2500]
 
 

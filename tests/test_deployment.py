@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from zdmproxy.settings import Settings
 

@@ -132,7 +132,7 @@ def test_dependencies_are_installed_from_the_hash_pinned_lock() -> None:
         assert version, f"pyproject.toml: {pin} is not pinned exactly"
         assert locked.get(_normal(name)) == version, (
             f"{pin} is not what config/requirements.lock holds ({locked.get(_normal(name))}): "
-            "run config/lock.sh"
+            "run config/lock.sh (it needs pip-tools==7.6.2; see its header)"
         )
     text = (CONFIG / "requirements.lock").read_text()
     for block in re.split(r"\n(?=[a-z0-9])", text.split("\n", 6)[-1]):

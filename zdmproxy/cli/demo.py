@@ -174,10 +174,10 @@ class Traffic:
         seconds.sort()
 
         def pick(q: float) -> float:
-            return seconds[min(len(seconds) - 1, int(q * len(seconds)))] * 1000
+            return round(seconds[min(len(seconds) - 1, int(q * len(seconds)))] * 1000, 2)
 
         slow = sum(s * 1000 > SLOW_MS for s in seconds)
-        return Latency(len(seconds), pick(0.5), pick(0.99), seconds[-1] * 1000, slow)
+        return Latency(len(seconds), pick(0.5), pick(0.99), pick(1.0), slow)
 
     async def settle(self) -> None:
         """Until every request started so far has finished (a stuck one is counted in full)."""

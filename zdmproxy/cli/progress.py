@@ -4,7 +4,8 @@ The engine's events are rendered as short lines on standard error (a CI log keep
 On a terminal, a live panel under those lines shows what is happening *now*: the step that is
 running and for how long, the session it is waiting for, and a backfill's bar with its rate and
 ETA. ``NO_COLOR`` or a standard error that is not a terminal gives the plain lines alone, so
-logs never fill with redraws.
+logs never fill with redraws. A run in a daemon is shown the same way: its event stream (SSE)
+is read back into the engine's Events (``ServerSentEvents``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def confirm_destructive(steps: Sequence[Step], yes: bool) -> bool:
     for step in steps:
         sql = " ".join(step.sql.split())[:160]
         err.print(f"  {escape(sql)}  [dim]({escape(str(step.destructive))})[/dim]")
-    answer = Confirm.ask("Run them?", console=err, default=False)
+    try:
+        answer = Confirm.ask("Run them?", console=err, default=False)
+    except EOFError:  # Ctrl-D: no answer is no
+        answer = False
     if not answer:
         err.print("[dim]not confirmed: destructive statements stay refused[/dim]")
     return answer

@@ -158,8 +158,11 @@ class Daemon:
     async def _probing(self) -> None:
         while not self.stopping.is_set():
             await asyncio.sleep(self.probe_interval_s)
-            await self._check()
-            await self._obey_cancels()
+            try:
+                await self._check()
+                await self._obey_cancels()
+            except Exception as exc:  # the probe must outlive any one failure, or readiness freezes
+                self.health = Health(False, datetime.now(UTC), type(exc).__name__)
 
     async def _check(self) -> None:
         try:
@@ -178,10 +181,9 @@ class Daemon:
         for migration_id, task in list(self.tasks.items()):
             if task.done():
                 continue
-            with contextlib.suppress(ZdmError):
-                record, plane = await self._with_journal(
-                    lambda journal, m=migration_id: _record_and_plane(journal, m)  # type: ignore[misc]
-                )
+            with contextlib.suppress(*_UNAVAILABLE):  # the database away: asked again next time
+                async with self.pool.journal() as journal:
+                    record, plane = await _record_and_plane(journal, migration_id)
                 if plane is not None and plane.control == "cancel" and self._runs_here(record):
                     _cut(task)
 

@@ -144,6 +144,20 @@ def test_large_update_or_delete(case: DmlCase) -> None:
     assert step.backfill.key == ("id",) and step.sql == case.sql
 
 
+def test_a_table_never_analyzed_counts_by_its_size() -> None:
+    never_analyzed = facts(rows=0)  # 0 rows, 0 bytes by the helper's arithmetic: small
+    assert make_plan("UPDATE t SET n = 0", never_analyzed).steps[0].backfill is None
+    big = CatalogFacts(
+        server_version_num=170000,
+        relations={
+            RelationName(None, "t"): RelationInfo(
+                name=T, relkind="r", primary_key=("id",), rows_estimate=0, total_bytes=2**30
+            )
+        },
+    )
+    assert make_plan("UPDATE t SET n = 0", big).steps[0].backfill is not None
+
+
 def test_large_dml_steps_aside_for_a_table_with_triggers() -> None:
     plan = make_plan("UPDATE t SET n = 0", facts(triggers=(("audit", frozenset({"UPDATE"})),)))
     assert plan.steps[0].backfill is None
@@ -176,9 +190,9 @@ def test_batch_statements_quote_key_values_and_compare_composite_keys_as_rows() 
 
 
 def test_key_reads_sort_by_the_key_not_by_its_text() -> None:
-    """The text copies of the key are named apart: ORDER BY a would otherwise sort '9' after '10'."""
-    assert "AS k0" in WALK.upper_bound() and "ORDER BY a DESC, b DESC" in WALK.upper_bound()
-    assert "AS k0" in WALK.next_batch(True) and "ORDER BY a, b LIMIT 1 OFFSET" in WALK.next_batch(True)
+    """ORDER BY names the key qualified: bare, it would sort by the text copy in the output."""
+    assert "ORDER BY walked.a DESC, walked.b DESC LIMIT 1" in WALK.upper_bound()
+    assert "ORDER BY walked.a, walked.b LIMIT 1 OFFSET" in WALK.next_batch(True)
 
 
 def test_live_throttle_merges_backfill_knobs_and_ignores_bad_ones() -> None:

@@ -168,9 +168,12 @@ class Walk:
         return ", ".join(quote_ident(k) + suffix for k in self.key)
 
     def _texts(self) -> str:
-        """The key's columns as text, named apart (``k0`` ...): an output column named like the
-        key would be what ORDER BY sorts by, text order instead of the key's."""
-        return ", ".join(f"{quote_ident(k)}::text AS k{i}" for i, k in enumerate(self.key))
+        return ", ".join(f"{quote_ident(k)}::text" for k in self.key)
+
+    def _order(self, desc: bool = False) -> str:
+        """ORDER BY the key, qualified: a bare name would sort by an output column of that name
+        (the key's text copy: '9' after '10') where there is one."""
+        return ", ".join(f"walked.{quote_ident(k)}{' DESC' if desc else ''}" for k in self.key)
 
     def _tuple(self, first: int, cast: str = "") -> str:
         """``$first::type, ...`` for the key's columns (parameters sent as text when ``cast``)."""
@@ -190,7 +193,7 @@ class Walk:
     def upper_bound(self) -> str:
         """The largest key now (the walk's end), as text; no row: the table is empty."""
         return _deparse(
-            f"SELECT {self._texts()} FROM {self._table} ORDER BY {self._columns(' DESC')} LIMIT 1"
+            f"SELECT {self._texts()} FROM {self._table} AS walked ORDER BY {self._order(desc=True)} LIMIT 1"
         )
 
     def next_batch(self, after: bool) -> str:
@@ -199,8 +202,8 @@ class Walk:
         upper bound, then n - 1; no row: fewer are left (``rows_left`` counts them)."""
         n = len(self.key) * (2 if after else 1) + 1
         return _deparse(
-            f"SELECT {self._texts()} FROM {self._table} WHERE {self._range(after, 1, '::text')} "
-            f"ORDER BY {self._columns()} OFFSET ${n}::int LIMIT 1"
+            f"SELECT {self._texts()} FROM {self._table} AS walked WHERE {self._range(after, 1, '::text')} "
+            f"ORDER BY {self._order()} OFFSET ${n}::int LIMIT 1"
         )
 
     def rows_left(self, after: bool) -> str:

@@ -39,6 +39,15 @@ FACTS = CatalogFacts(
             table("big", 200 * MB),
             table("small", 1 * MB),
             (
+                RelationName(None, "totals"),
+                RelationInfo(
+                    name=RelationName("public", "totals"),
+                    relkind="m",
+                    total_bytes=100 * MB,
+                    view_definition="SELECT count(*) FROM big",
+                ),
+            ),
+            (
                 RelationName(None, "parted"),
                 RelationInfo(
                     name=RelationName("public", "parted"),
@@ -81,6 +90,11 @@ CASES = {
         "VACUUM FULL parted", True, "parted_1 (90.0 MB)"
     ),
     "plain_vacuum_takes_no_traffic_lock": Case("VACUUM big", False),
+    "refresh_large_view": Case(
+        "REFRESH MATERIALIZED VIEW totals", True, "CONCURRENTLY (needs a unique index"
+    ),
+    "refresh_concurrently_lets_readers_through": Case("REFRESH MATERIALIZED VIEW CONCURRENTLY totals", False),
+    "truncate_reads_nothing": Case("TRUNCATE big", False),
     "create_index_has_an_online_form": Case("CREATE INDEX big_a ON big (a)", False),
     "a_table_the_script_creates": Case("CREATE TABLE fresh (id int); VACUUM FULL fresh", False),
     "unknown_size_without_a_database": Case("VACUUM FULL big", True, "size is unknown", facts=None),

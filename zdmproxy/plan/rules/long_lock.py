@@ -1,13 +1,14 @@
 """Refuse what no rule makes online: a lock that stops traffic while a large table is read.
 
 VACUUM FULL, CLUSTER and SET TABLESPACE rewrite a table under AccessExclusiveLock and have no
-online form in PostgreSQL; other statements (a rewriting ALTER no rule turns into
-expand/contract, an ATTACH whose bound no rule can prove first, ...) read a whole table under a
-lock that stops reads or writes. This rule comes last in the registry, so it sees only what the
-rules before it left as written. When such a statement reads a table of at least
-``MigrationPolicy.long_lock_min_bytes`` (or one whose size is unknown: without a database the
-plan cannot tell, and says so), its step carries ``long_lock``: why, and the online way to the
-same result. ``apply`` refuses it unless the caller allows long locks.
+online form in PostgreSQL (a plain REFRESH MATERIALIZED VIEW refills a view under it); other
+statements (a rewriting ALTER no rule turns into expand/contract, an ATTACH whose bound no rule
+can prove first, ...) read a whole table under a lock that stops reads or writes. This rule
+comes last in the registry, so it sees only what the rules before it left as written. When
+such a statement reads a table of at least ``MigrationPolicy.long_lock_min_bytes`` (or one
+whose size is unknown: without a database the plan cannot tell, and says so), its step carries
+``long_lock``: why, and the online way to the same result. ``apply`` refuses it unless the
+caller allows long locks.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def refuse_long_lock(ctx: RuleContext) -> tuple[Step, ...] | None:
     if effects.unverified:
         return None
     held = {lock.relation: lock.mode for lock in effects.locks if not lock.created}
-    read = [name for name in effects.scans if name in held and blocks_traffic(held[name])]
+    # A plain REFRESH fills the view's new storage from its query under ACCESS EXCLUSIVE: a
+    # rewrite that reads no old rows, yet lasts as long as the query (sized by the view).
+    filled = effects.rewrites if effects.kind == "REFRESH MATERIALIZED VIEW" else ()
+    read = [name for name in (*effects.scans, *filled) if name in held and blocks_traffic(held[name])]
     sizes = _sizes(ctx.facts)
     large: list[tuple[RelationName, int | None]] = []
     for name in read:

@@ -290,7 +290,13 @@ async def test_end_state_equals_the_statement_as_written(dsn: str, case_id: str)
 LOCK_CASES = {
     "create_index": (TABLE, "CREATE INDEX ON t (c)"),
     "drop_index": (TABLE, "DROP INDEX t_a_idx"),
+    "drop_two_indexes": (TABLE, "DROP INDEX t_a_idx, t_b_c_idx"),
     "reindex_table": (TABLE, "REINDEX TABLE t"),
+    "reindex_index": (TABLE, "REINDEX INDEX t_b_c_idx"),
+    "partitioned_index_reusing_one": (
+        PARTITIONED + "CREATE INDEX ev_1_by_id ON ev_1 (id);",
+        "CREATE INDEX ON ev (id)",
+    ),
     "partitioned_index": (PARTITIONED, "CREATE UNIQUE INDEX ON ev (id, kind, day)"),
     "reindex_partitioned_table": (PARTITIONED + "CREATE INDEX ev_id ON ev (id);", "REINDEX TABLE ev"),
 }

@@ -306,6 +306,10 @@ class Backfiller:
                 "the statement as written in a maintenance window"
             )
         self.walk = Walk(self.backfill, tuple(key["columns"]), tuple(key["types"]))
+        # The key reads are the same for every batch (values are parameters): generated once.
+        self.reads = {
+            after: (self.walk.next_batch(after), self.walk.rows_left(after)) for after in (False, True)
+        }
         estimate = float(table["rows_estimate"])
         self.position = await self._start(session, int(estimate) if estimate >= 0 else None)
         self.rows_at_start = self.position.rows_done
@@ -483,11 +487,12 @@ class Backfiller:
             return None  # the table was empty when the backfill started
         after = self.position.after
         bounds: list[Any] = [*(after or ()), *self.position.upper]
-        row = await session.fetchrow(self.walk.next_batch(after is not None), *bounds, self.batch_rows - 1)
+        next_batch, rows_left = self.reads[after is not None]
+        row = await session.fetchrow(next_batch, *bounds, self.batch_rows - 1)
         if row is not None:
             found = tuple(row.values()), self.batch_rows
         else:
-            rows = int(await session.fetchval(self.walk.rows_left(after is not None), *bounds))
+            rows = int(await session.fetchval(rows_left, *bounds))
             if rows == 0:
                 return None
             found = self.position.upper, rows

@@ -8,19 +8,22 @@ as one statement. The walk:
   checkpoint: rows inserted later are covered by the column's default or the sync trigger, so
   the walk terminates under steady inserts. A table without a primary key is refused.
 - **One batch, one short transaction** through the engine's attempt (attempt.run_attempt:
-  pre-flight, lock_timeout, the watchdog), with ``statement_timeout`` set to
-  ``backfill_max_lock_ms``: no batch holds its row locks longer. Before it, a read of the next
-  ``batch_rows`` keys fixes the batch's end key; the batch changes the rows in (last key,
-  end key] and, in the same transaction before COMMIT, moves the checkpoint to the end key, so
-  a crash resumes exactly there: no row redone, none skipped. A rule's predicate (``c IS
-  NULL``) also makes a redone batch change nothing.
+  lock_timeout, the watchdog; pre-flight before the first batch and after a failed one), with
+  ``statement_timeout`` set to ``backfill_max_lock_ms``: no batch holds its row locks longer.
+  Before it, a read of the key ``batch_rows`` rows on fixes the batch's end key; the batch
+  changes the rows in (last key, end key] and, in the same transaction before COMMIT, moves
+  the checkpoint to the end key, so a crash resumes exactly there: no row redone, none
+  skipped. A rule's predicate (``c IS NULL``) also makes a redone batch change nothing. The
+  key is the table's primary key as the catalog says when the walk starts (the plan's
+  ``Backfill.key`` is what it was when planned; without a database it is empty).
 - **Adaptive size**: each batch's duration steers the next one's rows towards
   ``backfill_target_batch_ms`` (at most doubling or halving); a batch that hits its statement
   timeout is halved and tried again, and one that times out at one row fails the step.
 - **Throttled by health** (engine/health.py) between batches, with the signal named in the
   progress events; the live knobs an operator sets (migrations.throttle) are merged over the
-  policy before every batch, and a pause or cancel asked through the journal is obeyed between
-  batches (the checkpoint is already committed, so resuming continues from it).
+  policy, and a pause or cancel asked through the journal is obeyed between batches (the
+  checkpoint is already committed, so resuming continues from it). Both are read every
+  ``backfill_health_poll_ms``, not before every batch: they move in seconds, batches in ms.
 - **Memory flat**: one batch's end key is all it holds, whatever the table's size.
 
 Every batch statement is generated here with pglast from the plan's SQL fragments and the

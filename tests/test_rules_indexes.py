@@ -262,6 +262,10 @@ EQUIVALENT = {
         "CREATE UNIQUE INDEX ON t (lower(b), (c + 1)) INCLUDE (a) WHERE c > 10",
     ),
     "create_index_named": (TABLE, "CREATE INDEX t_c ON t USING hash (c)"),
+    "create_index_on_a_materialized_view_name_taken": (
+        TABLE + "CREATE MATERIALIZED VIEW mv AS SELECT id, a FROM t; CREATE TABLE mv_a_idx (x int);",
+        "CREATE INDEX ON mv (a)",
+    ),
     "drop_two_indexes": (TABLE, "DROP INDEX t_a_idx, t_b_c_idx"),
     "reindex_table": (TABLE, "REINDEX TABLE t"),
     "reindex_index": (TABLE, "REINDEX INDEX t_a_idx"),

@@ -95,7 +95,7 @@ async def _names_in_use(
     tables = [
         name
         for info in relations
-        if info.relkind in ("r", "p")
+        if info.relkind in ("r", "p", "m")
         for name in (info.name, *(child.name for child in info.children))
     ]
     if not tables:

@@ -6,7 +6,7 @@ table rebuilt): reads and writes stop for minutes on a large table. A binary-coe
 and the statement stays one instant step. Anything else is replaced by a new column of the new
 type filled by a sync trigger and a batched backfill, swapped in by one short transaction.
 
-Stepped aside (left to run as written, where the long-lock refusal catches it on a large table):
+Left as written, the reason said (and refused on a large table, as any long lock is):
 several subcommands in one statement (split first by the rule that splits them), a column in a
 foreign key or a view, identity and generated columns, a partitioned or
 inherited table, a table without a primary key, an exclusion or deferrable constraint on it,
@@ -20,7 +20,14 @@ from pglast import ast
 from pglast.enums import AlterTableType
 
 from zdmproxy.plan.model import Step
-from zdmproxy.plan.rules.column_swap import Swap, deparse, object_name, refusal, swap_steps
+from zdmproxy.plan.rules.column_swap import (
+    Swap,
+    deparse,
+    object_name,
+    refusal,
+    refused_as_written,
+    swap_steps,
+)
 from zdmproxy.plan.rules.context import RuleContext
 from zdmproxy.sql.names import range_var_name
 from zdmproxy.sql.types import type_name
@@ -39,8 +46,11 @@ def change_type_online(ctx: RuleContext) -> tuple[Step, ...] | None:
     written = range_var_name(node.relation)
     info = ctx.facts.resolve(written)
     name = str(cmd.name)
-    if info is None or refusal(info, name) is not None or column.typeName is None:
+    if info is None or column.typeName is None:
         return None
+    refused = refusal(info, name)
+    if refused is not None:
+        return refused_as_written(ctx, f"no expand/contract: {refused}")
     type_sql = deparse(column.typeName) + (" " + deparse(column.collClause) if column.collClause else "")
     swap = Swap(
         table=info,

@@ -31,6 +31,7 @@ from pglast.visitors import Visitor
 
 from zdmproxy.plan.model import Backfill, Phase, Step
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
+from zdmproxy.plan.rules.long_lock import refuse_long_lock
 from zdmproxy.sql.facts import ConstraintInfo, IndexInfo, RelationInfo
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_ident, quote_relation
@@ -104,6 +105,15 @@ def _deferrable(con: ConstraintInfo) -> bool:
     assert isinstance(statement, ast.AlterTableStmt) and statement.cmds
     constraint = statement.cmds[0].def_
     return isinstance(constraint, ast.Constraint) and bool(constraint.deferrable)
+
+
+def refused_as_written(ctx: RuleContext, why: str) -> tuple[Step, ...] | None:
+    """When no expand/contract keeps the end state: the long-lock refusal, if the statement as
+    written takes one, with ``why`` added to its reason; None (as written) when it does not."""
+    refused = refuse_long_lock(ctx)
+    if not refused:
+        return None
+    return tuple(dataclasses.replace(step, reason=f"{step.reason}; {why}") for step in refused)
 
 
 def _constraints_on(info: RelationInfo, column: str) -> list[ConstraintInfo]:

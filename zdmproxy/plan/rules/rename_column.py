@@ -9,8 +9,9 @@ deployed, and ``apply --phase contract`` drops the old column in one short trans
 gives the new one the old one's default, NOT NULL, CHECKs and indexes (under their old names,
 as the rename would keep them). Applications connect as before; no view schema, no search_path.
 
-Stepped aside for the same reasons as a type change (column_swap.refusal): a column in a key or
-view, identity or generated columns, and so on; those renames run as written.
+Left as written (instant; the version still reading the old name breaks) for the same reasons
+as a type change (column_swap.refusal): a column in a key or view, identity or generated
+columns, and so on.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def rename_column_in_phases(ctx: RuleContext) -> tuple[Step, ...] | None:
     info = ctx.facts.resolve(written)
     old, new = str(node.subname), str(node.newname)
     if info is None or not node.relation.inh or old == new or refusal(info, old) is not None:
-        return None
+        return None  # as written: instant, and a version still reading the old name breaks
     type_sql = info.columns[old].sql_type
     assert type_sql is not None  # refusal() checked it
     swap = Swap(table=info, written=written, old=old, new=new, staging=new, type_sql=type_sql, both_ways=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pglast import ast
 from pglast.stream import RawStream
@@ -25,7 +26,7 @@ from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.plan.model import Phase, Step
 from zdmproxy.plan.rules.concurrent_index import fresh, index_name
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
-from zdmproxy.sql.facts import ChildInfo, RelationInfo
+from zdmproxy.sql.facts import CatalogFacts, ChildInfo, RelationInfo
 from zdmproxy.sql.index_names import choose_index_name
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_relation, range_var_name
@@ -47,17 +48,8 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
     top = RelationName(table.name.schema, parent_index)
     if node.if_not_exists and top in ctx.facts.names_in_use:
         return None  # already there: as written it is a no-op
-    taken = set(ctx.facts.names_in_use) | {top}
-    # The sub-partitioned partitions, known as such to the catalogue (read_facts only reads the
-    # relations a script names): an index ON ONLY one of them builds nothing.
-    facts = dataclasses.replace(
-        ctx.facts,
-        relations={
-            **ctx.facts.relations,
-            **{c.name: RelationInfo(name=c.name, relkind="p") for c in table.children if c.relkind == "p"},
-        },
-    )
-    steps = StepBuilder(facts, ctx.version)
+    names = _partition_indexes(ctx, node, table, top)
+    steps = StepBuilder(_known_to_catalogue(ctx.facts, table, names), ctx.version)
     drop_all = f"DROP INDEX IF EXISTS {quote_relation(top)}"
     steps.add(
         _index_sql(ctx.statement.text, range_var_name(node.relation), parent_index, only=True),
@@ -66,14 +58,46 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
         f"is attached; no build, ShareLock on the parent only for a moment{named_how}",
         revert=drop_all,
     )
-    index_of = {table.name: top}
-    reused: set[RelationName] = set()  # partitions whose equal index is attached as it is
-    below_reused: set[RelationName] = set()  # ... and the partitions below them: covered already
+    with_partitions = {child.parents[0] for child in table.children if child.parents}
     for child, parent in _depth_first(table):
-        schema = child.name.schema
-        if parent in reused or parent in below_reused:
-            below_reused.add(child.name)
+        index = names.index_of.get(child.name)
+        if index is None:
+            continue  # below a partition whose own index was attached: covered already
+        above = names.index_of[parent]
+        if child.name in names.reused:
+            steps.add(
+                _attach(above, index),
+                Phase.EXPAND,
+                f"{child.name} already has an equal index, {index}: attached as it is, as the "
+                "statement would (catalog only, no scan)",
+            )
             continue
+        empty = child.name not in with_partitions
+        _add_partition(ctx, steps, child, index, above, top, drop_all, empty=empty)
+    return steps.done()
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Each partition's index (partitions below a reused index are left out: it covers them), and
+    the partitions whose equal index already exists and is attached as it is."""
+
+    index_of: dict[RelationName, RelationName]
+    reused: frozenset[RelationName]
+
+
+def _partition_indexes(
+    ctx: RuleContext, node: ast.IndexStmt, table: RelationInfo, top: RelationName
+) -> _Names:
+    """The index of each partition, in the order the statement as written would create them:
+    an equal free index it would attach, else the name ChooseRelationName would give a new one."""
+    taken = set(ctx.facts.names_in_use) | {top}
+    index_of = {table.name: top}
+    reused: set[RelationName] = set()
+    for child, parent in _depth_first(table):
+        if parent not in index_of or parent in reused:
+            continue  # its parent's index covers it
+        schema = child.name.schema
         equal = _equal_free_index(ctx.statement.text, child)
         if equal is not None:
             index_of[child.name] = RelationName(schema, equal)
@@ -82,34 +106,25 @@ def build_per_partition(ctx: RuleContext) -> tuple[Step, ...] | None:
         name = choose_index_name(child.name.name, node, {n.name for n in taken if n.schema == schema})
         index_of[child.name] = RelationName(schema, name)
         taken.add(index_of[child.name])
-    # The indexes the plan creates, known to the catalogue with their tables: attaching one
-    # reads both tables' definitions.
-    steps.facts = dataclasses.replace(
-        steps.facts,
+    return _Names(index_of, frozenset(reused))
+
+
+def _known_to_catalogue(facts: CatalogFacts, table: RelationInfo, names: _Names) -> CatalogFacts:
+    """``facts`` plus what the steps' classification needs and read_facts did not read (it reads
+    the relations a script names): the sub-partitioned partitions (an index ON ONLY one builds
+    nothing) and every index of the plan with its table (attaching one reads both tables)."""
+    kinds = {table.name: "p", **{c.name: c.relkind for c in table.children}}
+    return dataclasses.replace(
+        facts,
         relations={
-            **steps.facts.relations,
+            **facts.relations,
+            **{c.name: RelationInfo(name=c.name, relkind="p") for c in table.children if c.relkind == "p"},
             **{
-                index: RelationInfo(name=index, relkind="I" if kind == "p" else "i", table=owner)
-                for owner, index, kind in [(table.name, top, "p")]
-                + [(c.name, index_of[c.name], c.relkind) for c in table.children if c.name in index_of]
+                index: RelationInfo(name=index, relkind="I" if kinds[owner] == "p" else "i", table=owner)
+                for owner, index in names.index_of.items()
             },
         },
     )
-    with_partitions = {child.parents[0] for child in table.children if child.parents}
-    for child, parent in _depth_first(table):
-        if child.name in below_reused:
-            continue
-        if child.name in reused:
-            steps.add(
-                _attach(index_of[parent], index_of[child.name]),
-                Phase.EXPAND,
-                f"{child.name} already has an equal index, {index_of[child.name]}: attached as it is, "
-                "as the statement would (catalog only, no scan)",
-            )
-            continue
-        empty = child.name not in with_partitions
-        _add_partition(ctx, steps, child, index_of[child.name], index_of[parent], top, drop_all, empty=empty)
-    return steps.done()
 
 
 def _equal_free_index(statement: str, child: ChildInfo) -> str | None:

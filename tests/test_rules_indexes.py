@@ -201,6 +201,32 @@ def test_an_equal_index_on_a_partition_is_attached_not_built_again() -> None:
     ]
 
 
+def test_partitions_below_a_reused_index_are_left_alone() -> None:
+    info = FACTS.relations[RelationName(None, "ev")]
+    children = (
+        ChildInfo(
+            rel("ev_2"),
+            "p",
+            1,
+            "FOR VALUES IN (2)",
+            parents=(EV,),
+            free_indexes=(
+                IndexInfo("ev_2_by_id", "CREATE INDEX ev_2_by_id ON ONLY public.ev_2 USING btree (id)"),
+            ),
+        ),
+        ChildInfo(rel("ev_2a"), "p", 2, "FOR VALUES FROM (1) TO (5)", parents=(rel("ev_2"),)),
+        ChildInfo(rel("ev_2a1"), "r", 3, "FOR VALUES IN (1)", parents=(rel("ev_2a"),)),
+    )
+    facts = CatalogFacts(
+        server_version_num=150000,
+        relations={RelationName(None, "ev"): RelationInfo(**{**info.__dict__, "children": children})},
+    )
+    assert [s.sql for s in make_plan("CREATE INDEX ev_i ON ev (id)", facts).steps] == [
+        "CREATE INDEX ev_i ON ONLY ev (id)",
+        'ALTER INDEX "public"."ev_i" ATTACH PARTITION "public"."ev_2_by_id"',
+    ]
+
+
 def test_unique_index_without_the_partition_key_is_refused_with_what_to_do() -> None:
     with pytest.raises(UnsupportedStatement, match="add kind to the index"):
         make_plan("CREATE UNIQUE INDEX ON ev (id)", FACTS)

@@ -216,6 +216,10 @@ STATEMENTS = {
         RANGED,
         "ALTER TABLE by_tag ATTACH PARTITION by_tag_a FOR VALUES IN ('a', 'b')",
     ),
+    "attach_partition_with_an_equal_index_already": (
+        LISTED + "CREATE INDEX ev_2_mine ON ev_2 (id);",
+        "ALTER TABLE ev ATTACH PARTITION ev_2 FOR VALUES IN (2, 3)",
+    ),
     "detach": (RANGED, "ALTER TABLE logs DETACH PARTITION logs_1"),
     "detach_with_default": (LISTED, "ALTER TABLE ev DETACH PARTITION ev_1"),
 }

@@ -29,8 +29,9 @@ from pglast.enums import AlterTableType
 from pglast.stream import RawStream
 
 from zdmproxy.plan.model import Phase, Step
-from zdmproxy.plan.rules.concurrent_index import fresh
+from zdmproxy.plan.rules.concurrent_index import fresh, same_index
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
+from zdmproxy.sql.facts import RelationInfo
 from zdmproxy.sql.index_names import choose_index_name
 from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import quote_ident, quote_relation, range_var_name
@@ -63,23 +64,7 @@ def attach_with_proven_bound(ctx: RuleContext) -> tuple[Step, ...] | None:
         return None  # the partition would need the constraint too: ATTACH builds its index as written
     helper = make_object_name(name.name, None, "zdm_bound")
     steps = ctx.steps()
-    taken = {n.name for n in ctx.facts.names_in_use if n.schema == name.schema}
-    for index in parent.index_definitions:
-        node = fresh(index.definition, ast.IndexStmt)
-        node.relation = ast.RangeVar(
-            schemaname=written.schema, relname=written.name, inh=True, relpersistence="p"
-        )
-        node.idxname = choose_index_name(name.name, node, taken)
-        node.concurrent = True
-        taken.add(node.idxname)
-        built = quote_relation(RelationName(name.schema, node.idxname))
-        steps.add(
-            str(RawStream()(node)),
-            Phase.SINGLE,
-            f"the parent's index {index.name} built on {name} CONCURRENTLY beforehand, under the name the "
-            "ATTACH would give it: the ATTACH then attaches it instead of building it under its lock",
-            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {built}",
-        )
+    _build_parent_indexes(ctx, steps, parent, partition, written)
     proven = [(written, helper, check, f"the rows of {name} fit the new bound")]
     if parent.default_partition is not None:
         default = parent.default_partition
@@ -109,6 +94,39 @@ def attach_with_proven_bound(ctx: RuleContext) -> tuple[Step, ...] | None:
             "partition bound enforces it from now on",
         )
     return steps.done()
+
+
+def _build_parent_indexes(
+    ctx: RuleContext,
+    steps: StepBuilder,
+    parent: RelationInfo,
+    partition: RelationInfo | None,
+    written: RelationName,
+) -> None:
+    """Each index of the parent the partition lacks, built on it CONCURRENTLY under the name the
+    ATTACH would give it: the ATTACH then attaches it instead of building it under its lock.
+    One the partition already has (an equal definition) is attached by the ATTACH as it is."""
+    name = partition.name if partition is not None else written
+    own = partition.index_definitions if partition is not None else ()
+    taken = {n.name for n in ctx.facts.names_in_use if n.schema == name.schema}
+    for index in parent.index_definitions:
+        if any(same_index(mine.definition, index.definition) for mine in own):
+            continue
+        node = fresh(index.definition, ast.IndexStmt)
+        node.relation = ast.RangeVar(
+            schemaname=written.schema, relname=written.name, inh=True, relpersistence="p"
+        )
+        node.idxname = choose_index_name(name.name, node, taken)
+        node.concurrent = True
+        taken.add(node.idxname)
+        built = quote_relation(RelationName(name.schema, node.idxname))
+        steps.add(
+            str(RawStream()(node)),
+            Phase.SINGLE,
+            f"the parent's index {index.name} built on {name} CONCURRENTLY beforehand, under the name the "
+            "ATTACH would give it: the ATTACH then attaches it instead of building it under its lock",
+            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {built}",
+        )
 
 
 def _prove(steps: StepBuilder, table: RelationName, constraint: str, expression: str, what: str) -> None:

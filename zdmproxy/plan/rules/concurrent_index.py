@@ -193,6 +193,23 @@ def table_of(index: RelationInfo | None, facts: CatalogFacts) -> RelationInfo | 
     return found or next((info for info in facts.relations.values() if info.name == index.table), None)
 
 
+def same_index(definition: str, other: str) -> bool:
+    """Whether two CREATE INDEX statements define the same index but for its name and table, as
+    far as their parse trees tell (a definition PostgreSQL prints differently from how it was
+    written, a constant with its cast for instance, is not recognised: the caller then builds
+    one index more than PostgreSQL would have)."""
+    return _shape(definition) == _shape(other)
+
+
+def _shape(definition: str) -> str:
+    node = fresh(definition, ast.IndexStmt)
+    node.idxname = None
+    node.relation = ast.RangeVar(relname="t", inh=True, relpersistence="p")
+    node.concurrent = False
+    node.if_not_exists = False
+    return str(RawStream()(node))
+
+
 def fresh(sql: str, kind: type[N]) -> N:
     """A new parse tree of ``sql`` to edit (the statement's own tree is shared and stays as is)."""
     (raw,) = parse_sql(sql)

@@ -24,7 +24,7 @@ from pglast.stream import RawStream
 
 from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.plan.model import Phase, Step
-from zdmproxy.plan.rules.concurrent_index import fresh, index_name
+from zdmproxy.plan.rules.concurrent_index import fresh, index_name, same_index
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
 from zdmproxy.sql.facts import CatalogFacts, ChildInfo, RelationInfo
 from zdmproxy.sql.index_names import choose_index_name
@@ -129,20 +129,8 @@ def _known_to_catalogue(facts: CatalogFacts, table: RelationInfo, names: _Names)
 
 def _equal_free_index(statement: str, child: ChildInfo) -> str | None:
     """The name of an index of ``child`` PostgreSQL would attach instead of building one: valid,
-    attached to nothing, and the same definition but for its name (as far as comparing the
-    parse trees can tell: a definition PostgreSQL prints differently is not recognised, and
-    the plan then builds one more index than the statement would)."""
-    wanted = _shape(statement)
-    return next((index.name for index in child.free_indexes if _shape(index.definition) == wanted), None)
-
-
-def _shape(definition: str) -> str:
-    node = fresh(definition, ast.IndexStmt)
-    node.idxname = None
-    node.relation = ast.RangeVar(relname="t", inh=True, relpersistence="p")
-    node.concurrent = False
-    node.if_not_exists = False
-    return str(RawStream()(node))
+    attached to nothing, and the same definition but for its name."""
+    return next((index.name for index in child.free_indexes if same_index(index.definition, statement)), None)
 
 
 def _attach(parent_index: RelationName, index: RelationName) -> str:

@@ -8,7 +8,9 @@ each step locks what it says, and no step reads a table in full under a lock tha
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
@@ -278,7 +280,8 @@ async def test_the_way_back_restores_the_tables(dsn: str, case_id: str) -> None:
 
 # --- bounds, generated: the ATTACH never reads a table under its lock ------------------------
 
-KEY_TYPES = {
+# A key type: its values, and how one is written as a literal.
+KEY_TYPES: dict[str, tuple[st.SearchStrategy[Any], Callable[[Any], str]]] = {
     "int": (st.integers(-1000, 1000), str),
     "bigint": (st.integers(-(2**40), 2**40), str),
     "text": (st.text(alphabet="abcxyz", min_size=1, max_size=4), lambda v: f"'{v}'"),

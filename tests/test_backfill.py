@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 import sys
-import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import pytest
 from helpers import finish, start_cli
 from pgcluster import Cluster
-from traffic import LockSampler
+from traffic import LockSampler, Traffic
 
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import connect
@@ -65,54 +61,6 @@ def backfill_steps(plan: Plan) -> int:
     return sum(step.backfill is not None for step in plan.steps)
 
 
-@dataclass
-class Writers:
-    """Clients reading rows and incrementing their ``n`` by primary key, each successful
-    increment tallied per row: at the end every row's n must equal its tally (no write lost,
-    none doubled, whatever the backfill did to the row meanwhile)."""
-
-    dsn: str
-    rows: int
-    clients: int = 8
-    pace_s: float = 0.002
-    tally: Counter[int] = field(default_factory=Counter)
-    latencies: list[float] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def __aenter__(self) -> Writers:
-        conns = [await asyncpg.connect(self.dsn) for _ in range(self.clients)]
-        self._tasks = [asyncio.create_task(self._client(c, i)) for i, c in enumerate(conns)]
-        async with asyncio.timeout(30):
-            while len(self.latencies) < self.clients * 5:
-                await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await asyncio.wait_for(asyncio.gather(*self._tasks), 30)
-
-    async def _client(self, conn: asyncpg.Connection, number: int) -> None:
-        rng = random.Random(number)
-        deadline = time.monotonic() + 110
-        try:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                row = rng.randint(1, self.rows)
-                started = time.monotonic()
-                try:
-                    if rng.random() < 0.5:
-                        await conn.fetchval("SELECT a FROM items WHERE id = $1", row)
-                    elif await conn.execute("UPDATE items SET n = n + 1 WHERE id = $1", row) == "UPDATE 1":
-                        self.tally[row] += 1
-                except asyncpg.PostgresError as exc:
-                    self.errors.append(exc)
-                self.latencies.append(time.monotonic() - started)
-                await asyncio.sleep(self.pace_s)
-        finally:
-            await conn.close()
-
-
 async def test_backfill_under_traffic_keeps_every_write_and_blocks_nobody(dsn: str) -> None:
     """ADD COLUMN ... NOT NULL DEFAULT gen_random_uuid() on 300k rows while 8 clients read and
     write: the column is filled and NOT NULL, every client write survives, and no session waited
@@ -123,7 +71,7 @@ async def test_backfill_under_traffic_keeps_every_write_and_blocks_nobody(dsn: s
         await make_table(admin, rows)
         policy = MigrationPolicy(deadline_s=60)
         sql = "ALTER TABLE items ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid()"
-        async with LockSampler(dsn) as sampler, Writers(dsn, rows) as writers:
+        async with LockSampler(dsn) as sampler, Traffic(dsn, "items", rows) as writers:
             plan = await run(dsn, sql, policy)
             await asyncio.sleep(0.2)  # a few more writes after the NOT NULL
         assert not writers.errors, writers.errors[:3]
@@ -133,8 +81,8 @@ async def test_backfill_under_traffic_keeps_every_write_and_blocks_nobody(dsn: s
         )
         assert await admin.fetchval("SELECT count(DISTINCT token) FROM items") == rows
         counts = dict(await admin.fetch("SELECT id, n FROM items WHERE n > 0"))
-        assert counts == dict(writers.tally), "a client's write was lost or doubled"
-        assert sum(writers.tally.values()) > 100  # the clients really wrote during the run
+        assert counts == dict(writers.writes), "a client's write was lost or doubled"
+        assert sum(writers.writes.values()) > 100  # the clients really wrote during the run
         # The truth about waiting is pg_locks': sessions queued behind a batch's row locks or
         # behind an ALTER's lock request. Budget 100 ms (batches: statement_timeout 100 ms; the
         # ALTERs: the watchdog's queue budget) plus room for polling on 2 busy cores.
@@ -188,12 +136,12 @@ async def test_backfill_terminates_while_rows_are_inserted_throughout(dsn: str) 
         await admin.close()
 
 
-async def _wait_for(admin: asyncpg.Connection, query: str, timeout: float = 30) -> object:
+async def _wait_for(admin: asyncpg.Connection, query: str, *args: object, timeout: float = 30) -> object:
     """Poll until ``query`` is true (the journal's tables may not exist yet)."""
     async with asyncio.timeout(timeout):
         while True:
             with suppress(asyncpg.UndefinedTableError):
-                if value := await admin.fetchval(query):
+                if value := await admin.fetchval(query, *args):
                     return value
             await asyncio.sleep(0.02)
 
@@ -205,37 +153,56 @@ async def _kill9(proc: asyncio.subprocess.Process) -> None:
 
 
 # Every row's n is incremented once by the batched UPDATE: a row redone would read 2, one
-# skipped 0. Small batches and a pause between them, so the kill lands mid-walk.
+# skipped 0. Small batches and a pause between them, so a stop lands mid-walk.
+EVERY_ROW = "UPDATE items SET n = n + 1"
 SLOW = ("--backfill-batch-rows", "500", "--backfill-batch-rows-max", "1000", "--backfill-sleep-ms", "10")
+
+
+async def walk_under_way(
+    admin: asyncpg.Connection, dsn: str, tmp_path: Path, migration_id: str, rows_done: int
+) -> asyncio.subprocess.Process:
+    """``zdmproxy apply`` of EVERY_ROW, slowed down, once its checkpoint has passed ``rows_done``."""
+    proc = await start_cli(
+        "apply", "--dsn", dsn, "--id", migration_id, *SLOW, sql=EVERY_ROW, tmp_path=tmp_path
+    )
+    try:
+        await _wait_for(
+            admin,
+            "SELECT rows_done >= $2 FROM zdmproxy.checkpoints WHERE migration_id = $1",
+            migration_id,
+            rows_done,
+        )
+    except BaseException:
+        await _kill9(proc)
+        raise
+    return proc
+
+
+async def apply_again(
+    admin: asyncpg.Connection, dsn: str, tmp_path: Path, migration_id: str, rows: int
+) -> str:
+    """Run the migration again to its end: every row done exactly once. Returns its stderr."""
+    proc = await start_cli("apply", "--dsn", dsn, "--id", migration_id, sql=EVERY_ROW, tmp_path=tmp_path)
+    result = await finish(proc, timeout=60)
+    assert result.code == 0, result.stderr
+    assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: rows}
+    return result.stderr
 
 
 async def test_kill_9_mid_backfill_then_resume_does_every_row_exactly_once(dsn: str, tmp_path: Path) -> None:
     admin = await asyncpg.connect(dsn)
-    sql = "UPDATE items SET n = n + 1"
-    proc = None
     try:
         await make_table(admin, 60_000)
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf1", *SLOW, sql=sql, tmp_path=tmp_path)
-        await _wait_for(
-            admin, "SELECT rows_done >= 10000 FROM zdmproxy.checkpoints WHERE migration_id = 'bf1'"
-        )
-        await _kill9(proc)
+        await _kill9(await walk_under_way(admin, dsn, tmp_path, "bf1", 10_000))
         # The killed backend rolls back its batch (if one was open) and ends, freeing the run lock.
         partial = await admin.fetchval("SELECT count(*) FROM items WHERE n = 1")
-        assert 10_000 <= partial < 60_000
         checkpoint = await admin.fetchval(
             "SELECT rows_done FROM zdmproxy.checkpoints WHERE migration_id = 'bf1'"
         )
+        assert 10_000 <= partial < 60_000
         assert checkpoint == partial  # what the checkpoint says is exactly what committed
-
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf1", sql=sql, tmp_path=tmp_path)
-        result = await finish(proc, timeout=60)
-        assert result.code == 0, result.stderr
-        assert "resuming the backfill" in result.stderr, result.stderr
-        assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 60_000}
+        assert "resuming the backfill" in await apply_again(admin, dsn, tmp_path, "bf1", 60_000)
     finally:
-        if proc is not None:
-            await _kill9(proc)
         await admin.close()
 
 
@@ -244,20 +211,20 @@ async def test_pause_through_the_journal_then_resume_from_the_checkpoint(dsn: st
     checkpoint committed; a live throttle knob (migrations.throttle) is obeyed on the next
     batch; apply again continues where it stopped."""
     admin = await asyncpg.connect(dsn)
-    sql = "UPDATE items SET n = n + 1"
-    proc = None
     try:
         await make_table(admin, 60_000)
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf2", *SLOW, sql=sql, tmp_path=tmp_path)
-        await _wait_for(
-            admin, "SELECT rows_done >= 5000 FROM zdmproxy.checkpoints WHERE migration_id = 'bf2'"
-        )
-        await admin.execute(
-            """UPDATE zdmproxy.migrations SET throttle = '{"backfill_batch_rows_max": 123}'"""
-        )
-        await _wait_for(admin, "SELECT batch_rows = 123 FROM zdmproxy.checkpoints WHERE migration_id = 'bf2'")
-        await admin.execute("UPDATE zdmproxy.migrations SET control = 'pause' WHERE id = 'bf2'")
-        result = await finish(proc, timeout=30)
+        proc = await walk_under_way(admin, dsn, tmp_path, "bf2", 5000)
+        try:
+            await admin.execute(
+                """UPDATE zdmproxy.migrations SET throttle = '{"backfill_batch_rows_max": 123}'"""
+            )
+            await _wait_for(
+                admin, "SELECT batch_rows = 123 FROM zdmproxy.checkpoints WHERE migration_id = 'bf2'"
+            )
+            await admin.execute("UPDATE zdmproxy.migrations SET control = 'pause' WHERE id = 'bf2'")
+            result = await finish(proc, timeout=30)
+        finally:
+            await _kill9(proc)
         assert result.code == 5, result.stderr
         assert "paused as an operator asked" in result.stderr, result.stderr
         assert "pause asked: the backfill of public.items stopped after key" in result.stderr
@@ -267,13 +234,8 @@ async def test_pause_through_the_journal_then_resume_from_the_checkpoint(dsn: st
         assert await admin.fetchval("SELECT count(*) FROM items WHERE n = 1") == done < 60_000
 
         await admin.execute("UPDATE zdmproxy.migrations SET state = 'queued' WHERE id = 'bf2'")  # resume
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf2", sql=sql, tmp_path=tmp_path)
-        result = await finish(proc, timeout=60)
-        assert result.code == 0, result.stderr
-        assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 60_000}
+        await apply_again(admin, dsn, tmp_path, "bf2", 60_000)
     finally:
-        if proc is not None:
-            await _kill9(proc)
         await admin.close()
 
 
@@ -281,26 +243,19 @@ async def test_cancel_through_the_journal_stops_resumably(dsn: str, tmp_path: Pa
     """A cancel stops the walk between batches, says it stays resumable, and apply again finishes
     it from the checkpoint."""
     admin = await asyncpg.connect(dsn)
-    sql = "UPDATE items SET n = n + 1"
-    proc = None
     try:
         await make_table(admin, 40_000)
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf3", *SLOW, sql=sql, tmp_path=tmp_path)
-        await _wait_for(
-            admin, "SELECT rows_done >= 5000 FROM zdmproxy.checkpoints WHERE migration_id = 'bf3'"
-        )
-        await admin.execute("UPDATE zdmproxy.migrations SET control = 'cancel' WHERE id = 'bf3'")
-        result = await finish(proc, timeout=30)
+        proc = await walk_under_way(admin, dsn, tmp_path, "bf3", 5000)
+        try:
+            await admin.execute("UPDATE zdmproxy.migrations SET control = 'cancel' WHERE id = 'bf3'")
+            result = await finish(proc, timeout=30)
+        finally:
+            await _kill9(proc)
         assert result.code == 5 and "stays resumable from the checkpoint" in result.stderr, result.stderr
         assert await admin.fetchval("SELECT state FROM zdmproxy.migrations WHERE id = 'bf3'") == "cancelled"
         assert await admin.fetchval("SELECT count(*) FROM items WHERE n = 1") < 40_000
-        proc = await start_cli("apply", "--dsn", dsn, "--id", "bf3", sql=sql, tmp_path=tmp_path)
-        result = await finish(proc, timeout=60)
-        assert result.code == 0, result.stderr
-        assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 40_000}
+        await apply_again(admin, dsn, tmp_path, "bf3", 40_000)
     finally:
-        if proc is not None:
-            await _kill9(proc)
         await admin.close()
 
 

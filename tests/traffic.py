@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -27,6 +28,8 @@ class Traffic:
     pace_s: float = 0.002  # leave CPU for the engine on a 2-core machine
     samples: list[Sample] = field(default_factory=list)
     errors: list[BaseException] = field(default_factory=list)
+    # Every n = n + 1 that succeeded, by row: at the end each row's n must equal its count.
+    writes: Counter[int] = field(default_factory=Counter)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -50,8 +53,10 @@ class Traffic:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 query = read if rng.random() < 0.5 else write
                 started = time.monotonic()
+                row = rng.randint(1, self.rows)
                 try:
-                    await conn.execute(query, rng.randint(1, self.rows))
+                    if await conn.execute(query, row) == "UPDATE 1":
+                        self.writes[row] += 1
                 except asyncpg.PostgresError as exc:
                     self.errors.append(exc)
                 self.samples.append(Sample(number, started, time.monotonic() - started))

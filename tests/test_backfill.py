@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import finish, start_cli
+from helpers import finish, start_cli, wait_for_session
 from pgcluster import Cluster
 from traffic import LockSampler, Traffic
 
@@ -202,6 +202,28 @@ async def test_kill_9_mid_backfill_then_resume_does_every_row_exactly_once(dsn: 
         assert 10_000 <= partial < 60_000
         assert checkpoint == partial  # what the checkpoint says is exactly what committed
         assert "resuming the backfill" in await apply_again(admin, dsn, tmp_path, "bf1", 60_000)
+    finally:
+        await admin.close()
+
+
+async def test_step_backend_terminated_mid_backfill_then_resume(dsn: str, tmp_path: Path) -> None:
+    """The step session's backend ended under a batch (pg_terminate_backend): that batch and its
+    checkpoint roll back together, the run stops as asked, and the next one goes on from the
+    checkpoint."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        await make_table(admin, 60_000)
+        proc = await walk_under_way(admin, dsn, tmp_path, "bf4", 10_000)
+        try:
+            pid = await wait_for_session(admin, "zdmproxy:bf4:step")
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            result = await finish(proc, timeout=30)
+        finally:
+            await _kill9(proc)
+        assert result.code == 5 and "terminated our backend" in result.stderr, result.stderr
+        done = await admin.fetchval("SELECT rows_done FROM zdmproxy.checkpoints WHERE migration_id = 'bf4'")
+        assert await admin.fetchval("SELECT count(*) FROM items WHERE n = 1") == done < 60_000
+        assert "resuming the backfill" in await apply_again(admin, dsn, tmp_path, "bf4", 60_000)
     finally:
         await admin.close()
 

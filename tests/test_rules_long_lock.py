@@ -113,6 +113,18 @@ def test_refused_only_where_no_online_form_exists_and_the_table_is_large(case_id
         assert verdict.level is Level.LONG_LOCK and "--allow-long-locks" in verdict.why
 
 
+@pytest.mark.parametrize("with_catalog", [False, True])
+def test_a_table_the_script_created_is_never_a_long_lock(with_catalog: bool) -> None:
+    """Nobody's traffic uses a table created earlier in the same script, whatever its size is
+    unknown to the catalog: neither the rule nor the verdict may hold its rewrite against it."""
+    facts = CatalogFacts(server_version_num=180000) if with_catalog else CatalogFacts()
+    plan = make_plan("CREATE TABLE fresh (id int);\nVACUUM FULL fresh", facts)
+    assert not any(step.long_lock for step in plan.steps)
+    assert verdicts(plan)[-1].level is Level.SAFE
+    alone = make_plan("VACUUM FULL fresh")  # without the CREATE: unknown size, counts as large
+    assert alone.steps[0].long_lock and verdicts(alone)[0].level is Level.LONG_LOCK
+
+
 def test_apply_refuses_it_and_names_the_flag_unless_allowed() -> None:
     plan = make_plan("VACUUM FULL big", FACTS)
     with pytest.raises(UnsupportedStatement, match="--allow-long-locks") as refused:

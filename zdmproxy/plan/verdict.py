@@ -1,4 +1,5 @@
-"""One verdict per planned statement: does it stop application traffic, and for how long?
+"""One verdict per planned statement: does it stop application traffic, and for how long,
+as ``apply`` runs it (the plan's steps, judged one by one; the worst step is the verdict)?
 
 A reviewer (or a CI job) needs one answer per statement, derived from the plan's facts only —
 the lock modes the catalogue knows, whether the statement rewrites or scans a table, and the
@@ -27,7 +28,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import StrEnum
 
-from zdmproxy.plan.model import Plan, PlannedStatement
+from zdmproxy.plan.model import Plan, PlannedStatement, Step
 from zdmproxy.sql.locks import LockMode, LockRequest, RelationName
 
 
@@ -70,33 +71,54 @@ def verdicts(plan: Plan) -> tuple[Verdict, ...]:
 
 
 def judge(planned: PlannedStatement, created_earlier: AbstractSet[RelationName] = frozenset()) -> Verdict:
-    """The verdict of one statement; ``created_earlier`` holds the relations the script's
-    earlier statements created."""
-    effects = planned.effects
-    if effects.unverified:
-        return Verdict(Level.UNKNOWN, f"not in the lock catalogue ({effects.unverified})")
+    """The verdict of one statement as ``apply`` runs it: its worst step (a rule may have made
+    an online plan of a statement that, as written, would hold a long lock); ``created_earlier``
+    holds the relations the script's earlier statements created."""
+    if planned.effects.unverified:
+        return Verdict(Level.UNKNOWN, f"not in the lock catalogue ({planned.effects.unverified})")
     refused = next((step.long_lock for step in planned.steps if step.long_lock), None)
     if refused is not None:
         return Verdict(Level.LONG_LOCK, f"apply refuses it unless --allow-long-locks: {refused}")
-    in_use = [lock for lock in effects.locks if not lock.created and lock.relation not in created_earlier]
-    blocking = [lock for lock in in_use if blocks_traffic(lock.mode)]
-    read = [name for name in effects.scans if name not in created_earlier]
     sizes = {size.relation: size.describe() for size in planned.sizes}
+    judged = [_judge_step(step, created_earlier, sizes) for step in planned.steps]
+    worst = max(range(len(judged)), key=lambda i: _SEVERITY.index(judged[i].level))
+    if len(judged) == 1:
+        return judged[0]
+    step = planned.steps[worst]
+    return Verdict(
+        judged[worst].level,
+        f"{len(judged)} steps, the strongest step {worst + 1} ({step.kind}): {judged[worst].why}",
+    )
+
+
+_SEVERITY = (Level.SAFE, Level.BRIEF_LOCK, Level.LONG_LOCK, Level.UNKNOWN)
+
+
+def _judge_step(
+    step: Step, created_earlier: AbstractSet[RelationName], sizes: dict[RelationName, str]
+) -> Verdict:
+    if step.unverified:
+        return Verdict(Level.UNKNOWN, f"not in the lock catalogue ({step.unverified})")
+    in_use = [lock for lock in step.locks if not lock.created and lock.relation not in created_earlier]
+    blocking = [lock for lock in in_use if blocks_traffic(lock.mode)]
+    read = [name for name in step.scans if name not in created_earlier]
 
     def sized(names: list[RelationName]) -> str:
         return ", ".join(f"{name} ({sizes[name]})" if sizes.get(name) else str(name) for name in names)
 
     if not blocking:
         if not in_use:
-            new = "" if not effects.locks else " (only tables this script creates)"
+            new = "" if not step.locks else " (only tables this script creates)"
             return Verdict(Level.SAFE, f"takes no lock on tables in use{new}")
         scanning = f", while it reads {sized(read)}" if read else ""
+        if read and step.backfill is not None:
+            scanning += " in short keyset batches"
         return Verdict(Level.SAFE, f"{_held(in_use)} lets reads and writes through{scanning}")
     stops = max(lock.mode for lock in blocking).blocks()
     if read:
-        how = "rewrites" if any(name in effects.rewrites for name in read) else "scans"
+        how = "rewrites" if any(name in step.rewrites for name in read) else "scans"
         return Verdict(Level.LONG_LOCK, f"{_held(blocking)} blocks {stops} while it {how} {sized(read)}")
-    emptied = [name for name in effects.rewrites if name not in created_earlier]
+    emptied = [name for name in step.rewrites if name not in created_earlier]
     if emptied:  # TRUNCATE: new, empty storage; the old rows are not read
         how = f"new empty storage for {', '.join(map(str, emptied))}, the old rows are not read"
     else:

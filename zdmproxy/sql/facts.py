@@ -170,6 +170,9 @@ class CatalogFacts:
     # the name as written): the relations it locks ACCESS EXCLUSIVE.
     dropped_with: dict[tuple[str, str], tuple[RelationName, ...]] = field(default_factory=dict)
     statistics_tables: dict[RelationName, RelationName] = field(default_factory=dict)  # by name as written
+    # Tables the script's earlier statements created, by name as written (sql/learn.py): nobody's
+    # traffic uses them yet, and they hold only the rows the script put there.
+    created: frozenset[RelationName] = frozenset()
     # The planner's row estimate (EXPLAIN) of each UPDATE or DELETE with a WHERE, by its text.
     statement_rows: dict[str, int] = field(default_factory=dict)
     # Relation names already used in the schemas of the tables the script names (and their

@@ -33,11 +33,25 @@ _KINDS = {
 }
 
 
+def _created_table(node: ast.Node) -> RelationName | None:
+    """The table or materialized view a CREATE TABLE [AS] / SELECT INTO statement creates."""
+    if isinstance(node, ast.CreateStmt) and node.relation is not None:
+        return range_var_name(node.relation)
+    if isinstance(node, ast.CreateTableAsStmt) and node.into is not None and node.into.rel is not None:
+        return range_var_name(node.into.rel)
+    if isinstance(node, ast.SelectStmt) and node.intoClause is not None and node.intoClause.rel is not None:
+        return range_var_name(node.intoClause.rel)
+    return None
+
+
 def learn(facts: CatalogFacts, statement: Statement) -> CatalogFacts:
     """``facts`` as they will be after ``statement`` ran: named constraints it adds (a CHECK
     with its expression), validates or drops, columns it makes NOT NULL, and named indexes it
-    creates."""
+    creates, and the tables it creates (empty of traffic, holding only the script's own rows)."""
     node = statement.node
+    created = _created_table(node)
+    if created is not None:
+        return dataclasses.replace(facts, created=facts.created | {created})
     if isinstance(node, ast.IndexStmt):
         return _learn_index(facts, node)
     if not isinstance(node, ast.AlterTableStmt) or node.relation is None:

@@ -53,6 +53,8 @@ def refuse_long_lock(ctx: RuleContext) -> tuple[Step, ...] | None:
     sizes = _sizes(ctx.facts)
     large: list[tuple[RelationName, int | None]] = []
     for name in read:
+        if name in ctx.facts.created:
+            continue  # made by an earlier statement of the script: no traffic uses it yet
         if name not in sizes and ctx.from_catalog:
             continue  # not in the database before the script: the script created it, holds no traffic
         size = sizes.get(name)

@@ -126,3 +126,27 @@ async def test_expand_then_contract_through_the_api(dsn: str) -> None:
         assert [r["full_name"] for r in names] == ["old", "new"]
     finally:
         await conn.close()
+
+
+async def test_what_the_policy_refuses_is_judged_on_the_catalog_plan(dsn: str) -> None:
+    """A long lock is refused by table size, which only the catalog knows: VACUUM FULL of a small
+    table runs; of a table above the policy's size it is a 4xx before anything is recorded, never
+    a migration left queued that a ?wait would return unfinished."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE small (id int PRIMARY KEY); INSERT INTO small VALUES (1)")
+    finally:
+        await conn.close()
+    async with in_process(dsn) as api:
+        small = await api.client.put(
+            "/v1/migrations/vf", params={"wait": 30}, json={"sql": "VACUUM FULL small"}
+        )
+        assert small.status_code == 201 and small.json()["state"] == "succeeded", small.text
+        large = await api.client.post(
+            "/v1/migrations",
+            params={"wait": 30},
+            json={"id": "vf-large", "sql": "VACUUM FULL small", "policy": {"long_lock_min_bytes": 0}},
+        )
+        assert large.status_code in (400, 422) and "--allow-long-locks" in large.json()["detail"], large.text
+        missing = await api.client.get("/v1/migrations/vf-large")
+        assert missing.status_code == 404

@@ -215,19 +215,25 @@ class Daemon:
         statements = parse_script(script)
         if not statements:
             raise UsageError("the SQL holds no statement (only whitespace or comments): nothing to run")
-        check_allowed(make_plan(script).steps, policy)
+        make_plan(script)  # SQL zdmproxy refuses whatever the database holds is refused here
         ours = checksum(statements)
 
         async def record(journal: Journal) -> tuple[bool, MigrationRecord]:
+            # What the policy refuses depends on the catalog (a long lock only on a large table):
+            # judged on the plan the run will execute, so a refused migration is never left queued.
             found = await journal.migration(migration_id)
             created = False
             if found is None:
                 plan = await journal.using(lambda session: plan_script(session, script, policy))
+                check_allowed(plan.steps, policy)
                 created = await journal.create(
                     migration_id, ours, script, plan.steps, version=request.version, source=request.source
                 )
                 found = await journal.migration(migration_id)
                 assert found is not None
+            elif found.checksum == ours and _runnable(found):
+                recorded = await journal.steps(migration_id)
+                check_allowed([s.step for s in recorded if s.state != "succeeded"], policy)
             return created, found
 
         created, found = await self._with_journal(record)

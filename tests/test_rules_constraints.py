@@ -184,10 +184,14 @@ PLAN_CASES: dict[str, PlanCase] = {
         ],
         version=180000,
     ),
-    "unique_on_partitioned_table_as_written": PlanCase(
+    "unique_on_partitioned_table_partition_by_partition": PlanCase(
         "ALTER TABLE pt ADD UNIQUE (id, k)",
-        [("ALTER TABLE pt ADD UNIQUE (id, k)", S)],
-        reason_has="no CREATE INDEX CONCURRENTLY and no ADD CONSTRAINT … USING INDEX on a partitioned table",
+        [
+            ("CREATE UNIQUE INDEX CONCURRENTLY pt1_id_k_key ON public.pt1 (id, k)", E),
+            ("ALTER TABLE public.pt1 ADD CONSTRAINT pt1_id_k_key UNIQUE USING INDEX pt1_id_k_key", E),
+            ("ALTER TABLE pt ADD CONSTRAINT pt_id_k_key UNIQUE (id, k)", E),
+        ],
+        reason_has="built concurrently",
     ),
     # set_not_null.py
     "set_not_null_15_through_a_helper_check": PlanCase(
@@ -311,10 +315,12 @@ INSERT INTO p SELECT generate_series(1, 100);
 CREATE TABLE t (id int PRIMARY KEY, a int, b int, c text);
 INSERT INTO t SELECT g, g % 100 + 1, g, 'x' FROM generate_series(1, 1000) g;
 CREATE TABLE t2 (x int, CONSTRAINT t_a_check CHECK (x > 0));
-CREATE TABLE pt (id int, k int) PARTITION BY LIST (k);
+CREATE TABLE pt (id int, k int, v int) PARTITION BY LIST (k);
 CREATE TABLE pt1 PARTITION OF pt FOR VALUES IN (1);
-CREATE TABLE pt2 PARTITION OF pt FOR VALUES IN (2);
-INSERT INTO pt SELECT g, 1 + g % 2 FROM generate_series(1, 100) g;
+CREATE TABLE pt2 PARTITION OF pt FOR VALUES IN (2, 3) PARTITION BY LIST (k);
+CREATE TABLE pt2a PARTITION OF pt2 FOR VALUES IN (2);
+CREATE TABLE pt2b PARTITION OF pt2 FOR VALUES IN (3);
+INSERT INTO pt SELECT g, 1 + g % 3, g FROM generate_series(1, 100) g;
 CREATE TABLE base (id int, v int);
 CREATE TABLE kid (w int) INHERITS (base);
 INSERT INTO base SELECT g, g FROM generate_series(1, 50) g;
@@ -335,7 +341,8 @@ EQUIVALENT: dict[str, str] = {
     "unique_include": "ALTER TABLE t ADD UNIQUE (b) INCLUDE (a) DEFERRABLE INITIALLY DEFERRED",
     "unique_nulls_not_distinct": "ALTER TABLE t ADD CONSTRAINT b_u UNIQUE NULLS NOT DISTINCT (b)",
     "primary_key_after_drop": "ALTER TABLE t DROP CONSTRAINT t_pkey, ADD PRIMARY KEY (b)",
-    "unique_partitioned": "ALTER TABLE pt ADD UNIQUE (id, k)",
+    "unique_partitioned": "ALTER TABLE pt ADD UNIQUE (id, k) INCLUDE (v)",
+    "primary_key_partitioned": "ALTER TABLE pt ADD PRIMARY KEY (id, k)",
     "set_not_null": "ALTER TABLE t ALTER COLUMN b SET NOT NULL",
     "set_not_null_inherited": "ALTER TABLE base ALTER COLUMN v SET NOT NULL",
     "set_not_null_partitioned": "ALTER TABLE pt ALTER COLUMN id SET NOT NULL",
@@ -344,9 +351,7 @@ EQUIVALENT: dict[str, str] = {
     f"ALTER COLUMN {LONG}_column SET NOT NULL",
 }
 # Cases that run as written, before which version (None: on every version), and what says why.
-AS_WRITTEN: dict[str, tuple[int | None, str]] = {
-    "unique_partitioned": (None, "no CREATE INDEX CONCURRENTLY"),
-}
+AS_WRITTEN: dict[str, tuple[int | None, str]] = {}
 # Kept out of SETUP: the lock catalogue's helpers name relations unquoted.
 MIXED_CASE = """
 CREATE TABLE "Mixed Case" (id int PRIMARY KEY, "Val" int);
@@ -372,6 +377,8 @@ async def test_end_state_equals_the_statement_as_written(dsn: str, case_id: str)
     [
         "inline_unique",
         "foreign_key_partitioned",
+        "unique_partitioned",
+        "primary_key_partitioned",
         "check_uniquified",
         "foreign_key",
         "inline_constraints",
@@ -513,10 +520,11 @@ async def test_clients_never_wait_behind_the_scan(dsn: str, ours: str, naive: st
     longest = sampler.longest_wait_behind("zdmproxy", start, finished)
     assert longest <= BUDGET_MS + WATCHDOG_INTERVAL_MS, f"a session waited {longest:.0f} ms behind zdmproxy"
     assert ours_max * 1000 < BUDGET_MS + MARGIN_MS, f"a client waited {ours_max * 1000:.0f} ms"
-    # The contrast: as written, the statement holds its lock for the whole scan, and clients queue.
-    assert sampler.longest_wait_behind("naive") > BUDGET_MS, (
-        f"the naive statement ({naive_held * 1000:.0f} ms) queued nobody past the budget: the table is too "
-        "small to show the difference"
+    # The contrast: as written, the statement holds its lock for its whole scan, and clients queue
+    # behind it for about that long (80-300 ms here, as fast as the table is read: not asserted).
+    waited = sampler.longest_wait_behind("naive")
+    assert waited >= naive_held * 1000 / 2, (
+        f"as written, the statement took {naive_held * 1000:.0f} ms but queued clients only {waited:.0f} ms"
     )
     if "NOT NULL" in ours:
         assert {r["attname"]: r["attnotnull"] for r in columns}["s"] is True

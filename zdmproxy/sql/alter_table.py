@@ -402,6 +402,14 @@ def _index_columns_not_null(ctx: AlterContext, index: str) -> bool:
     return bool(known) and all(column is not None and column.not_null for column in known)
 
 
+def _keys_not_null(ctx: AlterContext, con: ast.Constraint) -> bool:
+    """Whether every column of the key is known NOT NULL (partitions have their parent's)."""
+    columns = [
+        ctx.info.columns.get(str(key.sval)) if ctx.info is not None else None for key in con.keys or ()
+    ]
+    return bool(columns) and all(column is not None and column.not_null for column in columns)
+
+
 def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     con = _definition(cmd, ast.Constraint)
     validates = not con.skip_validation
@@ -442,8 +450,10 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
             return
         primary = con.contype == ConstrType.CONSTR_PRIMARY
         if tree.partitioned or ctx.info is None:
-            # The index is built on every partition (SHARE, like CREATE INDEX, before 18).
-            tree.lock_children(ctx.out, AEL if primary or whole_tree else S)
+            # The index is built on every partition (SHARE, like CREATE INDEX, before 18); a primary
+            # key makes its columns NOT NULL there too (ACCESS EXCLUSIVE) unless they already are.
+            sets_not_null = primary and not _keys_not_null(ctx, con)
+            tree.lock_children(ctx.out, AEL if sets_not_null or whole_tree else S)
             tree.scan(ctx.out)
         elif primary:
             # The key's columns become NOT NULL in every child, which checks their rows.

@@ -17,7 +17,8 @@ from pglast.stream import RawStream
 from zdmproxy.plan.model import Phase, Step
 from zdmproxy.plan.rules.context import RuleContext, StepBuilder
 from zdmproxy.plan.rules.long_lock import refuse_long_lock
-from zdmproxy.sql.facts import RelationInfo
+from zdmproxy.sql.facts import CatalogFacts, ChildInfo, RelationInfo
+from zdmproxy.sql.locks import RelationName
 from zdmproxy.sql.names import range_var_name
 from zdmproxy.sql.naming import check_column, choose_name, joined_columns
 
@@ -86,8 +87,13 @@ def relation_names_taken(ctx: RuleContext, stmt: ast.AlterTableStmt) -> set[str]
     """What an index backing a new constraint must avoid: relation and constraint names."""
     info = table_info(ctx, stmt)
     schema = info.name.schema if info is not None else stmt.relation.schemaname  # type: ignore[union-attr]
-    relations = {n.name for n in ctx.facts.names_in_use if n.schema == schema}
-    return relations | constraint_names_taken(ctx, stmt)
+    return names_in_schema(ctx.facts, schema) | constraint_names_taken(ctx, stmt)
+
+
+def names_in_schema(facts: CatalogFacts, schema: str | None) -> set[str]:
+    """The relation and constraint names of ``schema`` the catalog was read for (those near the
+    names of the tables the script names, their partitions included)."""
+    return {n.name for n in facts.names_in_use | facts.constraint_names_in_use if n.schema == schema}
 
 
 def constraint_name(ctx: RuleContext, stmt: ast.AlterTableStmt, con: ast.Constraint) -> str:
@@ -145,3 +151,29 @@ def add_then_validate(
         added,
         revert=drop_constraint_sql(stmt, name),
     ).add(validate_sql(stmt, name), Phase.VALIDATE, validated)
+
+
+def partitions_known(facts: CatalogFacts, info: RelationInfo) -> tuple[CatalogFacts, list[ChildInfo]]:
+    """The partitions of ``info`` that hold rows, and ``facts`` that know each as far as the tree
+    tells (kind, parent, the parent's columns): a rule that works partition by partition gets its
+    steps classified, and learned from, as on a known table."""
+    leaves = [child for child in info.children if child.has_storage]
+    known = {
+        RelationName(leaf.name.schema, leaf.name.name): RelationInfo(
+            name=leaf.name,
+            relkind=leaf.relkind,
+            partition_of=leaf.parents[0] if leaf.parents else None,
+            columns=dict(info.columns),
+        )
+        for leaf in leaves
+    }
+    return dataclasses.replace(facts, relations={**known, **facts.relations}), leaves
+
+
+def on_partition(stmt: ast.AlterTableStmt, partition: RelationName) -> ast.AlterTableStmt:
+    """``stmt`` aimed at one partition, schema-qualified."""
+    aimed = copy.copy(stmt)
+    aimed.relation = ast.RangeVar(
+        schemaname=partition.schema, relname=partition.name, inh=True, relpersistence="p"
+    )
+    return aimed

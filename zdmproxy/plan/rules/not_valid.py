@@ -32,6 +32,8 @@ from zdmproxy.plan.rules.altering import (
     constraint_name,
     drop_constraint_sql,
     new_table,
+    on_partition,
+    partitions_known,
     single_command,
     table_info,
 )
@@ -39,7 +41,7 @@ from zdmproxy.plan.rules.context import RuleContext, statement_of
 from zdmproxy.sql import versions
 from zdmproxy.sql.facts import RelationInfo
 from zdmproxy.sql.learn import learn
-from zdmproxy.sql.locks import LockMode, LockRequest, RelationName, strongest
+from zdmproxy.sql.locks import LockMode, LockRequest, strongest
 from zdmproxy.sql.names import range_var_name
 
 _CHECKED = (ConstrType.CONSTR_CHECK, ConstrType.CONSTR_FOREIGN)
@@ -134,26 +136,16 @@ def _partition_by_partition(
         f"FOREIGN KEY on partitioned table {info.name}: PostgreSQL {versions.major(ctx.version)} refuses "
         "NOT VALID there (42809; 18 allows it)"
     )
-    leaves = [child for child in info.children if child.has_storage]
-    if not leaves or any(child.relkind not in ("r", "p") for child in info.children):
-        return as_written(ctx, f"{why}; with no partition, or a foreign one, it runs as written")
+    facts, leaves = partitions_known(ctx.facts, info)
+    foreign = any(child.relkind not in ("r", "p") for child in info.children)
+    only = not stmt.relation.inh  # type: ignore[union-attr]
+    if not leaves or foreign or only:
+        return as_written(ctx, f"{why}; with ONLY, no partition, or a foreign one, it runs as written")
     named = copy.copy(con)
     named.conname = name = constraint_name(ctx, stmt, con)
-    # The partitions, as far as the catalog's tree knows them: so that each one's VALIDATE is
-    # classified as a foreign key's (RowShareLock on the referenced table) once its ADD is learned.
-    known = {
-        RelationName(leaf.name.schema, leaf.name.name): RelationInfo(
-            name=leaf.name, relkind=leaf.relkind, partition_of=leaf.parents[0] if leaf.parents else None
-        )
-        for leaf in leaves
-    }
-    facts = dataclasses.replace(ctx.facts, relations={**known, **ctx.facts.relations})
     steps = dataclasses.replace(ctx, facts=facts).steps()
     for leaf in leaves:
-        partition = copy.copy(stmt)
-        partition.relation = ast.RangeVar(
-            schemaname=leaf.name.schema, relname=leaf.name.name, inh=True, relpersistence="p"
-        )
+        partition = on_partition(stmt, leaf.name)
         add_then_validate(
             steps,
             partition,

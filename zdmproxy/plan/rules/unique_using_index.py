@@ -10,8 +10,10 @@ state is the statement's own.
 
 A PRIMARY KEY also makes its columns NOT NULL, which reads the table under the lock when a
 column allows NULL: those columns are made NOT NULL first through the planner (the SET NOT
-NULL rule, without a scan under a blocking lock). Neither way exists on a partitioned table
-(no CREATE INDEX CONCURRENTLY, no USING INDEX there): the statement runs as written, and says so.
+NULL rule, without a scan under a blocking lock). A partitioned table has neither CREATE INDEX
+CONCURRENTLY nor USING INDEX: each partition gets its key that way, named as PostgreSQL names a
+partition's copy, and the parent's key then attaches them without building or reading anything
+(a DEFERRABLE key there, or a tree with a foreign partition, runs as written and says so).
 """
 
 from __future__ import annotations
@@ -31,13 +33,17 @@ from zdmproxy.plan.rules.altering import (
     command,
     constraint_name,
     drop_constraint_sql,
+    names_in_schema,
     new_table,
+    on_partition,
+    partitions_known,
     single_command,
     table_info,
 )
-from zdmproxy.plan.rules.context import RuleContext, statement_of
+from zdmproxy.plan.rules.context import RuleContext, StepBuilder, statement_of
 from zdmproxy.sql.learn import learn
 from zdmproxy.sql.names import quote_ident
+from zdmproxy.sql.naming import choose_name, joined_columns
 from zdmproxy.sql.parse import Statement
 
 _KEYS = (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY)
@@ -56,12 +62,12 @@ def unique_via_concurrent_index(ctx: RuleContext) -> tuple[Step, ...] | None:
     what = CONSTRAINT_WORDS[con.contype]
     info = table_info(ctx, stmt)
     if info is not None and info.is_partitioned:
-        return as_written(
-            ctx,
-            f"{what} on partitioned table {info.name} runs as written (the index is built on "
-            "every partition under a lock that blocks writes): PostgreSQL has no CREATE INDEX "
-            "CONCURRENTLY and no ADD CONSTRAINT … USING INDEX on a partitioned table",
-        )
+        if any(c.relkind not in ("r", "p") for c in info.children):
+            return as_written(ctx, f"{what} on partitioned table {info.name} with a foreign partition")
+        if con.deferrable:  # each level's constraint trigger locks it too: not built partition-wise here
+            return as_written(ctx, f"DEFERRABLE {what} on partitioned table {info.name} runs as written")
+        if not stmt.relation.inh:  # type: ignore[union-attr]
+            return as_written(ctx, f"{what} on ONLY partitioned table {info.name}: as written")
     name = constraint_name(ctx, stmt, con)
     steps: list[Step] = []
     facts = ctx.facts
@@ -72,31 +78,67 @@ def unique_via_concurrent_index(ctx: RuleContext) -> tuple[Step, ...] | None:
                 not_null = _set_not_null(stmt, column)
                 steps.extend(ctx.replan(not_null, facts))
                 facts = learn(facts, not_null)
+    if info is None or not info.is_partitioned:
+        built = dataclasses.replace(ctx, facts=facts).steps()
+        _build_then_take_over(built, stmt, con, name)
+        return (*steps, *built.done())
+    # A partitioned table has neither CONCURRENTLY nor USING INDEX: each partition gets its own key
+    # that way, under the name PostgreSQL gives a partition's copy, and the parent's key then
+    # attaches them (checked on 15 and 18: no partition is read, every lock is brief).
+    parent_now = table_info(dataclasses.replace(ctx, facts=facts), stmt)
+    assert parent_now is not None
+    facts, leaves = partitions_known(facts, parent_now)
+    built = dataclasses.replace(ctx, facts=facts).steps()
+    label = "pkey" if con.contype == ConstrType.CONSTR_PRIMARY else "key"
+    columns = None if label == "pkey" else joined_columns(_column_names(con))
+    chosen: set[str] = {name}
+    for leaf in leaves:
+        taken = names_in_schema(ctx.facts, leaf.name.schema) | chosen
+        leaf_name = choose_name(leaf.name.name, columns, label, taken)
+        chosen.add(leaf_name)
+        _build_then_take_over(built, on_partition(stmt, leaf.name), con, leaf_name)
+    named = copy.copy(con)
+    named.conname = name
+    built.add(
+        alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=named)),
+        Phase.EXPAND,
+        f"{what} {name} on partitioned table {info.name} attaches the partitions' keys built "
+        "before: brief locks, no build and no scan",
+        revert=drop_constraint_sql(stmt, name),
+    )
+    *per_partition, parent = built.done()
+    # The catalogue cannot see the partitions' keys (the facts list no partition's indexes), so it
+    # describes the parent's step as building them all; attaching them reads nothing.
+    return (*steps, *per_partition, dataclasses.replace(parent, scans=()))
+
+
+def _build_then_take_over(
+    steps: StepBuilder, stmt: ast.AlterTableStmt, con: ast.Constraint, name: str
+) -> StepBuilder:
+    """The key's index built concurrently on ``stmt``'s table, then made the key ``name``."""
+    what = CONSTRAINT_WORDS[con.contype]
     key = copy.copy(con)
     key.conname = name
     key.indexname = name
     key.keys = key.including = key.options = key.indexspace = None
     key.nulls_not_distinct = False
-    built = (
-        dataclasses.replace(ctx, facts=facts)
-        .steps()
-        .add(
-            _index_sql(stmt, con, name),
-            Phase.EXPAND,
-            f"the {what} index {name} built concurrently: ShareUpdateExclusiveLock, reads and "
-            "writes go on during the build",
-            revert=f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(stmt, name)}",
-        )
-        .add(
-            alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=key)),
-            Phase.EXPAND,
-            f"{what} {name} takes over the index built before: AccessExclusiveLock for the "
-            "catalog change only, no build and no scan",
-            revert=drop_constraint_sql(stmt, name),
-        )
-        .done()
+    return steps.add(
+        _index_sql(stmt, con, name),
+        Phase.EXPAND,
+        f"the {what} index {name} built concurrently: ShareUpdateExclusiveLock, reads and "
+        "writes go on during the build",
+        revert=f"DROP INDEX CONCURRENTLY IF EXISTS {_index_name(stmt, name)}",
+    ).add(
+        alter_sql(stmt, command(AlterTableType.AT_AddConstraint, def_=key)),
+        Phase.EXPAND,
+        f"{what} {name} takes over the index built before: AccessExclusiveLock for the "
+        "catalog change only, no build and no scan",
+        revert=drop_constraint_sql(stmt, name),
     )
-    return (*steps, *built)
+
+
+def _column_names(con: ast.Constraint) -> list[str]:
+    return [str(k.sval) for k in (*(con.keys or ()), *(con.including or ()))]
 
 
 def _set_not_null(stmt: ast.AlterTableStmt, column: str) -> Statement:

@@ -11,6 +11,7 @@ the catalogue's cautious answers for unknown relations must stay in force.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from pglast import ast
@@ -136,7 +137,9 @@ def _learn_index(facts: CatalogFacts, node: ast.IndexStmt) -> CatalogFacts:
     if info is None or not node.idxname:
         return facts
     index = RelationName(info.name.schema, node.idxname)
-    definition = IndexInfo(node.idxname, RawStream()(node))
+    built = copy.copy(node)
+    built.concurrent = built.if_not_exists = False  # the index it leaves, as pg_get_indexdef shows it
+    definition = IndexInfo(node.idxname, RawStream()(built))
     updated = dataclasses.replace(
         info, indexes=(*info.indexes, index), index_definitions=(*info.index_definitions, definition)
     )

@@ -73,7 +73,9 @@ class MigrationPolicy(BaseModel):
         40, gt=0, description="batch size adapts, both ways, so one batch takes about this long"
     )
     backfill_max_lock_ms: float = Field(
-        100, gt=0, description="statement_timeout of one batch: its row locks are never held longer"
+        100,
+        gt=0,
+        description="statement_timeout of a batch's UPDATE: it holds row locks no longer (plus its COMMIT)",
     )
     backfill_sleep_ms: float = Field(0, ge=0, description="pause after every backfill batch")
     backfill_max_replica_lag_bytes: int | None = Field(

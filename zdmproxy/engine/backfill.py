@@ -9,7 +9,8 @@ as one statement. The walk:
   the walk terminates under steady inserts. A table without a primary key is refused.
 - **One batch, one short transaction** through the engine's attempt (attempt.run_attempt:
   lock_timeout, the watchdog; pre-flight before the first batch and after a failed one), with
-  ``statement_timeout`` set to ``backfill_max_lock_ms``: no batch holds its row locks longer.
+  ``statement_timeout`` set to ``backfill_max_lock_ms``: no batch's UPDATE holds its row locks
+  longer (the COMMIT's fsync comes on top, unbounded by any timeout).
   Before it, a read of the key ``batch_rows`` rows on fixes the batch's end key; the batch
   changes the rows in (last key, end key] and, in the same transaction before COMMIT, moves
   the checkpoint to the end key, so a crash resumes exactly there: no row redone, none

@@ -117,6 +117,10 @@ def inline_constraints_apart(ctx: RuleContext) -> tuple[Step, ...] | None:
     for part in parts:
         steps.extend(ctx.replan(part, facts))
         facts = learn(facts, part)
+    if steps[0].sql == parts[0].text and steps[0].revert is None:
+        # The column as written: now the expand its constraints build on, with its way back.
+        drop = command(AlterTableType.AT_DropColumn, name=column.colname, missing_ok=True)
+        steps[0] = dataclasses.replace(steps[0], phase=Phase.EXPAND, revert=alter_sql(stmt, drop))
     why = (
         f"split out of ADD COLUMN {column.colname}: its inline "
         + " and ".join(sorted({CONSTRAINT_WORDS[c.contype] for c in inline}))

@@ -357,6 +357,49 @@ async def test_replica_lag_pauses_the_backfill_until_the_replica_catches_up(
         await admin.close()
 
 
+async def test_an_archive_backlog_pauses_the_backfill_until_archiving_catches_up(pg_server: Cluster) -> None:
+    """A server of its own with archiving on and no archive_command yet: two switched WAL
+    segments wait for it (their .ready files in archive_status), more than the 16 MB allowed, so
+    the walk pauses; once archive_command is set the archiver catches up and the walk goes on."""
+    server = Cluster(pg_server.bin_dir, settings={"archive_mode": "on"})
+    server.start()
+    try:
+        dsn = server.dsn()
+        admin = await asyncpg.connect(dsn)
+        try:
+            await make_table(admin, 20_000)
+            for _ in range(2):
+                await admin.execute(
+                    "CREATE TABLE IF NOT EXISTS filler (n int); INSERT INTO filler VALUES (1)"
+                )
+                await admin.execute("SELECT pg_switch_wal()")
+            events: list[Event] = []
+            policy = MigrationPolicy(
+                backfill_max_archive_backlog_bytes=16 * 2**20, backfill_health_poll_ms=50
+            )
+            task = asyncio.create_task(run(dsn, "UPDATE items SET n = n + 1", policy, events))
+            try:
+                async with asyncio.timeout(30):
+                    while not any(e.kind is EventKind.BACKFILL_THROTTLED for e in events):
+                        await asyncio.sleep(0.02)
+                throttled = next(e for e in events if e.kind is EventKind.BACKFILL_THROTTLED)
+                assert "WAL archive backlog 32.0 MB > 16.0 MB" in throttled.message, throttled.message
+                await asyncio.sleep(0.5)
+                assert await admin.fetchval("SELECT count(*) FROM items WHERE n = 1") == 0  # paused
+                await admin.execute("ALTER SYSTEM SET archive_command = '/bin/true'")
+                await admin.execute("SELECT pg_reload_conf()")
+                await asyncio.wait_for(task, 60)
+            finally:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            assert dict(await admin.fetch("SELECT n, count(*) FROM items GROUP BY n")) == {1: 20_000}
+        finally:
+            await admin.close()
+    finally:
+        server.stop()
+
+
 async def test_a_statement_timeout_halves_the_batch_and_one_slow_row_fails_the_step(dsn: str) -> None:
     admin = await asyncpg.connect(dsn)
     try:

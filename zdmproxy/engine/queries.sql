@@ -486,25 +486,33 @@ SELECT array_agg(a.attname::text ORDER BY k.ord) AS columns,
 -- name: backfill_health
 -- What may hold a backfill of table $1 back (engine/health.py): each replica's lag in bytes (what
 -- it replayed, or flushed when it does not replay, e.g. pg_receivewal) and replay_lag in seconds;
--- the WAL written since the last segment archive_command archived (NULL when archiving is off or
--- nothing was archived yet; a segment's name is timeline, log and segment number in hex); an
--- autovacuum worker on the table.
+-- the WAL waiting for archive_command (NULL when archiving is off): the segments marked .ready in
+-- archive_status where the role may list it (superuser, pg_monitor), else what was written since
+-- the last segment pg_stat_archiver says was archived (a segment's name is timeline, log and
+-- segment number in hex; NULL while none was); an autovacuum worker on the table.
 WITH replicas AS (
     SELECT r.pid, r.application_name,
            pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(r.replay_lsn, r.flush_lsn))::float8 AS lag_bytes,
            EXTRACT(EPOCH FROM r.replay_lag)::float8 AS lag_s
       FROM pg_stat_replication r
      WHERE NOT pg_is_in_recovery()
+), archiving AS (
+    SELECT current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery() AS enabled,
+           pg_size_bytes(current_setting('wal_segment_size')) AS segment,
+           (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+             OR pg_has_role(current_user, 'pg_monitor', 'USAGE') AS may_list
 )
 SELECT (SELECT coalesce(json_agg(x), '[]') FROM replicas x)::text AS replicas,
-       (SELECT CASE WHEN current_setting('archive_mode') <> 'off' AND NOT pg_is_in_recovery()
-                     AND a.last_archived_wal ~ '^[0-9A-F]{24}$'
+       (SELECT CASE WHEN NOT g.enabled THEN NULL
+                    WHEN g.may_list
+                    THEN (SELECT count(*) FROM pg_ls_archive_statusdir() f
+                           WHERE f.name ~ '^[0-9A-F]{24}\.ready$') * g.segment
+                    WHEN a.last_archived_wal ~ '^[0-9A-F]{24}$'
                     THEN pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')
                          - (('x' || substr(a.last_archived_wal, 9, 8))::bit(32)::bigint * 4294967296::numeric
-                            + (('x' || substr(a.last_archived_wal, 17, 8))::bit(32)::bigint + 1)
-                              * pg_size_bytes(current_setting('wal_segment_size')))
+                            + (('x' || substr(a.last_archived_wal, 17, 8))::bit(32)::bigint + 1) * g.segment)
                END
-          FROM pg_stat_archiver a)::float8 AS archive_backlog_bytes,
+          FROM pg_stat_archiver a, archiving g)::float8 AS archive_backlog_bytes,
        (SELECT min(v.pid) FROM pg_stat_progress_vacuum v JOIN pg_stat_activity s ON s.pid = v.pid
          WHERE v.relid = $1 AND s.backend_type = 'autovacuum worker') AS autovacuum_pid;
 

@@ -5,8 +5,10 @@ downstream of the primary. Between batches it reads, from its own connection:
 
 - replication lag, per replica, in bytes (``pg_current_wal_lsn()`` minus what the replica
   replayed, or flushed when it does not replay: pg_receivewal) and in seconds (``replay_lag``);
-- the WAL archive backlog: WAL written since the last segment ``archive_command`` archived
-  (``pg_stat_archiver``), when archiving is on;
+- the WAL archive backlog, when archiving is on: the segments waiting for ``archive_command``
+  (their ``.ready`` files in archive_status, where the role may list them: superuser or
+  pg_monitor), else the WAL written since the last segment ``pg_stat_archiver`` says was
+  archived;
 - an autovacuum worker on the backfilled table (``pg_stat_progress_vacuum``).
 
 Those pause the backfill until they clear. During each batch it also samples the sessions
@@ -15,8 +17,8 @@ allows slows the backfill down (smaller batches) instead of pausing it. Each sig
 the way an operator reads it ("replica lag 48.0 MB > 16.0 MB (standby1)").
 
 Limits of the reading: the replication columns need pg_read_all_stats (or a superuser) and
-read NULL otherwise, so no lag is seen; an archive backlog is counted only once a segment was
-archived (``last_archived_wal`` set).
+read NULL otherwise, so no lag is seen; without pg_monitor an archive backlog is seen only once a
+segment was archived (``last_archived_wal`` set).
 """
 
 from __future__ import annotations

@@ -127,8 +127,9 @@ async def _dropped_with(
 
 async def _statement_rows(session: Session, statements: list[Statement]) -> dict[str, int]:
     """How many rows each UPDATE or DELETE with a WHERE would change, as the planner estimates
-    it (EXPLAIN plans, never runs; its brief ROW EXCLUSIVE lock waits only a moment). A
-    statement that cannot be planned yet (its table is created earlier in the script) has none."""
+    it (EXPLAIN plans, never runs; its brief ROW EXCLUSIVE lock waits only a moment, in a
+    transaction of its own: ``session`` is outside any). A statement that cannot be planned yet
+    (its table is created earlier in the script) has none."""
     found: dict[str, int] = {}
     for statement in statements:
         node = statement.node

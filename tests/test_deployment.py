@@ -265,14 +265,20 @@ needs_serve = pytest.mark.skipif(not _serve_available(), reason="`zdmproxy serve
 
 # The command with the root filesystem read-only and a fresh tmpfs on /tmp, as Kubernetes'
 # readOnlyRootFilesystem with an emptyDir on /tmp: a private mount namespace, nothing changes
-# outside it (needs root or CAP_SYS_ADMIN, as CI has; skipped otherwise).
+# outside it (needs root or CAP_SYS_ADMIN, as CI has; skipped otherwise). A checkout that itself
+# lives under /tmp (its venv, the editable install) is carried over the tmpfs, read-only too.
+_KEEP = str(ROOT) if ROOT.is_relative_to("/tmp") else ""
 READ_ONLY_ROOT = [
     "unshare",
     "--mount",
     "sh",
     "-c",
-    'mount --make-rprivate / && mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && exec "$@"',
-    "sh",
+    "mount --make-rprivate / && "
+    '{ [ -z "$0" ] || mount --bind "$0" /mnt; } && '
+    "mount -o remount,bind,ro / && mount -t tmpfs tmpfs /tmp && "
+    '{ [ -z "$0" ] || { mkdir -p "$0" && mount --bind /mnt "$0" && mount -o remount,bind,ro "$0"; }; } && '
+    'exec "$@"',
+    _KEEP,
 ]
 
 

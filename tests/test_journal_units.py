@@ -389,7 +389,7 @@ STATEMENTS = [
     "CREATE TABLE app.events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body jsonb)",
     "ALTER TABLE app.events RENAME TO events_v2",
     "ALTER TABLE accounts ADD COLUMN token uuid DEFAULT gen_random_uuid()",
-    "VACUUM FULL accounts",
+    "VACUUM FULL sessions",
 ]
 
 

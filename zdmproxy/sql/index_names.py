@@ -19,8 +19,7 @@ from collections.abc import Collection
 from pglast import ast
 from pglast.enums import A_Expr_Kind, MinMaxOp
 
-from zdmproxy.sql.naming import NAMEDATALEN, choose_name, joined_columns
-from zdmproxy.sql.naming import _clip as clip
+from zdmproxy.sql.naming import NAMEDATALEN, choose_name, clip, joined_columns
 
 
 def index_column_names(node: ast.IndexStmt) -> list[str]:

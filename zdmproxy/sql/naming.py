@@ -22,7 +22,7 @@ from pglast.visitors import Visitor
 NAMEDATALEN = 64  # a name holds NAMEDATALEN - 1 bytes
 
 
-def _clip(name: str, size: int) -> str:
+def clip(name: str, size: int) -> str:
     """The longest prefix of ``name`` of at most ``size`` UTF-8 bytes that ends on a
     character boundary (pg_mbcliplen)."""
     encoded = name.encode()
@@ -42,9 +42,9 @@ def make_object_name(name1: str, name2: str | None, label: str) -> str:
             chars1 -= 1
         else:
             chars2 -= 1
-    parts = [_clip(name1, chars1)]
+    parts = [clip(name1, chars1)]
     if name2 is not None:
-        parts.append(_clip(name2, chars2))
+        parts.append(clip(name2, chars2))
     return "_".join([*parts, label])
 
 
@@ -71,7 +71,7 @@ def joined_columns(columns: Iterable[str]) -> str:
     for column in columns:
         if joined:
             joined += "_"
-        joined += _clip(column, NAMEDATALEN - 1)
+        joined += clip(column, NAMEDATALEN - 1)
         if len(joined.encode()) >= NAMEDATALEN:
             break
     return joined

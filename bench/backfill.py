@@ -279,13 +279,9 @@ def main() -> None:
         if bin_dir is None:
             main_rows.append(f"| {major} | skipped: not installed |||||||")
             continue
-        cluster = Cluster(bin_dir, settings=FACTS_SETTINGS)
-        cluster.start()
-        try:
+        with Cluster(bin_dir, settings=FACTS_SETTINGS) as cluster:
             r = uvloop.run(measure(cluster.dsn(), args.rows, args.runs))
             startup, grown = scale(cluster.dsn(), args.scale)
-        finally:
-            cluster.stop()
         main_rows.append(
             f"| {major} | {r.bulk_rows_s:,.0f} | {r.fill_rows_s:,.0f} | "
             f"**{r.fill_rows_s / r.bulk_rows_s:.2f}** "

@@ -238,15 +238,11 @@ def main() -> None:
         if bin_dir is None:
             lines.append(f"| {major} | skipped: not installed | | | | | |")
             continue
-        cluster = Cluster(bin_dir)
-        cluster.start()
-        try:
+        with Cluster(bin_dir) as cluster:
             times = uvloop.run(submit_to_done(cluster.dsn(), str(bin_dir / "psql"), args.rounds))
             if major == args.versions[-1]:
                 samples, record = uvloop.run(backfill_memory(cluster.dsn(), args.backfill_rows))
                 memory = _memory_report(major, args.backfill_rows, samples, record)
-        finally:
-            cluster.stop()
 
         def cell(name: str) -> str:
             return f"{_ms(times[name], 0.5):.1f} (p90 {_ms(times[name], 0.9):.1f})"  # noqa: B023

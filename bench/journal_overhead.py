@@ -103,12 +103,8 @@ def main() -> None:
         if bin_dir is None:
             print(f"| {major} | skipped: not installed | | | | |")
             continue
-        cluster = Cluster(bin_dir)
-        cluster.start()
-        try:
+        with Cluster(bin_dir) as cluster:
             times = uvloop.run(measure(cluster.dsn(), args.rounds))
-        finally:
-            cluster.stop()
         for mode in ("engine", "journal"):
             per_step, per_migration = line(times, mode)
             low, high = (statistics.median(times[(mode, size)]) * 1000 for size in SIZES)

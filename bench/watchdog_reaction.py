@@ -88,12 +88,8 @@ def main() -> None:
         if bin_dir is None:
             print(f"| {major} | skipped: not installed | | | | |")
             continue
-        cluster = Cluster(bin_dir)
-        cluster.start()
-        try:
+        with Cluster(bin_dir) as cluster:
             latencies = sorted(uvloop.run(measure(cluster.dsn(), args.runs)))
-        finally:
-            cluster.stop()
         p99 = latencies[min(len(latencies) - 1, round(0.99 * (len(latencies) - 1)))]
         verdict = "met" if p99 <= bound else "missed"
         print(

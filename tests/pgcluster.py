@@ -332,6 +332,13 @@ class Cluster:
         self.base_dir = None
         _untrack(self)
 
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _kill_postmaster(self) -> None:
         # Backends notice postmaster death and exit on their own.
         try:

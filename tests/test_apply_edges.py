@@ -88,3 +88,24 @@ async def test_sigterm_stops_cleanly_with_exit_5(dsn: str, tmp_path: Path) -> No
         await admin.close()
     assert result.code == 5, result.stderr
     assert "interrupted" in result.stderr and "0 of 1 step(s) applied" in result.stderr
+
+
+async def test_a_failed_first_step_counts_nothing_applied(dsn: str, tmp_path: Path) -> None:
+    """The summary counts the steps done, by this run and earlier ones: a first step that fails
+    leaves none applied, however many come after it (not "planned minus reported")."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute("CREATE TABLE a (x int)")
+    try:
+        sql = "CREATE TABLE a (x int); CREATE TABLE b (x int); CREATE TABLE c (x int)"
+        result = await run_cli("apply", "--dsn", dsn, "--id", "first", sql=sql, tmp_path=tmp_path)
+        assert result.code == 1, result.stderr
+        assert "0 of 3 step(s) applied" in result.stderr, result.stderr
+        assert "resumes at step 1 " in result.stderr
+        await admin.execute("DROP TABLE a")
+        await admin.execute("CREATE TABLE b (x int)")
+        result = await run_cli("apply", "--dsn", dsn, "--id", "first", sql=sql, tmp_path=tmp_path)
+        assert result.code == 1, result.stderr
+        assert "1 of 3 step(s) applied" in result.stderr, result.stderr
+        assert "resumes at step 2 " in result.stderr
+    finally:
+        await admin.close()

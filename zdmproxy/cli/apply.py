@@ -28,7 +28,7 @@ from zdmproxy.engine.outcomes import Outcome
 from zdmproxy.engine.runner import MigrationReport
 from zdmproxy.errors import ConfigError, ExitCode, UsageError, ZdmError
 from zdmproxy.journal.coordinator import Applied, Coordinator, Request, Result
-from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_id, scan
+from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_id, scan, up_section
 from zdmproxy.journal.ledger import Caller
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal
@@ -128,8 +128,13 @@ def _batch(args: argparse.Namespace) -> _Batch:
         requests = []
         planned = []
         for file in files:
-            script = read_script(str(file.path))
+            script = up_section(read_script(str(file.path)))
             planned.append(_planned(script))
+            if not planned[-1]:  # as for a FILE: an empty file is a mistake, not a migration
+                raise UsageError(
+                    f"{file.path}: holds no SQL statement (only whitespace or comments): nothing to "
+                    "apply, and once recorded as applied it could never be filled in"
+                )
             requests.append(Request(file.migration_id, script, file.version_text, file.path.name))
         return _Batch(tuple(requests), tuple(map(len, planned)), files, _destructive(*planned))
     if args.out_of_order:
@@ -138,7 +143,7 @@ def _batch(args: argparse.Namespace) -> _Batch:
         raise UsageError(
             "apply FILE needs --id ID (the migration's id; a folder's files are named by their names)"
         )
-    script = read_script(args.path)
+    script = up_section(read_script(args.path))
     steps = _planned(script)
     if not steps:
         # Decided: a usage error, not a quiet exit 0. A deploy job handed an empty file almost
@@ -248,7 +253,7 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None, *, p
         for line in step.blocked_summary():
             err.print(f"step {step.index + 1}: {escape(line)}")
     done = [s for s in report.steps if s.outcome is Outcome.SUCCEEDED]
-    before = report.planned - len(report.steps) if report.planned else 0  # applied by earlier runs
+    before = report.start_at  # applied by earlier runs
     if report.succeeded or (planned and before == planned):
         resumed = f" ({before} of them by an earlier run)" if before else ""
         err.print(f"{escape(name)}: all {planned} step(s) applied{resumed}")

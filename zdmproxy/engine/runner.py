@@ -124,6 +124,7 @@ class MigrationReport:
     migration_id: str
     steps: list[StepReport] = field(default_factory=list)
     planned: int = 0  # steps in the plan; fewer reports mean the run stopped early
+    start_at: int = 0  # the steps before it were done by an earlier run
 
     @property
     def succeeded(self) -> bool:
@@ -183,6 +184,7 @@ class Runner:
         caller to record the outcome before letting go (then ``close()``)."""
         report = report if report is not None else MigrationReport(self.migration_id)
         report.planned = len(steps)
+        report.start_at = start_at
         check_allowed(steps[start_at:], self.policy)
         try:
             for index in range(start_at, len(steps)):

@@ -291,3 +291,32 @@ def test_plan_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) 
         proc.wait(timeout=60)
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
     assert code in (0, 6)
+
+
+async def test_a_timeout_the_server_cannot_take_is_refused_before_anything_runs(
+    dsn: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's timeouts are an int of milliseconds. A statement_timeout of 3,000,000 s would
+    be refused by the server's SET (22023) at the first step, after the journal started the
+    migration: refused as typed instead (exit 2), while the largest the server takes runs."""
+    path = sql_file(tmp_path, "CREATE TABLE a (id int); ALTER TABLE a ADD COLUMN b int;")
+    too_long = cli("apply", "--dsn", dsn, "--id", "x", "--statement-timeout-s", "3000000", path)
+    assert too_long.returncode == 2, too_long.stderr
+    assert "--statement-timeout-s 3000000:" in too_long.stderr and "24.8 days" in too_long.stderr
+    admin = await asyncpg.connect(dsn)
+    try:
+        assert await admin.fetchval("SELECT to_regclass('a')") is None
+        largest = cli("apply", "--dsn", dsn, "--id", "y", "--statement-timeout-s", "2147483.647", path)
+        assert largest.returncode == 0, largest.stderr
+        assert await admin.fetchval("SELECT count(*) FROM pg_attribute WHERE attname = 'b'") == 1
+    finally:
+        await admin.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_duration_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
+    dsn, _ = unreachable_dsn()
+    path = sql_file(tmp_path, EIGHT_STATEMENTS)
+    result = cli("apply", "--dsn", dsn, "--id", "x", "--watchdog-interval-ms", value, path)
+    assert result.returncode == 2, result.stderr
+    assert f"--watchdog-interval-ms {value}: Input should be a finite number" in result.stderr

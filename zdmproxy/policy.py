@@ -12,9 +12,30 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# PostgreSQL's timeouts are an int of milliseconds: SET lock_timeout / statement_timeout refuses
+# anything larger (22023), and it would do so mid-run, after the journal started the migration.
+MAX_TIMEOUT_MS = 2**31 - 1  # about 24.8 days
+# The settings zdmproxy SETs on the server, and the unit each is given in.
+_SERVER_TIMEOUTS = {
+    "lock_timeout_ms": 1,
+    "lock_timeout_max_ms": 1,
+    "statement_timeout_s": 1000,
+    "concurrent_lock_timeout_s": 1000,
+    "concurrent_statement_timeout_s": 1000,
+    "backfill_max_lock_ms": 1,
+}
+
+
+def shown(value: object) -> str:
+    """A number as a person typed it: 3000000 and 0.5, not 3e+06 and not 3000000.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
 
 class MigrationPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are not durations: "forever" is a large number (or None where a knob is opt-in)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     queue_budget_ms: float = Field(
         100, gt=0, description="longest any session may wait queued behind our lock request"
@@ -118,6 +139,16 @@ class MigrationPolicy(BaseModel):
             with contextlib.suppress(TypeError, ValueError):  # not a number: the field says so
                 data = {**data, "lock_timeout_max_ms": max(default, float(data["lock_timeout_ms"]))}
         return data
+
+    @model_validator(mode="after")
+    def _timeouts_fit_the_server(self) -> MigrationPolicy:
+        for name, unit_ms in _SERVER_TIMEOUTS.items():
+            if getattr(self, name) * unit_ms > MAX_TIMEOUT_MS:
+                raise ValueError(
+                    f"{name} ({shown(getattr(self, name))}) is above PostgreSQL's largest timeout, "
+                    f"{shown(MAX_TIMEOUT_MS / unit_ms)} {'ms' if unit_ms == 1 else 's'} (about 24.8 days)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> MigrationPolicy:

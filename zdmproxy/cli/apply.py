@@ -35,7 +35,7 @@ from zdmproxy.journal.store import Journal
 from zdmproxy.plan.model import Step
 from zdmproxy.plan.phases import RunPhase
 from zdmproxy.plan.planner import make_plan
-from zdmproxy.policy import MigrationPolicy
+from zdmproxy.policy import MigrationPolicy, shown
 from zdmproxy.settings import Settings, load_settings
 from zdmproxy.sql.parse import parse_script
 
@@ -98,8 +98,7 @@ def _policy(settings: Settings, flags: dict[str, object]) -> MigrationPolicy:
                 MigrationPolicy.model_validate({name: value})
             except ValidationError as bad:
                 reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in bad.errors())
-                typed = f"{value:g}" if isinstance(value, float) else value  # as typed: -5, not -5.0
-                problems.append(f"{flag_name(name)} {typed}: {reason}")
+                problems.append(f"{flag_name(name)} {shown(value)}: {reason}")  # -5, not -5.0
         if not problems:  # only the combination is wrong: say which flags took part
             given = ", ".join(flag_name(name) for name in flags)
             problems.append(f"{exc.message.removeprefix('bad configuration: ')} (with {given})")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from rich.console import Console
 
 from zdmproxy.cli import plan as plan_command
 from zdmproxy.plan.planner import make_plan
+from zdmproxy.settings import CONFIG_ENV, Settings
 
 EIGHT_STATEMENTS = "\n".join(
     [
@@ -320,3 +322,31 @@ def test_a_duration_must_be_a_finite_number(tmp_path: Path, value: str) -> None:
     result = cli("apply", "--dsn", dsn, "--id", "x", "--watchdog-interval-ms", value, path)
     assert result.returncode == 2, result.stderr
     assert f"--watchdog-interval-ms {value}: Input should be a finite number" in result.stderr
+
+
+def test_every_setting_a_message_or_the_readme_names_exists() -> None:
+    """A refusal that says "configure ZDM_LOCK_TIMEOUT" sends the user to a variable nothing
+    reads: every ZDM_ name in zdmproxy's messages and docs is a setting (or the config file's)."""
+    root = Path(__file__).parent.parent
+    known = {CONFIG_ENV} | {f"ZDM_{name.upper()}" for name in Settings.model_fields}
+    texts = [*sorted((root / "zdmproxy").rglob("*.py")), root / "README.md"]
+    unknown = {
+        f"{path.relative_to(root)}: {name}"
+        for path in texts
+        for name in re.findall(r"\bZDM_[A-Z0-9_]*[A-Z0-9]", path.read_text())
+        if name not in known
+    }
+    assert not unknown
+
+
+def test_a_set_statement_is_refused_naming_settings_that_exist(tmp_path: Path) -> None:
+    path = sql_file(tmp_path, "SET lock_timeout = '1s';\nALTER TABLE a ADD COLUMN b int;")
+    result = cli("plan", path)
+    assert result.returncode == 1, result.stderr
+    named = set(re.findall(r"ZDM_[A-Z_]+[A-Z]", result.stderr))
+    assert named == {"ZDM_LOCK_TIMEOUT_MS", "ZDM_STATEMENT_TIMEOUT_S"}, result.stderr
+    env = {"ZDM_LOCK_TIMEOUT_MS": "-1", "ZDM_STATEMENT_TIMEOUT_S": "-1"}
+    checked = cli(
+        "apply", "--dsn", unreachable_dsn()[0], "--id", "x", sql_file(tmp_path, "SELECT 1", "n.sql"), env=env
+    )
+    assert checked.returncode == 78 and all(name in checked.stderr for name in named), checked.stderr

@@ -83,7 +83,8 @@ REFUSED: dict[type[ast.Node], str] = {
     ),
     ast.VariableSetStmt: (
         "SET in a migration: zdmproxy sets lock_timeout and statement_timeout itself for every "
-        "attempt; configure them with ZDM_LOCK_TIMEOUT / ZDM_STATEMENT_TIMEOUT instead"
+        "attempt; configure them with --lock-timeout-ms / --statement-timeout-s (ZDM_LOCK_TIMEOUT_MS / "
+        "ZDM_STATEMENT_TIMEOUT_S) instead"
     ),
     ast.DeclareCursorStmt: _SESSION,
     ast.FetchStmt: _SESSION,

@@ -297,16 +297,42 @@ async def test_status_and_history_show_pending_applied_and_failed_with_errors_an
     assert nothing.code == 0 and "nothing unfinished" in nothing.stderr
 
 
-async def test_status_of_a_database_without_a_journal_creates_none(
-    dsn: str, witness: Witness, cwd: Path
+async def test_status_of_a_database_without_a_journal_creates_none_and_lists_nothing_applied(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
 ) -> None:
-    for args in (("status",), ("status", "V1__x"), ("history",)):
+    # No journal is an empty journal: what a first deploy's pre-check sees. It is said, not an
+    # error, and --json keeps the shape a script reads every other time.
+    folder = write_folder(
+        tmp_path / "migrations", {"V1__one.sql": "SELECT 1;\n", "V2__two.sql": "SELECT 2;\n"}
+    )
+    for args in (("status",), ("history",), ("status", str(folder))):
         result = await zdm(*args, "--dsn", dsn, cwd=cwd)
-        assert result.code == 1 and "no journal" in result.stderr, result
+        assert result.code == 0 and "no journal" in result.stderr and "applied nothing" in result.stderr, (
+            result
+        )
+    assert (await zdm("history", "--dsn", dsn, "--json", cwd=cwd)).json() == {"migrations": []}
+    assert (await zdm("status", "--dsn", dsn, "--json", cwd=cwd)).json() == {"migrations": []}
+    pending = await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)
+    assert pending.code == 0, pending.stderr
+    assert pending.json() == {
+        "folder": str(folder),
+        "migrations": [
+            {"file": "V1__one.sql", "id": "V1__one", "version": "1", "state": "pending"},
+            {"file": "V2__two.sql", "id": "V2__two", "version": "2", "state": "pending"},
+        ],
+    }
+    unknown = await zdm("status", "V1__x", "--dsn", dsn, cwd=cwd)  # an id it cannot hold: an error
+    assert unknown.code == 1 and "'V1__x'" in unknown.stderr and "no journal" in unknown.stderr, unknown
     assert not await witness.journal_exists()
     await witness.conn.execute("CREATE SCHEMA zdmproxy")  # made by an administrator, still empty
     missing = await zdm("history", "--dsn", dsn, cwd=cwd)
-    assert missing.code == 1 and "no journal" in missing.stderr
+    assert missing.code == 0 and "no journal" in missing.stderr
+    assert (
+        await witness.conn.fetchval(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'zdmproxy'::regnamespace"
+        )
+        == 0
+    )
 
 
 async def test_status_shows_a_running_migration_and_what_blocked_its_attempts(
@@ -507,6 +533,140 @@ async def test_a_bad_folder_is_refused_before_anything_runs(
     assert not await witness.journal_exists()
     assert await witness.public_relations() == []
     assert await witness.files() == [] and await witness.ddl() == []
+
+
+# --- folders as other tools' users have them ---------------------------------------------------
+
+
+async def test_a_node_pg_migrate_folder_runs_each_files_up_section_only(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    # node-pg-migrate's SQL files hold both directions; run whole, each would undo itself (the
+    # DROP INDEX is not even destructive: nothing would refuse it) and exit 0.
+    files = {
+        "1700000000000_create-items.sql": "-- Up Migration\n"
+        + "CREATE TABLE items (id int PRIMARY KEY, sku text);\n"
+        + applied("items")
+        + "\n-- Down Migration\nDROP TABLE items;\n",
+        "1700000000001_items-sku-index.sql": "-- Up Migration\nCREATE INDEX items_sku_idx ON items (sku);\n"
+        + applied("index")
+        + "-- Down Migration\nDROP INDEX items_sku_idx;\nDELETE FROM testlog.applied;\n",
+        # dbmate's markers, the same way
+        "20241130120000_add-note.sql": "-- migrate:up\nALTER TABLE items ADD COLUMN note text;\n"
+        + applied("note")
+        + "\n-- migrate:down\nALTER TABLE items DROP COLUMN note;\n",
+    }
+    folder = write_folder(tmp_path / "migrations", files)
+    result = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert result.code == 0, result.stderr
+    assert await witness.files() == ["items", "index", "note"]
+    assert await witness.conn.fetchval(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_sku_idx'::regclass"
+    )
+    assert (
+        await witness.conn.fetchval(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'note'"
+        )
+        == 1
+    )
+    recorded = await witness.conn.fetchval(
+        "SELECT sql FROM zdmproxy.migrations WHERE id = '1700000000001_items-sku-index'"
+    )
+    assert "DROP INDEX" not in recorded and "Down Migration" not in recorded
+    # The down section is not the migration: changing it changes nothing applied.
+    (folder / "1700000000001_items-sku-index.sql").write_text(
+        files["1700000000001_items-sku-index.sql"].replace(
+            "DROP INDEX items_sku_idx", "DROP INDEX IF EXISTS items_sku_idx"
+        )
+    )
+    again = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert again.code == 0 and "already applied" in again.stderr, again.stderr
+    status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
+    assert {m["state"] for m in status["migrations"]} == {"succeeded"}  # type: ignore[attr-defined]
+    assert await witness.files() == ["items", "index", "note"]
+
+
+async def test_a_windows_checkout_with_a_byte_order_mark_and_crlf_is_the_same_migration(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    sql = "CREATE TABLE one (id int);\n" + applied("V1")
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "V1__one.sql").write_bytes(b"\xef\xbb\xbf" + sql.replace("\n", "\r\n").encode())
+    windows = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert windows.code == 0, windows.stderr
+    (folder / "V1__one.sql").write_text(sql)  # the same file checked out on Linux
+    linux = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert linux.code == 0 and "already applied" in linux.stderr, linux.stderr
+    single = await zdm("apply", str(folder / "V1__one.sql"), "--id", "V1__one", "--dsn", dsn, cwd=cwd)
+    assert single.code == 0 and "already applied" in single.stderr, single.stderr
+    assert await witness.files() == ["V1"]
+
+
+async def test_a_folder_with_sub_folders_is_applied_whole_in_version_order(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    folder = tmp_path / "migrations"
+    write_folder(
+        folder, {"V1__accounts.sql": "CREATE TABLE accounts (id int PRIMARY KEY);\n" + applied("V1")}
+    )
+    write_folder(
+        folder / "2024", {"V2__plans.sql": "CREATE TABLE plans (id int PRIMARY KEY);\n" + applied("V2")}
+    )
+    write_folder(
+        folder / "2025",
+        {
+            "V3__account_plan.sql": "ALTER TABLE accounts ADD COLUMN plan int REFERENCES plans;\n"
+            + applied("V3")
+        },
+    )
+    result = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert result.code == 0, result.stderr
+    assert await witness.files() == ["V1", "V2", "V3"]
+    status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
+    assert [(m["file"], m["state"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
+        ("V1__accounts.sql", "succeeded"),
+        ("2024/V2__plans.sql", "succeeded"),
+        ("2025/V3__account_plan.sql", "succeeded"),
+    ]
+    # Moving a file to another sub-folder keeps its id: nothing runs again.
+    (folder / "2024" / "V2__plans.sql").rename(folder / "2025" / "V2__plans.sql")
+    moved = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert moved.code == 0, moved.stderr
+    assert await witness.files() == ["V1", "V2", "V3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "named"),
+    [
+        pytest.param("V3__empty.sql", "-- filled in later\n", "holds no SQL statement", id="empty"),
+        pytest.param("V3__zero.sql", "", "holds no SQL statement", id="zero-bytes"),
+        pytest.param("V3__moved.sql", None, "broken symbolic link", id="broken-link"),
+        pytest.param(
+            "V2__first.sql.conf", "executeInTransaction=false\n", "per-script configuration", id="conf"
+        ),
+        pytest.param("R__views.sql", "CREATE VIEW v AS SELECT 1;\n", "repeatable", id="repeatable"),
+        pytest.param("sub/V3__b.sql", None, "broken symbolic link", id="in-a-sub-folder"),
+    ],
+)
+async def test_a_file_zdmproxy_would_have_to_skip_or_record_empty_is_refused_before_anything_runs(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path, name: str, content: str | None, named: str
+) -> None:
+    folder = write_folder(
+        tmp_path / "migrations", {"V2__first.sql": "CREATE TABLE first (id int);\n" + applied("V2")}
+    )
+    path = folder / name
+    path.parent.mkdir(exist_ok=True)
+    if content is None:
+        path.symlink_to(tmp_path / "elsewhere" / path.name)
+    else:
+        path.write_text(content)
+    refused = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert refused.code == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert path.name in message and named in message, message
+    assert not await witness.journal_exists()
+    assert await witness.public_relations() == [] and await witness.files() == []
 
 
 # --- a database is required (issue 9, test 6) ------------------------------------------------

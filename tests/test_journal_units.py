@@ -14,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zdmproxy.errors import ChecksumConflict, OutOfOrder, UsageError
-from zdmproxy.journal.folder import MigrationFile, check_against_journal, check_id, scan, version_key
+from zdmproxy.journal.folder import (
+    MigrationFile,
+    check_against_journal,
+    check_id,
+    scan,
+    up_section,
+    version_key,
+)
 from zdmproxy.journal.steps import checksum, decode, encode, rows
 from zdmproxy.plan.model import Step
 from zdmproxy.plan.planner import make_plan
@@ -22,6 +29,7 @@ from zdmproxy.sql.parse import parse_script
 
 
 def folder(tmp_path: Path, *names: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     for name in names:
         (tmp_path / name).write_text("SELECT 1;\n")
     return tmp_path
@@ -65,8 +73,6 @@ def test_accepted_names(tmp_path: Path, name: str, version: tuple[int, ...], mig
         "Vx__init.sql",
         "V1.__init.sql",
         "1.2_init.sql",  # a plain number has no dots
-        "R__repeatable.sql",  # Flyway's repeatable migrations are not supported
-        "U1__undo.sql",
         "add_email_0001.sql",
         "init.SQL",
     ],
@@ -79,6 +85,22 @@ def test_refused_names_name_the_file_and_the_accepted_patterns(tmp_path: Path, n
     assert name in message
     assert "V<version>__<description>.sql" in message and "<number>" in message
     assert "V1__init.sql" in message and "0001_init.sql" in message
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("R__repeatable.sql", "repeatable migration"),  # never run as a versioned file
+        ("U1__undo.sql", "undo migration"),
+        ("U1.1__undo.SQL", "undo migration"),
+        ("V1__init.sql.conf", "per-script configuration"),  # never ignored: it changes how V1 runs
+    ],
+)
+def test_flyway_files_zdmproxy_does_not_run_are_refused_by_name(tmp_path: Path, name: str, why: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        scan(folder(tmp_path, "V1__init.sql", name))
+    assert refused.value.exit_code == 2
+    assert name in refused.value.message and why in refused.value.message
 
 
 def test_a_name_that_cannot_be_an_id_is_refused_naming_the_file(tmp_path: Path) -> None:
@@ -114,10 +136,79 @@ def test_duplicate_versions_are_refused(tmp_path: Path, first: str, second: str)
 
 def test_other_files_and_dot_files_are_not_migrations(tmp_path: Path) -> None:
     folder(tmp_path, "V1__init.sql", "README.md", "notes.txt", ".gitkeep", ".V2__hidden.sql")
-    folder(tmp_path, "V3__init.sql.bak", "V4__init.sql~", ".editor.swp")
-    (tmp_path / "V5__a_folder.sql").mkdir()
-    (tmp_path / "V5__a_folder.sql" / "V6__inside.sql").write_text("SELECT 1")
+    folder(tmp_path, "V3__init.sql.bak", "V4__init.sql~", ".editor.swp", ".#V5__lock.sql", "#V6__a.sql#")
+    (tmp_path / ".git").mkdir()  # hidden folders are not read
+    (tmp_path / ".git" / "V7__in_git.sql").write_text("SELECT 1")
     assert [f.path.name for f in scan(tmp_path)] == ["V1__init.sql"]
+
+
+def test_sub_folders_are_read_as_flyway_reads_them_in_one_version_order(tmp_path: Path) -> None:
+    # Skipping them would apply a folder half and exit 0; Flyway reads a location recursively.
+    folder(tmp_path, "V1__init.sql", "V10__last.sql")
+    folder(tmp_path / "2024", "V2__a.sql", "V9__b.sql")
+    folder(tmp_path / "2024" / "deeper", "V3__c.sql")
+    folder(tmp_path / "V5__a_folder.sql", "V6__inside.sql")  # a folder named like a file
+    (tmp_path / "loop").symlink_to(tmp_path)  # a link back up is read once, not forever
+    found = scan(tmp_path)
+    assert [str(f.path.relative_to(tmp_path)) for f in found] == [
+        "V1__init.sql",
+        "2024/V2__a.sql",
+        "2024/deeper/V3__c.sql",
+        "V5__a_folder.sql/V6__inside.sql",
+        "2024/V9__b.sql",
+        "V10__last.sql",
+    ]
+    assert [f.migration_id for f in found][:2] == ["V1__init", "V2__a"]  # ids stay the file names
+
+
+def test_one_version_in_two_sub_folders_is_refused_naming_both_paths(tmp_path: Path) -> None:
+    folder(tmp_path / "a", "V1__x.sql")
+    folder(tmp_path / "b", "V1__x.sql")
+    with pytest.raises(UsageError) as refused:
+        scan(tmp_path)
+    assert "a/V1__x.sql and b/V1__x.sql have the same version 1" in refused.value.message
+
+
+def test_a_sql_name_that_is_not_a_readable_file_is_refused_not_skipped(tmp_path: Path) -> None:
+    folder(tmp_path, "V1__init.sql")
+    (tmp_path / "V2__moved.sql").symlink_to(tmp_path / "gone" / "V2__moved.sql")
+    with pytest.raises(UsageError) as refused:
+        scan(tmp_path)
+    assert "V2__moved.sql" in refused.value.message and "broken symbolic link" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("script", "up"),
+    [
+        # node-pg-migrate's SQL files: the marker lines are its own template's
+        (
+            "-- Up Migration\nCREATE TABLE t ();\n-- Down Migration\nDROP TABLE t;\n",
+            "-- Up Migration\nCREATE TABLE t ();\n",
+        ),
+        ("--up migration\nA;\n  -- DOWN  MIGRATION\nB;\n", "--up migration\nA;\n"),
+        ("-- Down Migration\nB;\n-- Up Migration\nA;\n", "-- Up Migration\nA;\n"),  # down first
+        ("A;\n-- Down Migration\nB;\n", "A;\n"),  # no up marker: never the down part
+        # dbmate's
+        ("-- migrate:up\nA;\n\n-- migrate:down\nB;\n", "-- migrate:up\nA;\n\n"),
+        (
+            "-- migrate:up transaction:false\nA;\n-- migrate:down\nB;\n",
+            "-- migrate:up transaction:false\nA;\n",
+        ),
+        # no down section: the whole file
+        ("A;\n-- the way down is a new migration\nB;\n", "A;\n-- the way down is a new migration\nB;\n"),
+        ("-- Up Migration\nA;\n", "-- Up Migration\nA;\n"),
+        ("A; -- down migration after code on the line\n", "A; -- down migration after code on the line\n"),
+    ],
+)
+def test_a_files_down_section_is_not_part_of_the_migration(script: str, up: str) -> None:
+    assert up_section(script) == up
+
+
+def test_a_change_to_the_down_section_is_not_a_change_of_the_migration() -> None:
+    before = "-- Up Migration\nCREATE TABLE t (id int);\n-- Down Migration\nDROP TABLE t;\n"
+    after = before.replace("DROP TABLE t;", "DROP TABLE IF EXISTS t;")
+    assert sha(up_section(before)) == sha(up_section(after))
+    assert sha(up_section(before)) == sha("CREATE TABLE t (id int);")
 
 
 def test_a_folder_without_migrations_is_refused(tmp_path: Path) -> None:

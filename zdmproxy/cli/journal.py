@@ -1,6 +1,9 @@
 """``zdmproxy status`` and ``zdmproxy history``: what the journal holds, for people and scripts.
 
-Both only read: a database without a journal says so instead of getting one.
+Both only read: a database without a journal is not given one. It is an empty journal (nothing
+applied there yet), said as such: ``history`` lists nothing, ``status DIR`` lists every file as
+pending, both exit 0 with the same JSON shape as ever; only ``status ID`` is an error (exit 1),
+as for an id the journal does not hold.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from rich.table import Table
 from zdmproxy.cli.shared import database_url, err, out, read_script, run_async
 from zdmproxy.errors import ExitCode, ZdmError
 from zdmproxy.journal import advisory
-from zdmproxy.journal.folder import scan, version_key
+from zdmproxy.journal.folder import scan, up_section, version_key
 from zdmproxy.journal.steps import checksum
 from zdmproxy.journal.store import Journal, open_existing
 from zdmproxy.settings import load_settings
@@ -39,26 +42,27 @@ def status(args: argparse.Namespace) -> int:
     return _with_journal(args, lambda journal: _history(journal, 1000, args.json, unfinished_only=True))
 
 
+NO_JOURNAL = "this database has no journal (schema zdmproxy): zdmproxy applied nothing here"
+
+
 def history(args: argparse.Namespace) -> int:
     return _with_journal(
         args, lambda journal: _history(journal, args.limit, args.json, unfinished_only=False)
     )
 
 
-def _with_journal(args: argparse.Namespace, show: Callable[[Journal], Awaitable[None]]) -> int:
+def _with_journal(args: argparse.Namespace, show: Callable[[Journal | None], Awaitable[None]]) -> int:
+    """Run ``show`` on the database's journal, or on None where there is none yet."""
     with ExitStack() as stack:
         dsn = database_url(args, load_settings(), stack)
 
         async def run() -> None:
             journal = await open_existing(dsn, "zdmproxy-status")
-            if journal is None:
-                raise NotRecorded(
-                    "this database has no journal (schema zdmproxy): zdmproxy applied nothing here"
-                )
             try:
                 await show(journal)
             finally:
-                await journal.close()
+                if journal is not None:
+                    await journal.close()
 
         run_async(run(), dsn=dsn)
     return int(ExitCode.OK)
@@ -81,7 +85,9 @@ def _ago(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds:.1f} s"
 
 
-async def _migration_status(journal: Journal, migration_id: str, as_json: bool) -> None:
+async def _migration_status(journal: Journal | None, migration_id: str, as_json: bool) -> None:
+    if journal is None:
+        raise NotRecorded(f"no migration {migration_id!r}: {NO_JOURNAL}")
     record = await journal.migration(migration_id)
     if record is None:
         raise NotRecorded(f"no migration {migration_id!r} in the journal (`zdmproxy history` lists them)")
@@ -143,18 +149,25 @@ async def _migration_status(journal: Journal, migration_id: str, as_json: bool) 
             out.print(f"   [red]step {step.index + 1} failed[/red]: {escape(str(step.error.get('message')))}")
 
 
-async def _folder_status(journal: Journal, directory: Path, as_json: bool) -> None:
+async def _folder_status(journal: Journal | None, directory: Path, as_json: bool) -> None:
     files = scan(directory)
-    recorded = {row["id"]: row for row in await journal.versioned()}
+    recorded = {row["id"]: row for row in await journal.versioned()} if journal is not None else {}
+    if journal is None and not as_json:
+        err.print(f"{NO_JOURNAL}: every file is pending")
     rows: list[dict[str, Any]] = []
     for file in files:
         row = recorded.get(file.migration_id)
-        ours = checksum(parse_script(read_script(str(file.path))))
+        ours = checksum(parse_script(up_section(read_script(str(file.path)))))
         state = "pending" if row is None else row["state"]
         if row is not None and row["checksum"] != ours:
             state += " (file changed since)"
         rows.append(
-            {"file": file.path.name, "id": file.migration_id, "version": file.version_text, "state": state}
+            {
+                "file": str(file.path.relative_to(directory)),
+                "id": file.migration_id,
+                "version": file.version_text,
+                "state": state,
+            }
         )
     known = {file.migration_id for file in files}
     for row in sorted(recorded.values(), key=lambda r: version_key(r["version"])):
@@ -178,12 +191,15 @@ async def _folder_status(journal: Journal, directory: Path, as_json: bool) -> No
     _show(table)
 
 
-async def _history(journal: Journal, limit: int, as_json: bool, *, unfinished_only: bool) -> None:
-    rows = await journal.history(limit)
+async def _history(journal: Journal | None, limit: int, as_json: bool, *, unfinished_only: bool) -> None:
+    rows = await journal.history(limit) if journal is not None else []
     if unfinished_only:
         rows = [r for r in rows if r["state"] != "succeeded"]
     if as_json:
         _dump({"migrations": rows})
+        return
+    if journal is None:
+        err.print(NO_JOURNAL)
         return
     if not rows:
         err.print("nothing unfinished in the journal" if unfinished_only else "the journal is empty")

@@ -34,9 +34,12 @@ def add_database_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_script(file: str) -> str:
-    """A SQL file's text (``-`` is standard input); what cannot be read is a usage error."""
+    """A SQL file's text (``-`` is standard input); what cannot be read is a usage error.
+
+    A leading UTF-8 byte order mark (Windows editors write one) is an encoding mark, not SQL:
+    it is dropped, as Flyway drops it, so the file parses and checksums as without it."""
     if file == "-":
-        return sys.stdin.read()
+        return sys.stdin.read().removeprefix("\ufeff")
     path = Path(file)
     if path.is_dir():
         raise UsageError(f"{file}: is a directory, not a SQL file")
@@ -44,7 +47,7 @@ def read_script(file: str) -> str:
         raise UsageError(f"{file}: no such file")
     data = path.read_bytes()
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise UsageError(
             f"{file}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); convert it, e.g. "

@@ -5,11 +5,19 @@ The names are the ones the seeds' users already have: Flyway's
 ``V1__init.sql``, ``V1.1__add_email.sql``, ``V2_1__...`` and plain numbered
 files (``0001_init.sql``, ``20241130120000_add_email.sql``). Each file is its
 own migration; its id is the file name without ``.sql``.
+
+A folder is read the way Flyway reads a location: sub-folders too (hidden ones
+excepted), every ``*.sql`` file in any case a migration or refused, never
+skipped. What another tool keeps beside the SQL and zdmproxy would have to
+ignore (Flyway's ``.sql.conf``, repeatable and undo files) is refused by name.
+A file's down section (node-pg-migrate's ``-- Down Migration``, dbmate's
+``-- migrate:down``) is not part of the migration: see ``up_section``.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +32,25 @@ ACCEPTED = (
     "V<version>__<description>.sql (Flyway: V1__init.sql, V1.1__add_email.sql, V2_1__x.sql) or "
     "<number>[_<description>].sql (0001_init.sql, 20241130120000_add_email.sql)"
 )
+# Flyway files zdmproxy does not run, refused by name rather than as a bad version.
+_FLYWAY_OTHER = (
+    (
+        re.compile(r"R__.+\.(?i:sql)"),
+        "a Flyway repeatable migration (R__): zdmproxy applies every "
+        "file once; give it a version (V<n>__...) to apply it",
+    ),
+    (
+        re.compile(r"U\d+(?:[._]\d+)*__.+\.(?i:sql)"),
+        "a Flyway undo migration (U<version>__): zdmproxy "
+        "runs no undo files (`zdmproxy rollback ID` undoes an expand); keep them out of this folder",
+    ),
+)
+# A down section starts at a line that is one of these comments (node-pg-migrate: its own
+# expression, ``-- Down Migration``; dbmate: ``-- migrate:down``); an up section likewise.
+_MARKERS = {
+    "up": re.compile(r"^\s*--[\s-]*up\s+migration|^--\s*migrate:up\b", re.IGNORECASE | re.MULTILINE),
+    "down": re.compile(r"^\s*--[\s-]*down\s+migration|^--\s*migrate:down\b", re.IGNORECASE | re.MULTILINE),
+}
 _ID = re.compile(r"[A-Za-z0-9._:@+-]+")
 MAX_ID_BYTES = 63  # an identifier's length in PostgreSQL, and what application_name can carry
 
@@ -60,16 +87,64 @@ def version_key(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def scan(directory: Path) -> list[MigrationFile]:
-    """The folder's ``*.sql`` files in version order; any badly named one is refused, naming it.
+def up_section(script: str) -> str:
+    """The part of a migration file that applies it: without its down section.
 
-    Other files (a README, .gitkeep) and sub-folders are not migrations and are left alone; the
-    ``.sql`` suffix is matched in any case, so ``V4__x.SQL`` is not skipped silently.
+    node-pg-migrate keeps both directions in one SQL file (``-- Up Migration`` ...
+    ``-- Down Migration`` ...), as dbmate does (``-- migrate:up`` / ``-- migrate:down``); run
+    whole, the file would undo itself. The up section runs from its marker (or the file's start)
+    to the down marker, or to the end when the down section comes first; the markers are found
+    as those tools find them, on any line. Everything else is the whole file.
+    """
+    down = _MARKERS["down"].search(script)
+    if down is None:
+        return script
+    up = _MARKERS["up"].search(script)
+    if up is None:
+        return script[: down.start()]  # node-pg-migrate would run the down part too: never
+    return script[up.start() : down.start() if down.start() > up.start() else None]
+
+
+def _files(directory: Path) -> list[Path]:
+    """Every entry under ``directory`` that is not a folder, sub-folders included (followed
+    through symbolic links, each real folder once), hidden files and folders left out."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, folders, names in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        found.extend(Path(root, name) for name in sorted(names) if not name.startswith("."))
+    return found
+
+
+def scan(directory: Path) -> list[MigrationFile]:
+    """The folder's ``*.sql`` files, sub-folders included, in version order; any badly named
+    one is refused, naming it.
+
+    Other files (a README, .gitkeep, an editor's ``V1__a.sql~``) are not migrations and are left
+    alone; the ``.sql`` suffix is matched in any case, so ``V4__x.SQL`` is not skipped silently,
+    and neither is a ``.sql`` name that is not a readable file (a broken symbolic link).
     """
     found: list[MigrationFile] = []
-    for path in sorted(directory.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(".sql"):
+    for path in _files(directory):
+        lower = path.name.lower()
+        if lower.endswith(".sql.conf"):
+            raise UsageError(
+                f"{path}: Flyway's per-script configuration is not read by zdmproxy, which decides "
+                "transactions and timeouts itself (a CONCURRENTLY statement runs outside one): "
+                "remove the file"
+            )
+        if not lower.endswith(".sql"):
             continue
+        if not path.is_file():
+            raise UsageError(f"{path}: not a readable file (a broken symbolic link?)")
+        for pattern, what in _FLYWAY_OTHER:
+            if pattern.fullmatch(path.name):
+                raise UsageError(f"{path}: {what}")
         match = _FLYWAY.fullmatch(path.name) or _NUMBERED.fullmatch(path.name)
         if match is None:
             raise UsageError(f"{path}: not a migration file name; accepted: {ACCEPTED}")
@@ -84,8 +159,9 @@ def scan(directory: Path) -> list[MigrationFile]:
     found.sort()
     for before, after in itertools.pairwise(found):
         if before.version == after.version:
+            first, second = (str(f.path.relative_to(directory)) for f in (before, after))
             raise UsageError(
-                f"{before.path.name} and {after.path.name} have the same version {before.version_text}: "
+                f"{first} and {second} have the same version {before.version_text}: "
                 "give each migration its own version"
             )
     return found

@@ -350,3 +350,20 @@ def test_a_set_statement_is_refused_naming_settings_that_exist(tmp_path: Path) -
         "apply", "--dsn", unreachable_dsn()[0], "--id", "x", sql_file(tmp_path, "SELECT 1", "n.sql"), env=env
     )
     assert checked.returncode == 78 and all(name in checked.stderr for name in named), checked.stderr
+
+
+async def test_a_read_only_database_is_refused_as_such_not_as_missing_grants(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A standby's address (or default_transaction_read_only, the same 25006 to a client): the
+    refusal says read-only and what to point at, not which grants the role lacks."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    finally:
+        await admin.close()
+    result = cli("apply", "--dsn", dsn, "--id", "x", sql_file(tmp_path, "CREATE TABLE a (id int);"))
+    assert result.returncode == 78, result.stderr
+    assert "the database is read-only" in result.stderr and "target_session_attrs=read-write" in result.stderr
+    assert "GRANT" not in result.stderr

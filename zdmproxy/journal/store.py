@@ -95,6 +95,12 @@ def _json(value: str | None) -> Any:
 def journal_access_error(exc: asyncpg.PostgresError) -> ConfigError:
     """What to grant when the role may not read or write the journal (or the database is
     read-only: a standby's address, say)."""
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):
+        return ConfigError(
+            f"the database is read-only ({exc}): a standby, or default_transaction_read_only is on. "
+            "Point zdmproxy at the primary (with several hosts in the URL, add "
+            "target_session_attrs=read-write)"
+        )
     return ConfigError(
         f"cannot use the journal (schema zdmproxy): {exc}. The migration role needs, once, as an "
         "administrator: GRANT USAGE ON SCHEMA zdmproxy TO <role>; GRANT SELECT, INSERT, UPDATE, DELETE "

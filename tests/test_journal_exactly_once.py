@@ -383,3 +383,39 @@ async def test_a_concurrently_step_is_checked_in_the_catalog_after_it_reports_su
         assert await admin.fetchval("SELECT state FROM zdmproxy.steps WHERE migration_id = 'm5'") == "failed"
     finally:
         await admin.close()
+
+
+async def test_sigterm_of_a_waiter_stops_only_the_waiter_and_claims_no_step_of_its_own(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A deploy job stopped while it waits for another's run of the same migration: it exits 5
+    without claiming a step was rolled back, and the run it waited for goes on untouched."""
+    admin = await setup(dsn)
+    blocker = await idle_blocker(dsn, "items")  # holds the runner's first step in its pre-flight
+    runner = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    waiter = None
+    try:
+        await wait_for_session(admin, "zdmproxy:m1:step1")
+        waiter = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+        assert waiter.stderr is not None
+        seen = []
+        async with asyncio.timeout(30):
+            while not seen or "waiting" not in seen[-1]:
+                seen.append((await waiter.stderr.readline()).decode())
+        waiter.send_signal(signal.SIGTERM)
+        stopped = await finish(waiter, timeout=30)
+        message = " ".join((stopped.stderr).split())
+        assert stopped.code == 5, message
+        assert "rolled back" not in message and "no step of m1 ran in this process" in message, message
+        await blocker.close()
+        done = await finish(runner, timeout=60)
+        assert done.code == 0, done.stderr
+        assert await final_state(admin) == EXPECTED
+        assert await admin.fetchval("SELECT runs FROM zdmproxy.migrations WHERE id = 'm1'") == 1
+        assert await admin.fetchval("SELECT array_agg(DISTINCT run) FROM zdmproxy.attempts") == [1]
+    finally:
+        await _kill9(runner)
+        if waiter is not None:
+            await _kill9(waiter)
+        await blocker.close()
+        await admin.close()

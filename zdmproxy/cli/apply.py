@@ -213,6 +213,12 @@ async def _apply_async(
 
 
 def _interrupted(report: MigrationReport) -> str:
+    if not report.steps:  # waiting for another process's run of it, or not begun: nothing of ours
+        return (
+            f"no step of {escape(report.migration_id)} ran in this process (it was waiting for "
+            "another process running it, or had not begun): nothing to roll back; re-run the same "
+            "command to wait again or resume"
+        )
     last = report.steps[-1] if report.steps else None
     running = last if last is not None and last.outcome is not Outcome.SUCCEEDED else None
     if running is not None and not running.step.transactional:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from helpers import ITEMS, finish, idle_blocker, run_cli, start_cli, wait_for_session
+from helpers import ITEMS, finish, idle_blocker, run_cli, start_cli, wait_for_session, zdmproxy
 from proxy import AnswerCutter, command_complete, simple_query
 
 from zdmproxy.journal.steps import checksum
@@ -413,6 +413,43 @@ async def test_sigterm_of_a_waiter_stops_only_the_waiter_and_claims_no_step_of_i
         assert await final_state(admin) == EXPECTED
         assert await admin.fetchval("SELECT runs FROM zdmproxy.migrations WHERE id = 'm1'") == 1
         assert await admin.fetchval("SELECT array_agg(DISTINCT run) FROM zdmproxy.attempts") == [1]
+    finally:
+        await _kill9(runner)
+        if waiter is not None:
+            await _kill9(waiter)
+        await blocker.close()
+        await admin.close()
+
+
+async def test_a_run_paused_between_steps_says_how_many_ran_and_its_waiter_says_it_was_paused(
+    dsn: str, tmp_path: Path
+) -> None:
+    """An operator's pause, obeyed after step 1 while a second deploy job waits: neither process
+    may say the migration was applied (all its steps) or that it failed."""
+    admin = await setup(dsn)
+    blocker = await idle_blocker(dsn, "items")  # holds step 1 long enough to ask for the pause
+    runner = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+    waiter = None
+    try:
+        await wait_for_session(admin, "zdmproxy:m1:step1")
+        waiter = await start_cli("apply", "--dsn", dsn, "--id", "m1", sql=MIGRATION, tmp_path=tmp_path)
+        assert waiter.stderr is not None
+        async with asyncio.timeout(30):
+            while "waiting" not in (await waiter.stderr.readline()).decode():
+                pass
+        paused = await zdmproxy("pause", "--dsn", dsn, "m1")
+        assert paused.code == 0, paused.stderr
+        await blocker.close()
+        ran = await finish(runner, timeout=60)
+        message = " ".join(ran.stderr.split())
+        assert ran.code == 5 and "paused before step 2" in message, message
+        assert "m1: 1 of 5 step(s) applied" in message and "all 5 step(s) applied" not in message, message
+        waited = await finish(waiter, timeout=30)
+        message = " ".join(waited.stderr.split())
+        assert waited.code == 5 and "m1 was paused in the run by" in message and "failed" not in message, (
+            message
+        )
+        assert await admin.fetchval("SELECT state FROM zdmproxy.migrations WHERE id = 'm1'") == "paused"
     finally:
         await _kill9(runner)
         if waiter is not None:

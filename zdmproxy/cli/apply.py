@@ -259,7 +259,10 @@ def _print_summary(report: MigrationReport, applied: Applied | None = None, *, p
             err.print(f"step {step.index + 1}: {escape(line)}")
     done = [s for s in report.steps if s.outcome is Outcome.SUCCEEDED]
     before = report.start_at  # applied by earlier runs
-    if report.succeeded or (planned and before == planned):
+    # Every step to the plan's end: a run paused or cancelled between steps ran only some of them,
+    # each successfully.
+    complete = bool(planned) and before + len(done) == planned
+    if (report.succeeded and complete) or (planned and before == planned):
         resumed = f" ({before} of them by an earlier run)" if before else ""
         err.print(f"{escape(name)}: all {planned} step(s) applied{resumed}")
         if applied is not None and applied.record.state == "paused" and applied.record.phase == "expand":

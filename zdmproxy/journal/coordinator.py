@@ -283,8 +283,9 @@ def _settled(record: MigrationRecord, ours: str, waiting_since: datetime | None)
         and error.get("code") in _FINAL_FAILURES | _STOPPED_AS_ASKED
     )
     if adopt:
+        how = "failed" if record.state == "failed" else f"was {record.state}"  # paused / cancelled
         raise RecordedFailure(
-            f"{record.id} failed in the run by {record.by()}: {error.get('message', 'no message recorded')}",
+            f"{record.id} {how} in the run by {record.by()}: {error.get('message', 'no message recorded')}",
             code=str(error.get("code")),
             exit_code=int(error.get("exit_code", 1)),
         )

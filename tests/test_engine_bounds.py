@@ -301,3 +301,39 @@ async def test_the_watchdog_names_a_prepared_transaction_it_waits_behind(dsn: st
         await admin.execute("ROLLBACK PREPARED 'stuck-1'")
         await preparer.close()
         await admin.close()
+
+
+async def test_a_step_whose_locks_block_no_traffic_runs_past_the_short_statement_timeout(dsn: str) -> None:
+    """VALIDATE CONSTRAINT holds SHARE UPDATE EXCLUSIVE while it scans: reads and writes pass
+    (the planner splits ADD CONSTRAINT in two for exactly that), so its run is bounded like a
+    CONCURRENTLY build's, not cut at statement_timeout_s as a traffic-blocking step's must be."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(
+        "CREATE TABLE slow_rows (id int PRIMARY KEY);"
+        "INSERT INTO slow_rows SELECT generate_series(1, 150);"
+        # IMMUTABLE is a lie PostgreSQL accepts: each row's check takes 10 ms, 1.5 s in all
+        "CREATE FUNCTION slow_ok(int) RETURNS bool IMMUTABLE LANGUAGE sql"
+        " AS 'SELECT pg_sleep(0.01) IS NOT NULL';"
+        "ALTER TABLE slow_rows ADD CONSTRAINT slow CHECK (slow_ok(id)) NOT VALID"
+    )
+    writer = await asyncpg.connect(dsn)
+    report, task = start_run(
+        dsn, "validate", "ALTER TABLE slow_rows VALIDATE CONSTRAINT slow", statement_timeout_s=0.5
+    )
+    try:
+        async with asyncio.timeout(10):  # the validation is scanning: a write goes through meanwhile
+            while not await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE slow_rows VALIDATE%'"
+                " AND state = 'active' AND wait_event IS DISTINCT FROM 'Lock'"
+            ):
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(writer.execute("INSERT INTO slow_rows VALUES (0)"), 1.0)
+        await asyncio.wait_for(task, 30)
+        assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]
+        assert await admin.fetchval("SELECT convalidated FROM pg_constraint WHERE conname = 'slow'")
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await writer.close()
+        await admin.close()

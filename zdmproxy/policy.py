@@ -43,12 +43,16 @@ class MigrationPolicy(BaseModel):
     lock_timeout_ms: float = Field(1000, gt=0, description="hard bound on one lock wait (first attempt)")
     lock_timeout_max_ms: float = Field(2000, gt=0, description="lock_timeout may grow up to this")
     lock_timeout_growth: float = Field(1.25, ge=1, description="factor applied per failed attempt")
-    statement_timeout_s: float = Field(300, gt=0, description="bound on a transactional step")
+    statement_timeout_s: float = Field(
+        300, gt=0, description="bound on a step whose locks hold reads or writes up while it runs"
+    )
     concurrent_lock_timeout_s: float = Field(
         600, gt=0, description="lock_timeout for CONCURRENTLY steps, whose waits queue nobody"
     )
     concurrent_statement_timeout_s: float = Field(
-        7200, gt=0, description="bound on a CONCURRENTLY step (index builds take long)"
+        7200,
+        gt=0,
+        description="bound on a step nobody's reads or writes wait for (CONCURRENTLY, VALIDATE, VACUUM)",
     )
     deadline_s: float = Field(900, gt=0, description="total time one step may spend trying")
     max_attempts: int = Field(100, ge=1, description="attempts per step before it fails")

@@ -70,6 +70,21 @@ def blocks_traffic(step: Step) -> bool:
     return any(lock.mode.conflicts_with(LockMode.ROW_EXCLUSIVE) for lock in step.locks if not lock.created)
 
 
+def runs_quietly(step: Step) -> bool:
+    """Whether nobody's reads or writes wait for the step *while it runs*: the catalogue vouches
+    for its locks (not unverified), it locks existing relations only in modes both pass (SHARE
+    UPDATE EXCLUSIVE and weaker: VALIDATE CONSTRAINT, VACUUM, ANALYZE) and writes no rows (ROW
+    EXCLUSIVE: the row locks of an UPDATE or DELETE hold writers up). Such a step may run as long
+    as a CONCURRENTLY build; any other is cut at statement_timeout_s."""
+    existing = [lock for lock in step.locks if not lock.created]
+    return (
+        bool(existing)
+        and not step.unverified
+        and not blocks_traffic(step)
+        and all(lock.mode is not LockMode.ROW_EXCLUSIVE for lock in existing)
+    )
+
+
 # The statements that wait for older transactions to end (a virtualxid wait), which queues
 # nobody: they need a long lock_timeout, or every long transaction anywhere leaves debris.
 _WAITS_FOR_OLDER_TRANSACTIONS = (
@@ -86,9 +101,12 @@ class Bounds:
 
     A step whose lock blocks reads or writes waits at most the short lock_timeout, whatever its
     transaction mode. Only a statement that must wait for older transactions gets a long
-    lock_timeout; if it also takes a traffic-blocking lock (DETACH ... CONCURRENTLY's ACCESS
-    EXCLUSIVE on the partition), the watchdog holds that relation wait to the short bound
-    (``wait_limit_ms``), since one lock_timeout cannot tell the two waits apart.
+    lock_timeout (and a non-transactional one that runs quietly, VACUUM); if it also takes a
+    traffic-blocking lock (DETACH ... CONCURRENTLY's ACCESS EXCLUSIVE on the partition), the
+    watchdog holds that relation wait to the short bound (``wait_limit_ms``), since one
+    lock_timeout cannot tell the two waits apart. The run is bounded the same way: by
+    statement_timeout_s when traffic waits for it, by the CONCURRENTLY bound when nobody does
+    (``runs_quietly``), whatever the transaction mode.
     """
 
     lock_timeout_ms: float
@@ -100,14 +118,15 @@ class Bounds:
         short = policy.lock_timeout_for(number)
         traffic = blocks_traffic(step)
         waits_for_older = not step.transactional and step.kind.startswith(_WAITS_FOR_OLDER_TRANSACTIONS)
-        if waits_for_older or not (step.transactional or traffic):
+        quiet = runs_quietly(step)
+        if waits_for_older or (quiet and not step.transactional):
             lock_timeout_ms = policy.concurrent_lock_timeout_s * 1000
         else:
             lock_timeout_ms = short
-        if (step.transactional or traffic) and not waits_for_older:
-            statement_timeout_ms = policy.statement_timeout_s * 1000
-        else:
+        if waits_for_older or quiet:
             statement_timeout_ms = policy.concurrent_statement_timeout_s * 1000
+        else:
+            statement_timeout_ms = policy.statement_timeout_s * 1000
         left_ms = max(time_left_s, 0.001) * 1000  # lock waits never outlast the step's deadline
         return cls(
             lock_timeout_ms=min(lock_timeout_ms, left_ms),

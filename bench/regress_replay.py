@@ -15,7 +15,12 @@ script expects to fail, or one that needs another script's objects).
 The scripts are not part of this repository: fetch them from PostgreSQL's source tree
 (src/test/regress/sql/*.sql). psql meta-commands (lines starting with a backslash) are skipped.
 
-Run: ``.venv/bin/python bench/regress_replay.py [--versions 15 18] FILE.sql ...``
+A statement that does not parse (the scripts test syntax errors too) is counted as failed, and
+the rest of the script goes on. ``--from N`` runs the statements that start before character N
+of the file without measuring them, so a part of a long script is measured on the state the
+script's earlier statements leave (``--to N``: stop there).
+
+Run: ``.venv/bin/python bench/regress_replay.py [--versions 15 18] [--from N] [--to N] FILE.sql ...``
 """
 
 from __future__ import annotations
@@ -31,10 +36,10 @@ from pathlib import Path
 from typing import Final
 
 import asyncpg
-from pglast import ast
+from pglast import ast, split
 
 from zdmproxy.engine.catalog import read_facts
-from zdmproxy.errors import ZdmError
+from zdmproxy.errors import SqlParseError, ZdmError
 from zdmproxy.sql.catalogue import classify
 from zdmproxy.sql.locks import LockMode
 from zdmproxy.sql.parse import Statement, parse_script
@@ -61,10 +66,28 @@ SELECT c.oid::int8 AS oid, n.nspname || '.' || c.relname AS name, c.relkind::tex
 class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     misses: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)  # not catalogued: the statement and why
 
 
-async def replay(dsn: str, text: str) -> Tally:
-    """Replay ``text`` (a script without psql meta-commands) on a new database of the server at ``dsn``."""
+def statements(text: str) -> list[tuple[int, Statement | None]]:
+    """Each statement of ``text`` with the character it starts at; None for one that does not parse.
+
+    pglast's scanner splits at top-level semicolons, so a syntax error costs one statement only.
+    """
+    found: list[tuple[int, Statement | None]] = []
+    for piece in split(text, with_parser=False, only_slices=True):
+        try:
+            parsed = parse_script(text[piece])
+        except SqlParseError:
+            found.append((piece.start, None))
+            continue
+        found.extend((piece.start + s.position, s) for s in parsed)
+    return found
+
+
+async def replay(dsn: str, text: str, start: int = 0, stop: int | None = None) -> Tally:
+    """Replay ``text`` (a script without psql meta-commands) on a new database of the server at
+    ``dsn``, measuring the statements that start in [start, stop)."""
     tally = Tally()
     admin = await asyncpg.connect(dsn)
     name = f"replay_{uuid.uuid4().hex[:8]}"
@@ -72,7 +95,13 @@ async def replay(dsn: str, text: str) -> Tally:
     conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/" + name)
     in_script_transaction = False
     try:
-        for statement in parse_script(text):
+        for position, statement in statements(text):
+            if stop is not None and position >= stop:
+                break
+            if statement is None:
+                if position >= start:
+                    tally.counts["failed"] += 1
+                continue
             node = statement.node
             if isinstance(node, ast.TransactionStmt):
                 in_script_transaction = node.kind is not None and node.kind.name in (
@@ -80,7 +109,10 @@ async def replay(dsn: str, text: str) -> Tally:
                     "TRANS_STMT_START",
                 )
                 continue
-            tally.counts[await _measure(conn, statement, tally)] += 1
+            if position >= start:
+                tally.counts[await _measure(conn, statement, tally)] += 1
+            if isinstance(node, ast.CopyStmt) and node.filename is None:
+                continue  # COPY FROM STDIN would wait for data that is in the script, not on the wire
             if not in_script_transaction:
                 # A failure is one the script expects, or one the measurement already counted.
                 with contextlib.suppress(asyncpg.PostgresError):
@@ -112,6 +144,7 @@ async def _measure(conn: asyncpg.Connection, statement: Statement, tally: Tally)
     finally:
         await transaction.rollback()
     if effects.unverified:
+        tally.unverified.append(f"{statement.text[:100]!r}: {effects.unverified[:160]}")
         return "not catalogued"
     existing = set(relations.values())
     predicted = {
@@ -135,6 +168,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scripts", nargs="+", type=Path)
     parser.add_argument("--versions", nargs="+", type=int, default=[15, 18])
+    parser.add_argument("--from", dest="start", type=int, default=0, help="measure from this character")
+    parser.add_argument("--to", dest="stop", type=int, default=None, help="stop at this character")
     args = parser.parse_args()
     pool = ClusterPool()
     try:
@@ -144,12 +179,16 @@ async def main() -> None:
                 continue
             dsn = pool.get(major).dsn()
             for script in args.scripts:
-                lines = script.read_text().splitlines()
-                tally = await replay(dsn, "\n".join(x for x in lines if not x.lstrip().startswith("\\")))
+                # Meta-commands become blanks of the same length: character positions stay the file's.
+                lines = script.read_text().split("\n")
+                text = "\n".join(" " * len(x) if x.lstrip().startswith("\\") else x for x in lines)
+                tally = await replay(dsn, text, args.start, args.stop)
                 counts = ", ".join(f"{kind} {n}" for kind, n in sorted(tally.counts.items()))
                 print(f"PostgreSQL {major}, {script.name}: {counts}")
                 for miss in tally.misses:
                     print(f"  missed {miss}")
+                for what in tally.unverified:
+                    print(f"  not catalogued {what}")
     finally:
         pool.stop_all()
 

@@ -219,16 +219,44 @@ async def test_status_and_history_show_pending_applied_and_failed_with_errors_an
     assert ran == [("V1__items", True, 2), ("V2__seed", False, 2)]
     assert await witness.files() == ["V1"]
 
+    # A pending file that does not parse yet is still listed: status only checksums recorded files.
+    (folder / "V4__draft.sql").write_text("CREATE TABLE (;\n")
     by_folder = await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)
     assert by_folder.code == 0, by_folder.stderr
     assert by_folder.json() == {
         "folder": str(folder),
         "migrations": [
-            {"file": "V1__items.sql", "id": "V1__items", "version": "1", "state": "succeeded"},
-            {"file": "V2__seed.sql", "id": "V2__seed", "version": "2", "state": "failed"},
-            {"file": "V3__later.sql", "id": "V3__later", "version": "3", "state": "pending"},
+            {
+                "file": "V1__items.sql",
+                "id": "V1__items",
+                "version": "1",
+                "state": "succeeded",
+                "file_changed": False,
+            },
+            {
+                "file": "V2__seed.sql",
+                "id": "V2__seed",
+                "version": "2",
+                "state": "failed",
+                "file_changed": False,
+            },
+            {
+                "file": "V3__later.sql",
+                "id": "V3__later",
+                "version": "3",
+                "state": "pending",
+                "file_changed": False,
+            },
+            {
+                "file": "V4__draft.sql",
+                "id": "V4__draft",
+                "version": "4",
+                "state": "pending",
+                "file_changed": False,
+            },
         ],
     }
+    (folder / "V4__draft.sql").unlink()
     table = await zdm("status", str(folder), "--dsn", dsn, cwd=cwd)
     assert table.code == 0, table.stderr
     lines = {line.split()[1]: line.split()[2] for line in table.stdout.splitlines()[1:] if line.strip()}
@@ -317,8 +345,20 @@ async def test_status_of_a_database_without_a_journal_creates_none_and_lists_not
     assert pending.json() == {
         "folder": str(folder),
         "migrations": [
-            {"file": "V1__one.sql", "id": "V1__one", "version": "1", "state": "pending"},
-            {"file": "V2__two.sql", "id": "V2__two", "version": "2", "state": "pending"},
+            {
+                "file": "V1__one.sql",
+                "id": "V1__one",
+                "version": "1",
+                "state": "pending",
+                "file_changed": False,
+            },
+            {
+                "file": "V2__two.sql",
+                "id": "V2__two",
+                "version": "2",
+                "state": "pending",
+                "file_changed": False,
+            },
         ],
     }
     unknown = await zdm("status", "V1__x", "--dsn", dsn, cwd=cwd)  # an id it cannot hold: an error
@@ -429,11 +469,13 @@ async def test_changed_renamed_and_out_of_order_files_are_refused_until_allowed(
     assert f"recorded sha256 {recorded}" in message and f"file sha256 {sha(changed)}" in message
     assert (await witness.ddl(), await witness.files()) == before  # not even V4 ran
     status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
-    assert [(m["id"], m["state"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
-        ("V1__one", "succeeded (file changed since)"),
-        ("V3__three", "succeeded"),
-        ("V4__four", "pending"),
+    assert [(m["id"], m["state"], m["file_changed"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
+        ("V1__one", "succeeded", True),
+        ("V3__three", "succeeded", False),
+        ("V4__four", "pending", False),
     ]
+    table = await zdm("status", str(folder), "--dsn", dsn, cwd=cwd)
+    assert "succeeded (file changed since)" in table.stdout, table.stdout
     changed.write_text(v1)
 
     # A new file older than the newest applied one: exit 3 with the way to say it is intended.
@@ -472,12 +514,14 @@ async def test_changed_renamed_and_out_of_order_files_are_refused_until_allowed(
     allowed = await zdm("apply", str(folder), "--dsn", dsn, "--ignore-missing", cwd=cwd)
     assert allowed.code == 0, allowed.stderr
     status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
-    assert [(m["id"], m["state"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
-        ("V1__one", "succeeded"),
-        ("V2__two", "succeeded"),
-        ("V3__three", "succeeded"),
-        ("V4__four", "succeeded (no file)"),
+    assert [(m["id"], m["state"], m["file"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
+        ("V1__one", "succeeded", "V1__one.sql"),
+        ("V2__two", "succeeded", "V2__two.sql"),
+        ("V3__three", "succeeded", "V3__three.sql"),
+        ("V4__four", "succeeded", None),
     ]
+    table = await zdm("status", str(folder), "--dsn", dsn, cwd=cwd)
+    assert "succeeded (no file)" in table.stdout, table.stdout
     assert await witness.files() == ["V1", "V3", "V2", "V4"]
 
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zdmproxy.cli.shared import database_url, err, out, read_script, run_async
-from zdmproxy.errors import ExitCode, ZdmError
+from zdmproxy.errors import ExitCode, SqlParseError, ZdmError
 from zdmproxy.journal import advisory
 from zdmproxy.journal.folder import scan, up_section, version_key
 from zdmproxy.journal.steps import checksum
@@ -154,19 +154,18 @@ async def _folder_status(journal: Journal | None, directory: Path, as_json: bool
     recorded = {row["id"]: row for row in await journal.versioned()} if journal is not None else {}
     if journal is None and not as_json:
         err.print(f"{NO_JOURNAL}: every file is pending")
+    # One row per file, then per recorded migration whose file is gone (file null). state is the
+    # journal's (pending: not recorded); file_changed: the file's SQL is not what was recorded.
     rows: list[dict[str, Any]] = []
     for file in files:
         row = recorded.get(file.migration_id)
-        ours = checksum(parse_script(up_section(read_script(str(file.path)))))
-        state = "pending" if row is None else row["state"]
-        if row is not None and row["checksum"] != ours:
-            state += " (file changed since)"
         rows.append(
             {
                 "file": str(file.path.relative_to(directory)),
                 "id": file.migration_id,
                 "version": file.version_text,
-                "state": state,
+                "state": "pending" if row is None else row["state"],
+                "file_changed": row is not None and row["checksum"] != _file_checksum(file.path),
             }
         )
     known = {file.migration_id for file in files}
@@ -177,7 +176,8 @@ async def _folder_status(journal: Journal | None, directory: Path, as_json: bool
                     "file": None,
                     "id": row["id"],
                     "version": row["version"],
-                    "state": row["state"] + " (no file)",
+                    "state": row["state"],
+                    "file_changed": False,
                 }
             )
     if as_json:
@@ -187,8 +187,18 @@ async def _folder_status(journal: Journal | None, directory: Path, as_json: bool
     for column in ("version", "file", "state"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["version"], escape(row["file"] or row["id"]), row["state"])
+        state = row["state"] + (" (file changed since)" if row["file_changed"] else "")
+        state += " (no file)" if row["file"] is None else ""
+        table.add_row(row["version"], escape(row["file"] or row["id"]), state)
     _show(table)
+
+
+def _file_checksum(path: Path) -> str | None:
+    """The checksum apply would record for the file; None if it no longer parses (so it differs)."""
+    try:
+        return checksum(parse_script(up_section(read_script(str(path)))))
+    except SqlParseError:
+        return None
 
 
 async def _history(journal: Journal | None, limit: int, as_json: bool, *, unfinished_only: bool) -> None:

@@ -367,3 +367,23 @@ async def test_a_read_only_database_is_refused_as_such_not_as_missing_grants(
     assert result.returncode == 78, result.stderr
     assert "the database is read-only" in result.stderr and "target_session_attrs=read-write" in result.stderr
     assert "GRANT" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sql", "where", "why"),
+    [
+        ("\\i other.sql\nCREATE TABLE a (id int);", "line 1, column 1", "a psql meta-command"),
+        ("CREATE TABLE a (id int);\n  \\set x 1\n", "line 2, column 3", "a psql meta-command"),
+        (
+            "CREATE TABLE t (a int);\nCOPY t FROM stdin;\n1\n2\n\\.\n",
+            "line 3, column 1",
+            "COPY ... FROM stdin",
+        ),
+    ],
+)
+def test_a_psql_script_says_what_in_it_is_not_sql(tmp_path: Path, sql: str, where: str, why: str) -> None:
+    """A file written for psql (an \\i, a pg_dump's COPY data) fails at a line that is not SQL:
+    say what that line is, not only "syntax error at or near"."""
+    result = cli("plan", sql_file(tmp_path, sql))
+    assert result.returncode == 1, result.stderr
+    assert where in result.stderr and why in result.stderr, result.stderr

@@ -195,6 +195,58 @@ ALTER TABLE base ADD CONSTRAINT base_pos CHECK (id > 0);
 ALTER TABLE base ADD CONSTRAINT base_own CHECK (id < 1000) NO INHERIT NOT VALID;
 """
 
+# Keys on an inheritance parent and on a partitioned table: only inherited constraints (CHECK, NOT
+# NULL on 18) are dropped from inheritance children; a partitioned table's partitions lose their
+# copies of a key.
+PARENT_KEYS = """
+ALTER TABLE base ADD CONSTRAINT base_key UNIQUE (id);
+ALTER TABLE base ADD CONSTRAINT base_excl EXCLUDE USING btree (id WITH =);
+ALTER TABLE base ADD CONSTRAINT base_fk FOREIGN KEY (id) REFERENCES accounts;
+ALTER TABLE base ADD CONSTRAINT base_own CHECK (id < 1000) NO INHERIT;
+ALTER TABLE logs ADD CONSTRAINT logs_key UNIQUE (id, day);
+ALTER TABLE logs ADD CONSTRAINT logs_fk FOREIGN KEY (id) REFERENCES accounts;
+"""
+# A default partition that is partitioned itself, with rows, and a table to attach.
+PARTITIONED_DEFAULT = """
+CREATE TABLE metrics_d PARTITION OF metrics DEFAULT PARTITION BY LIST (k);
+CREATE TABLE metrics_d1 PARTITION OF metrics_d FOR VALUES IN (1);
+INSERT INTO metrics VALUES (1, 50, 1), (2, 60, 1);
+CREATE TABLE metrics_x (id bigint, day int, k int);
+INSERT INTO metrics_x VALUES (1, 25, 1);
+"""
+
+# Row- and statement-level triggers on a partitioned table: only a row-level one has a copy on
+# every partition. metrics has a statement-level trigger and a foreign key (internal row triggers).
+PARTITION_TRIGGERS = """
+CREATE TRIGGER logs_row AFTER UPDATE ON logs FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE TRIGGER logs_stmt AFTER UPDATE ON logs FOR EACH STATEMENT EXECUTE FUNCTION touch();
+CREATE TRIGGER metrics_stmt AFTER UPDATE ON metrics FOR EACH STATEMENT EXECUTE FUNCTION touch();
+ALTER TABLE metrics ADD CONSTRAINT metrics_fk FOREIGN KEY (id) REFERENCES accounts;
+"""
+# NOT NULL on a parent and every child below it, and a CHECK on a partitioned table.
+NOT_NULL_TREES = (
+    GRANDCHILD
+    + """
+ALTER TABLE base ALTER COLUMN id SET NOT NULL;
+ALTER TABLE metrics ALTER COLUMN id SET NOT NULL;
+ALTER TABLE metrics ADD CONSTRAINT metrics_pos CHECK (id > 0);
+"""
+)
+
+# Keys added ONLY to a parent whose key column is NOT NULL in the children but not in the parent.
+ONLY_KEYS = """
+CREATE TABLE kp (a int, b int) PARTITION BY LIST (a);
+CREATE TABLE kp1 PARTITION OF kp (a NOT NULL) FOR VALUES IN (1) PARTITION BY LIST (b);
+CREATE TABLE kp11 PARTITION OF kp1 (a NOT NULL) FOR VALUES IN (1);
+CREATE TABLE kp2 PARTITION OF kp (a NOT NULL) FOR VALUES IN (2);
+CREATE TABLE ki (a int, b int);
+CREATE TABLE kic (a int NOT NULL) INHERITS (ki);
+CREATE TABLE kicc (a int NOT NULL) INHERITS (kic);
+INSERT INTO ki VALUES (1, 1);
+CREATE TABLE kn (a int NOT NULL, b int) PARTITION BY LIST (a);
+CREATE TABLE kn1 PARTITION OF kn FOR VALUES IN (1);
+"""
+
 
 ANALYZE_SAMPLE = (
     "ANALYZE reads a sample with its own block sampler, which the tuple counters do not see; on "
@@ -294,6 +346,32 @@ VIEW_CASES: dict[str, tuple[str, int]] = {
     ),
     "create_function_return": (
         "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql RETURN (SELECT 1 FROM base)",
+        0,
+    ),
+    # a SQL body is analysed and rewritten at creation: targets ROW EXCLUSIVE, views expanded
+    "create_function_sql_string": (
+        "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM order_view'",
+        0,
+    ),
+    "create_function_sql_writes": (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql AS "
+        "$$ INSERT INTO keyless VALUES (1); DELETE FROM base WHERE id IN (SELECT id FROM wide_v) $$",
+        0,
+    ),
+    "create_function_atomic_view": (
+        "CREATE FUNCTION f() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM view_on_view; END",
+        0,
+    ),
+    "create_procedure_atomic_insert": (
+        "CREATE PROCEDURE p() LANGUAGE sql BEGIN ATOMIC INSERT INTO keyless VALUES (1); END",
+        0,
+    ),
+    "create_function_polymorphic": (
+        "CREATE FUNCTION f(x anyelement) RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM orders'",
+        0,
+    ),
+    "create_function_plpgsql": (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM FROM orders; END $$",
         0,
     ),
     "create_publication": ("CREATE PUBLICATION pub FOR TABLE orders, accounts", 0),
@@ -547,6 +625,99 @@ CASES: dict[str, Case] = {
         "ALTER TABLE base RENAME CONSTRAINT base_own TO bo", extra=GRANDCHILD
     ),
     "validate_no_inherit": Case("ALTER TABLE base VALIDATE CONSTRAINT base_own", extra=GRANDCHILD),
+    "drop_unique_inherited": Case("ALTER TABLE base DROP CONSTRAINT base_key", extra=PARENT_KEYS),
+    "drop_exclusion_inherited": Case("ALTER TABLE base DROP CONSTRAINT base_excl", extra=PARENT_KEYS),
+    "drop_fk_inherited": Case("ALTER TABLE base DROP CONSTRAINT base_fk", extra=PARENT_KEYS),
+    "drop_check_no_inherit": Case("ALTER TABLE base DROP CONSTRAINT base_own", extra=PARENT_KEYS),
+    "drop_unique_partitioned": Case("ALTER TABLE logs DROP CONSTRAINT logs_key", extra=PARENT_KEYS),
+    "drop_fk_partitioned": Case("ALTER TABLE logs DROP CONSTRAINT logs_fk", extra=PARENT_KEYS),
+    # A new partition narrows the default partition (read unless its CHECK proves it), and a
+    # dropped one widens it (its constraint changes, nothing is read).
+    "create_partition_with_default": Case("CREATE TABLE events_5 PARTITION OF events FOR VALUES IN (5)"),
+    "create_partition_partitioned_default": Case(
+        "CREATE TABLE metrics_c PARTITION OF metrics FOR VALUES FROM (20) TO (30)", extra=PARTITIONED_DEFAULT
+    ),
+    "attach_partition_partitioned_default": Case(
+        "ALTER TABLE metrics ATTACH PARTITION metrics_x FOR VALUES FROM (20) TO (30)",
+        extra=PARTITIONED_DEFAULT,
+    ),
+    "drop_table_partition_with_default": Case("DROP TABLE events_1"),
+    "detach_partition_partitioned_default": Case(
+        "ALTER TABLE metrics DETACH PARTITION metrics_b", extra=PARTITIONED_DEFAULT
+    ),
+    # triggers on a partitioned table: row-level ones reach the partitions, statement-level ones not
+    "create_statement_trigger_partitioned": Case(
+        "CREATE TRIGGER t1 AFTER INSERT ON logs EXECUTE FUNCTION touch()", extra=PARTITION_TRIGGERS
+    ),
+    "create_transition_trigger_partitioned": Case(
+        "CREATE TRIGGER t1 AFTER INSERT ON logs REFERENCING NEW TABLE AS n FOR EACH STATEMENT "
+        "EXECUTE FUNCTION touch()",
+        extra=PARTITION_TRIGGERS,
+    ),
+    "disable_row_trigger_partitioned": Case(
+        "ALTER TABLE logs DISABLE TRIGGER logs_row", extra=PARTITION_TRIGGERS
+    ),
+    "disable_statement_trigger_partitioned": Case(
+        "ALTER TABLE logs DISABLE TRIGGER logs_stmt", extra=PARTITION_TRIGGERS
+    ),
+    "disable_row_trigger_only_partitioned": Case(
+        "ALTER TABLE ONLY logs DISABLE TRIGGER logs_row", extra=PARTITION_TRIGGERS
+    ),
+    "enable_trigger_all_partitioned": Case("ALTER TABLE logs ENABLE TRIGGER ALL", extra=PARTITION_TRIGGERS),
+    "enable_trigger_user_statement_only": Case(
+        "ALTER TABLE metrics ENABLE TRIGGER USER", extra=PARTITION_TRIGGERS
+    ),
+    "enable_trigger_all_foreign_key": Case(
+        "ALTER TABLE metrics ENABLE TRIGGER ALL", extra=PARTITION_TRIGGERS
+    ),
+    "rename_row_trigger_partitioned": Case(
+        "ALTER TRIGGER logs_row ON logs RENAME TO lr", extra=PARTITION_TRIGGERS
+    ),
+    "rename_statement_trigger_partitioned": Case(
+        "ALTER TRIGGER metrics_stmt ON metrics RENAME TO ms", extra=PARTITION_TRIGGERS
+    ),
+    "drop_row_trigger_partitioned": Case("DROP TRIGGER logs_row ON logs", extra=PARTITION_TRIGGERS),
+    "drop_statement_trigger_partitioned": Case("DROP TRIGGER logs_stmt ON logs", extra=PARTITION_TRIGGERS),
+    # storage parameters: the strongest mode of those named, whatever the relation
+    "reset_autovacuum_view": Case("ALTER VIEW order_view RESET (autovacuum_enabled)", extra=VIEWS),
+    "set_user_catalog_table": Case("ALTER TABLE orders SET (user_catalog_table = true)"),
+    "reset_user_catalog_table": Case("ALTER TABLE orders RESET (user_catalog_table)"),
+    "set_mixed_parameters": Case("ALTER TABLE orders SET (fillfactor = 70, user_catalog_table = false)"),
+    "set_toast_parameter": Case("ALTER TABLE orders SET (toast.autovacuum_enabled = false)"),
+    "set_autovacuum_parameters": Case(
+        "ALTER TABLE orders SET (autovacuum_vacuum_scale_factor = 0.1, parallel_workers = 2)"
+    ),
+    "alter_index_set_parameter": Case("ALTER INDEX orders_status_idx SET (deduplicate_items = off)"),
+    # NOT NULL is an inherited constraint on 18: ONLY still reaches the direct children
+    "drop_not_null_only_parent": Case(
+        "ALTER TABLE ONLY base ALTER COLUMN id DROP NOT NULL", extra=NOT_NULL_TREES
+    ),
+    "drop_not_null_only_partitioned": Case(
+        "ALTER TABLE ONLY metrics ALTER COLUMN id DROP NOT NULL", extra=NOT_NULL_TREES, min_version=18
+    ),
+    "drop_check_only_partitioned": Case(
+        "ALTER TABLE ONLY metrics DROP CONSTRAINT metrics_pos", extra=NOT_NULL_TREES, min_version=18
+    ),
+    "add_primary_key_only_partitioned": Case("ALTER TABLE ONLY kp ADD PRIMARY KEY (a)", extra=ONLY_KEYS),
+    "add_primary_key_only_inherited": Case("ALTER TABLE ONLY ki ADD PRIMARY KEY (a)", extra=ONLY_KEYS),
+    "add_primary_key_only_not_null": Case("ALTER TABLE ONLY kn ADD PRIMARY KEY (a)", extra=ONLY_KEYS),
+    "add_unique_only_partitioned": Case("ALTER TABLE ONLY kp ADD UNIQUE (a)", extra=ONLY_KEYS),
+    "create_constraint_trigger_from": Case(
+        "CREATE CONSTRAINT TRIGGER ct AFTER INSERT ON orders FROM accounts "
+        "FOR EACH ROW EXECUTE FUNCTION touch()"
+    ),
+    "create_constraint_trigger_partitioned": Case(
+        "CREATE CONSTRAINT TRIGGER ct AFTER INSERT ON logs FROM accounts DEFERRABLE INITIALLY DEFERRED "
+        "FOR EACH ROW EXECUTE FUNCTION touch()"
+    ),
+    "attach_partition_below_partition": Case(
+        "ALTER TABLE metrics_a ATTACH PARTITION metrics_x FOR VALUES IN (2)",
+        extra="CREATE TABLE metrics_x (id bigint, day int, k int); INSERT INTO metrics_x VALUES (1, 5, 2);",
+    ),
+    "add_unique_deferrable_partitioned": Case(
+        "ALTER TABLE logs ADD CONSTRAINT logs_key UNIQUE (id, day) DEFERRABLE"
+    ),
+    "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),
     "insert_partition": Case("INSERT INTO logs_1 VALUES (1, 1)"),
     "insert_routed_list": Case("INSERT INTO events VALUES (5, 1), (6, 1)"),

@@ -75,12 +75,14 @@ class SqlParseError(ZdmError):
 
     code = "parse_error"
 
-    def __init__(self, message: str, *, position: int, line: int, column: int) -> None:
+    def __init__(
+        self, message: str, *, position: int, line: int, column: int, hint: str | None = None
+    ) -> None:
         # PostgreSQL's message usually says "syntax error at or near ..." itself: say it once.
         what = "" if message.startswith("syntax error") else "syntax error: "
         super().__init__(
-            f"line {line}, column {column}: {what}{message}",
-            pg=PgErrorInfo(sqlstate="42601", message=message, position=position),
+            f"line {line}, column {column}: {what}{message}" + (f" ({hint})" if hint else ""),
+            pg=PgErrorInfo(sqlstate="42601", message=message, position=position, hint=hint),
         )
         self.position = position
         self.line = line

@@ -67,6 +67,8 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
     # ... and the default partition of a partitioned table: attaching a partition reads it, unless
     # its constraints already exclude the new partition's rows (plan/rules/attach_partition.py).
     others = [i.table for i in relations.values()] + [i.default_partition for i in relations.values()]
+    # ... and a partition's parent: dropping the partition locks the parent's default partition too.
+    others += [i.partition_of for i in relations.values()]
     tables = list(dict.fromkeys(name for name in others if name is not None and name not in known))
     for name, info in zip(tables, await _resolve(session, tables), strict=True):
         if info is not None:
@@ -184,6 +186,9 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     fk_descendants = await session.fetch(QUERIES["relation_fk_descendants"], oid)
     triggers = await session.fetch(QUERIES["relation_triggers"], oid)
+    row_triggers = (
+        await session.fetch(QUERIES["relation_row_triggers"], oid) if row["relkind"] == "p" else None
+    )
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
     keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
@@ -238,6 +243,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
             for c in children
         ),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
+        row_triggers=None if row_triggers is None else {t["tgname"]: t["tgisinternal"] for t in row_triggers},
         view_definition=row["view_definition"],
         partition_key=row["partition_key"],
         ancestors=tuple(RelationName(schema, name) for schema, name in row["ancestors"]),

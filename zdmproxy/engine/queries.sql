@@ -90,6 +90,10 @@ SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'),
  WHERE t.tgrelid = $1 AND NOT t.tgisinternal
  ORDER BY t.tgname;
 
+-- name: relation_row_triggers
+-- The row-level triggers on $1 (tgtype bit 1), the foreign keys' internal ones included.
+SELECT t.tgname, t.tgisinternal FROM pg_trigger t WHERE t.tgrelid = $1 AND t.tgtype::int & 1 <> 0;
+
 -- name: relation_columns
 SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS identity,
        a.attgenerated::text AS generated, pg_get_expr(d.adbin, d.adrelid) AS default_expr,

@@ -56,7 +56,6 @@ PLAIN_MODES: dict[AT, LockMode] = {
         (
             AT.AT_ColumnDefault,
             AT.AT_CookedColumnDefault,
-            AT.AT_DropNotNull,
             AT.AT_SetStorage,
             AT.AT_SetCompression,
             AT.AT_DropExpression,
@@ -100,8 +99,54 @@ PLAIN_MODES: dict[AT, LockMode] = {
 }
 # Constraints every inheritance child has a copy of (pg_constraint.contype): CHECK, NOT NULL (18).
 INHERITED_CONSTRAINTS = frozenset({"c", "n"})
-# Storage parameters take SHARE UPDATE EXCLUSIVE on a table, but a view's options change its queries.
-VIEW_OPTIONS = frozenset({AT.AT_SetRelOptions, AT.AT_ResetRelOptions})
+# SET / RESET (storage parameters) takes the strongest mode of the parameters named, each
+# parameter's own (reloptions.c, whatever the relation's kind): these take ACCESS EXCLUSIVE
+# (a view's options change its queries; the index ones change how it is built or searched) ...
+ACCESS_EXCLUSIVE_PARAMETERS = frozenset(
+    {
+        "check_option",
+        "security_barrier",
+        "security_invoker",
+        "user_catalog_table",
+        "autosummarize",
+        "pages_per_range",
+        "fastupdate",
+        "gin_pending_list_limit",
+        "buffering",
+    }
+)
+# ... these SHARE UPDATE EXCLUSIVE; a parameter in neither list (an extension's) is taken to be
+# ACCESS EXCLUSIVE, as bloom's are.
+SHARE_UPDATE_EXCLUSIVE_PARAMETERS = frozenset(
+    {
+        "autovacuum_enabled",
+        "vacuum_truncate",
+        "deduplicate_items",
+        "fillfactor",
+        "autovacuum_vacuum_threshold",
+        "autovacuum_vacuum_max_threshold",
+        "autovacuum_vacuum_insert_threshold",
+        "autovacuum_analyze_threshold",
+        "autovacuum_vacuum_cost_limit",
+        "autovacuum_freeze_min_age",
+        "autovacuum_multixact_freeze_min_age",
+        "autovacuum_freeze_max_age",
+        "autovacuum_multixact_freeze_max_age",
+        "autovacuum_freeze_table_age",
+        "autovacuum_multixact_freeze_table_age",
+        "log_autovacuum_min_duration",
+        "toast_tuple_target",
+        "parallel_workers",
+        "autovacuum_vacuum_cost_delay",
+        "autovacuum_vacuum_scale_factor",
+        "autovacuum_vacuum_insert_scale_factor",
+        "autovacuum_analyze_scale_factor",
+        "vacuum_max_eager_freeze_failure_rate",
+        "vacuum_cleanup_index_scale_factor",
+        "vacuum_index_cleanup",
+    }
+)
+PARAMETER_SUBCOMMANDS = frozenset({AT.AT_SetRelOptions, AT.AT_ResetRelOptions})
 # Subcommands that write the whole table anew under ACCESS EXCLUSIVE.
 REWRITING: frozenset[AT] = frozenset(
     {AT.AT_SetTableSpace, AT.AT_SetAccessMethod, AT.AT_SetLogged, AT.AT_SetUnLogged}
@@ -204,11 +249,19 @@ def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_
             out.rewrite(target)
         else:
             mode = PLAIN_MODES.get(subtype, AEL)
-            if target_kind == "view" and subtype in VIEW_OPTIONS:
-                mode = AEL  # check_option, security_barrier: every query on the view changes
+            if subtype in PARAMETER_SUBCOMMANDS:
+                mode = parameters_mode(cmd.def_)
             out.lock(target, mode, kind=lock_kind(target_kind))
             ctx.tree(subtype).lock_children(out, mode)
     return out
+
+
+def parameters_mode(options: object) -> LockMode:
+    """The mode SET / RESET (parameters) takes: the strongest of the parameters named."""
+    names = [o.defname for o in options if isinstance(o, ast.DefElem)] if isinstance(options, tuple) else []
+    if names and all(name in SHARE_UPDATE_EXCLUSIVE_PARAMETERS for name in names):
+        return SUE
+    return AEL
 
 
 def _alter_composite_type(
@@ -449,11 +502,18 @@ def _add_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
                 ctx.out.note("PRIMARY KEY USING INDEX scans the table unless its columns are NOT NULL")
             return
         primary = con.contype == ConstrType.CONSTR_PRIMARY
+        only_sets_not_null = primary and not ctx.inh and ctx.info is not None and not _keys_not_null(ctx, con)
+        if only_sets_not_null and (tree.partitioned or ctx.version_num >= versions.NOT_NULL_CONSTRAINTS):
+            # ONLY: the key's columns become NOT NULL on the table alone, which every child at any
+            # depth must already be (a partition's on 15 too): each is checked under ACCESS EXCLUSIVE.
+            Tree(ctx.target, ctx.info, recurse=True).lock_children(ctx.out, AEL)
         if tree.partitioned or ctx.info is None:
             # The index is built on every partition (SHARE, like CREATE INDEX, before 18); a primary
             # key makes its columns NOT NULL there too (ACCESS EXCLUSIVE) unless they already are.
             sets_not_null = primary and not _keys_not_null(ctx, con)
-            tree.lock_children(ctx.out, AEL if sets_not_null or whole_tree else S)
+            # A DEFERRABLE key also gets its recheck trigger on each partition (SHARE ROW EXCLUSIVE).
+            built = SRE if con.deferrable else S
+            tree.lock_children(ctx.out, AEL if sets_not_null or whole_tree else built)
             tree.scan(ctx.out)
         elif primary:
             # The key's columns become NOT NULL in every child, which checks their rows.
@@ -529,10 +589,26 @@ def _scan_referenced(ctx: AlterContext, parent: RelationName) -> None:
     )
 
 
-def _drop_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+def _drop_not_null(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.tree(cmd.subtype).lock(ctx.out, AEL)
+    if ctx.version_num >= versions.NOT_NULL_CONSTRAINTS:
+        # NOT NULL is an inherited constraint from 18 on: ONLY still reaches the direct children.
+        _direct_children_with_only(ctx)
+
+
+def _drop_constraint(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     con = ctx.info.constraint(cmd.name or "") if ctx.info is not None else None
-    if con is not None and con.kind in INHERITED_CONSTRAINTS:
+    tree = ctx.tree(cmd.subtype)
+    if ctx.info is not None and ctx.info.is_partitioned and not tree.recurse:
+        # Every partition, at any depth, is checked not to be in use first (ONLY or not).
+        tree = Tree(ctx.target, ctx.info, recurse=True)
+    elif con is not None and not con.inherited and not tree.partitioned:
+        # Only inherited constraints (CHECK, NOT NULL on 18) recurse into inheritance children; a
+        # key, a unique or exclusion constraint, or a NO INHERIT check is the table's alone. (A
+        # partitioned table's partitions lose their copies of a key through its dependencies.)
+        tree = Tree(ctx.target, ctx.info, recurse=False)
+    tree.lock(ctx.out, AEL)
+    if con is not None and con.inherited:
         _direct_children_with_only(ctx)
     if con is None:
         ctx.out.note(
@@ -566,6 +642,11 @@ def _attach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
         return
     parent_mode = SUE if ctx.version_num >= versions.ATTACH_PARTITION_SUE else AEL
     ctx.out.lock(ctx.target, parent_mode)
+    for ancestor in ctx.info.ancestors if ctx.info is not None else ():
+        # Attaching below a partition: its own partition constraint is part of the new one's, and
+        # computing it reads every ancestor's bounds (ACCESS SHARE; unless this backend has them
+        # cached, which a fresh step's session has not).
+        ctx.out.lock(ancestor, LockMode.ACCESS_SHARE)
     partition = _partition(ctx, part)
     ctx.out.lock(partition.name, AEL)
     for child in partition.children:  # a partitioned partition: its partitions are checked too
@@ -581,12 +662,24 @@ def _attach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
         # Each index of the parent the partition lacks is built on it, under the lock.
         partition.scan(ctx.out)
         ctx.out.note("the parent's indexes the partition lacks are built on it under AccessExclusiveLock")
-    default = ctx.info.default_partition if ctx.info is not None else None
-    if default is not None:
-        ctx.out.lock(default, AEL)
-        outside = partition_bounds.outside(check) if check is not None else None
-        if outside is None or not partition_bounds.implied(ctx.facts.resolve(default), outside):
-            ctx.out.scan(default)
+    check_default_partition(ctx.out, ctx.facts, ctx.info, check)
+
+
+def check_default_partition(
+    out: EffectsBuilder, facts: CatalogFacts, parent: RelationInfo | None, check: str | None
+) -> None:
+    """A new partition of ``parent`` (ATTACH PARTITION, CREATE TABLE ... PARTITION OF) narrows
+    its default partition: ACCESS EXCLUSIVE on it and, if it is partitioned, on every partition
+    below it, whose rows are read to prove none belongs to the new partition, unless a valid
+    CHECK of the default partition already says so (check_default_partition_contents)."""
+    default = parent.default_partition if parent is not None else None
+    if default is None:
+        return
+    tree = Tree(default, facts.resolve(default), recurse=True, reaches=PARTITIONS)
+    tree.lock(out, AEL)
+    outside = partition_bounds.outside(check) if check is not None else None
+    if outside is None or not partition_bounds.implied(tree.info, outside):
+        tree.scan(out)
 
 
 def _detach_partition(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
@@ -624,6 +717,28 @@ def _set_expression(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     ctx.out.note(f"column {cmd.name}: a new STORED expression is computed for every row")
 
 
+def _enable_disable_trigger(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
+    """ENABLE / DISABLE TRIGGER: on a partitioned table, a row-level trigger is switched on every
+    partition too (their copies); a statement-level trigger has no copies."""
+    tree = ctx.tree(cmd.subtype)
+    ctx.out.lock(ctx.target, SRE, kind=lock_kind(ctx.target_kind))
+    if tree.partitioned and not row_triggers_named(tree.info, cmd.subtype, cmd.name):
+        return
+    tree.lock_children(ctx.out, SRE)
+
+
+def row_triggers_named(info: RelationInfo | None, subtype: AT | None, name: str | None) -> bool:
+    """Whether the triggers an ENABLE / DISABLE TRIGGER (``subtype``, or a trigger ``name`` with
+    subtype None) names include a row-level one (True when the facts do not say)."""
+    if info is None or info.row_triggers is None:
+        return True
+    if subtype in (AT.AT_EnableTrigAll, AT.AT_DisableTrigAll):
+        return bool(info.row_triggers)
+    if subtype in (AT.AT_EnableTrigUser, AT.AT_DisableTrigUser):
+        return not all(info.row_triggers.values())
+    return name in info.row_triggers
+
+
 def _detach_finalize(ctx: AlterContext, cmd: ast.AlterTableCmd) -> None:
     part = _definition(cmd, ast.PartitionCmd)
     ctx.out.lock(ctx.target, SUE)
@@ -638,6 +753,8 @@ _HANDLERS: dict[AT, Handler] = {
     AT.AT_AddConstraint: _add_constraint,
     AT.AT_ValidateConstraint: _validate_constraint,
     AT.AT_DropConstraint: _drop_constraint,
+    AT.AT_DropNotNull: _drop_not_null,
+    **dict.fromkeys(TRIGGER_SUBCOMMANDS, _enable_disable_trigger),
     AT.AT_AttachPartition: _attach_partition,
     AT.AT_DetachPartition: _detach_partition,
     AT.AT_DetachPartitionFinalize: _detach_finalize,

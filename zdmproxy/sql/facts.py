@@ -145,6 +145,10 @@ class RelationInfo:
     # The primary key's columns in index order (empty: none, or not read): a backfill walks it.
     primary_key: tuple[str, ...] = ()
     index_definitions: tuple[IndexInfo, ...] = ()  # a table's indexes with their definitions
+    # A partitioned table's row-level triggers (FOR EACH ROW) by name, and whether each is internal
+    # (a foreign key's): each has a copy on every partition, which CREATE / DROP TRIGGER and ALTER
+    # TABLE ENABLE / DISABLE TRIGGER reach; statement-level triggers have none. None: not read.
+    row_triggers: dict[str, bool] | None = None
 
     @property
     def is_partitioned(self) -> bool:

@@ -11,15 +11,16 @@ objects outside any table. Checked against pg_locks by tests/test_lock_catalogue
 
 from __future__ import annotations
 
-from pglast import ast
-from pglast.enums import DropBehavior, GrantTargetType, ObjectType
+from pglast import ast, parse_sql
+from pglast.enums import DropBehavior, FunctionParameterMode, GrantTargetType, ObjectType
+from pglast.parser import ParseError
 
 from zdmproxy.sql import versions
 from zdmproxy.sql.effects import EffectsBuilder
-from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, enum_words, quote_ident, range_var_name
-from zdmproxy.sql.relations import read_relations
+from zdmproxy.sql.relations import MAX_VIEW_DEPTH, range_var_visitor, read_relations, resolved, view_query
 
 AS = LockMode.ACCESS_SHARE
 SUE = LockMode.SHARE_UPDATE_EXCLUSIVE
@@ -54,6 +55,11 @@ TABLE_OBJECTS = frozenset(
         ObjectType.OBJECT_POLICY,
     }
 )
+
+
+def is_name(parts: object) -> bool:
+    """Whether a DROP's object is a (qualified) name, not a signature or a pair of types (DROP CAST)."""
+    return isinstance(parts, (tuple, list)) and bool(parts) and all(isinstance(p, ast.String) for p in parts)
 
 
 def object_relation(objtype: ObjectType | None, parts: object) -> RelationName | None:
@@ -157,13 +163,93 @@ def owned_by(node: ast.Node) -> list[RelationName]:
     return tables
 
 
+# Argument types that make a SQL function's body unanalysable until it is called.
+POLYMORPHIC_TYPES = frozenset(
+    {
+        "any",
+        "anyelement",
+        "anyarray",
+        "anynonarray",
+        "anyenum",
+        "anyrange",
+        "anymultirange",
+        "anycompatible",
+        "anycompatiblearray",
+        "anycompatiblenonarray",
+        "anycompatiblerange",
+        "anycompatiblemultirange",
+    }
+)
+
+
 def classify_function(node: ast.CreateFunctionStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
-    """CREATE FUNCTION: a SQL-standard body (BEGIN ATOMIC, RETURN) is parsed at creation, which
-    locks what it reads with ACCESS SHARE; any other body is stored as text and locks nothing."""
+    """CREATE FUNCTION / PROCEDURE: a SQL body is analysed and rewritten at creation (a
+    SQL-standard body always, a LANGUAGE sql string body when no argument is polymorphic, as
+    check_function_bodies is on by default): ROW EXCLUSIVE on the target of each INSERT, UPDATE,
+    DELETE or MERGE, ACCESS SHARE on what it reads and, through each view, on what the view reads
+    (not on children). Any other body is stored as text and locks nothing."""
     out = EffectsBuilder(kind="CREATE PROCEDURE" if node.is_procedure else "CREATE FUNCTION")
-    if node.sql_body is not None:
-        read_relations(node.sql_body, facts, out, executed=False)
+    for statement in function_body(node):
+        target = getattr(statement, "relation", None)
+        if isinstance(statement, _WRITES) and isinstance(target, ast.RangeVar):
+            out.lock(facts.qualify(range_var_name(target)), LockMode.ROW_EXCLUSIVE)
+        else:
+            target = None
+        read_relations(statement, facts, out, skip=target, executed=False)
+        for rel in range_var_visitor(statement).every:
+            if rel is not target:
+                _lock_through_views(facts.resolve(range_var_name(rel)), facts, out, depth=0)
     return out
+
+
+_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
+def function_body(node: ast.Node) -> list[ast.Node]:
+    """The statements of a function's SQL body that PostgreSQL analyses when it creates it."""
+    if not isinstance(node, ast.CreateFunctionStmt):
+        return []
+    if node.sql_body is not None:
+        body = node.sql_body
+        items = body[0] if isinstance(body, tuple) and body and isinstance(body[0], tuple) else body
+        return [s for s in (items if isinstance(items, tuple) else (items,)) if isinstance(s, ast.Node)]
+    options = {o.defname: o.arg for o in node.options or () if isinstance(o, ast.DefElem)}
+    language, text = options.get("language"), options.get("as")
+    if not isinstance(language, ast.String) or str(language.sval).lower() != "sql":
+        return []
+    if not isinstance(text, tuple) or len(text) != 1 or not isinstance(text[0], ast.String):
+        return []
+    for parameter in node.parameters or ():
+        mode = getattr(parameter, "mode", None)
+        arg_type = getattr(parameter, "argType", None)
+        names = (
+            [n for n in arg_type.names or () if isinstance(n, ast.String)]
+            if isinstance(arg_type, ast.TypeName)
+            else []
+        )
+        polymorphic = bool(names) and str(names[-1].sval) in POLYMORPHIC_TYPES
+        if polymorphic and mode not in (
+            FunctionParameterMode.FUNC_PARAM_OUT,
+            FunctionParameterMode.FUNC_PARAM_TABLE,
+        ):
+            return []  # analysed only when called, with the actual types
+    try:
+        return [raw.stmt for raw in parse_sql(str(text[0].sval)) if raw.stmt is not None]
+    except ParseError:
+        return []  # PostgreSQL refuses the function
+
+
+def _lock_through_views(
+    info: RelationInfo | None, facts: CatalogFacts, out: EffectsBuilder, depth: int
+) -> None:
+    """The rewriter expands each view the body reads: ACCESS SHARE on what the view's query names."""
+    query = view_query(info)
+    if query is None or depth > MAX_VIEW_DEPTH:
+        return
+    for rel in range_var_visitor(query).every:
+        name, found = resolved(facts, range_var_name(rel))
+        out.lock(name, AS)
+        _lock_through_views(found, facts, out, depth + 1)
 
 
 def classify_domain(node: ast.AlterDomainStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:

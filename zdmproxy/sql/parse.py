@@ -75,5 +75,25 @@ def _located_error(script: str, exc: ParseError) -> SqlParseError:
             position = again.args[1]
     position = len(script) if position is None else max(0, min(int(position), len(script)))
     line = script.count("\n", 0, position) + 1
-    column = position - (script.rfind("\n", 0, position) + 1) + 1
-    return SqlParseError(message, position=position, line=line, column=column)
+    line_start = script.rfind("\n", 0, position) + 1
+    column = position - line_start + 1
+    hint = _not_sql(script, line_start)
+    return SqlParseError(message, position=position, line=line, column=column, hint=hint)
+
+
+def _not_sql(script: str, line_start: int) -> str | None:
+    """What a psql script holds that is not SQL, when the error's line is that: a meta-command,
+    or the data lines after a ``COPY ... FROM stdin`` (a pg_dump file)."""
+    if script[line_start:].lstrip(" \t").startswith("\\"):
+        return (
+            "a psql meta-command (\\i, \\set, \\connect ...) is not SQL: zdmproxy runs SQL only; "
+            "inline an included file"
+        )
+    try:
+        before = parse_sql(script[:line_start])
+    except ParseError:
+        return None
+    last = before[-1].stmt if before else None
+    if isinstance(last, ast.CopyStmt) and last.is_from and last.filename is None and not last.is_program:
+        return "the data lines of COPY ... FROM stdin are not SQL: load data outside zdmproxy"
+    return None

@@ -8,6 +8,7 @@ view's own query (the rewriter locks them when it expands the view).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pglast import ast, parse_sql
@@ -17,6 +18,7 @@ from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import range_var_name
+from zdmproxy.sql.routing import pruned_children
 from zdmproxy.sql.trees import PARTITIONS, Tree
 
 # Views on views on views: deeper nesting than this is not followed (PostgreSQL has no limit,
@@ -89,8 +91,18 @@ def _read(
     for rel in visitor.every:
         if rel is skip:
             continue
+        if id(rel) in visitor.write_targets:
+            # Written by a data-modifying WITH query, which the DML classifier locks in full.
+            out.lock(resolved(facts, range_var_name(rel))[0], max(mode, LockMode.ROW_EXCLUSIVE))
+            continue
         found = named_tree(facts, rel)
-        found.lock(out, mode)
+        where = visitor.filtered.get(id(rel))
+        if where is not None and found.partitioned and found.info is not None and found.recurse:
+            names = {str(rel.relname), *([str(rel.alias.aliasname)] if rel.alias else [])}
+            kept = pruned_children(where, found.info, names)
+            found = dataclasses.replace(found, info=dataclasses.replace(found.info, children=kept))
+        rel_mode = max(mode, LockMode.ROW_SHARE) if id(rel) in visitor.row_locked else mode
+        found.lock(out, rel_mode)
         in_full = whole or id(rel) in visitor.read_in_full
         if in_full:
             found.scan(out)
@@ -102,7 +114,7 @@ def _read(
             # The view itself is no storage: what is read in full is decided by its query.
             if found.name in out.scans:
                 out.scans.remove(found.name)
-            _read(query, facts, out, None, mode, in_full, depth + 1)
+            _read(query, facts, out, None, rel_mode, in_full, depth + 1)
 
 
 def view_query(info: RelationInfo | None) -> ast.Node | None:
@@ -132,27 +144,75 @@ class _RangeVars(Visitor):
         self.every: list[ast.RangeVar] = []  # every occurrence: the same table may be target and source
         self.ctes = ctes
         self.read_in_full: set[int] = set()
+        self.write_targets: set[int] = set()  # what a data-modifying WITH query writes
+        self.filtered: dict[int, ast.Node] = {}  # the WHERE of a query reading one relation
+        self.row_locked: set[int] = set()  # FOR UPDATE / SHARE: ROW SHARE, through views too
 
     def visit_SelectStmt(self, ancestors: object, node: ast.SelectStmt) -> None:
         if node.whereClause is None and node.limitCount is None:
             for item in node.fromClause or ():
                 self.read_in_full.update(id(rel) for rel in _from_item_relations(item))
+        for clause in node.lockingClause or ():
+            named = {str(getattr(r, "relname", "")) for r in clause.lockedRels or ()}
+            for item in node.fromClause or ():
+                self.row_locked.update(id(rel) for rel in _locked_relations(item, named))
+        items = node.fromClause or ()
+        if node.whereClause is not None and len(items) == 1 and isinstance(items[0], ast.RangeVar):
+            self.filtered[id(items[0])] = node.whereClause  # the planner prunes its partitions
 
     def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
         name = range_var_name(node)
-        if name.schema is None and name.name in self.ctes:
+        target = _is_write_target(ancestors)
+        if target:
+            self.write_targets.add(id(node))
+        if name.schema is None and name.name in self.ctes and not target:
             return
         if ancestors is not None and _is_into_clause(ancestors):
             return  # SELECT ... INTO new_table names a table it creates, not one it reads
+        if _in_locking_clause(ancestors):
+            return  # FOR UPDATE OF x names a FROM item by its alias, not a table
         self.every.append(node)
         if name not in self.found:
             self.found.append(name)
+
+
+def _is_write_target(ancestors: object) -> bool:
+    """Whether the RangeVar being visited is what an INSERT, UPDATE, DELETE or MERGE writes: a
+    table, even when a WITH query has its name (WITH names only FROM items)."""
+    parent = getattr(ancestors, "node", None)
+    return isinstance(parent, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt) and (
+        getattr(ancestors, "member", None) == "relation"
+    )
+
+
+def _in_locking_clause(ancestors: object) -> bool:
+    parent = getattr(ancestors, "parent", None)
+    return isinstance(getattr(parent, "node", None), ast.LockingClause)
 
 
 def _is_into_clause(ancestors: object) -> bool:
     """Whether the RangeVar being visited is the target of an IntoClause (SELECT INTO, CTAS)."""
     parent = getattr(ancestors, "node", None)
     return isinstance(parent, ast.IntoClause)
+
+
+def _locked_relations(item: ast.Node | None, named: set[str]) -> list[ast.RangeVar]:
+    """The relations a FOR UPDATE / SHARE clause locks in a FROM item (transformLockingClause):
+    every table and view when it names none, else those it names by alias or name; a subquery's
+    own FROM items with it (a WITH query is not locked)."""
+    if isinstance(item, ast.RangeVar):
+        name = str(item.alias.aliasname) if item.alias else str(item.relname)
+        return [item] if not named or name in named else []
+    if isinstance(item, ast.JoinExpr):
+        if item.alias is not None and named and str(item.alias.aliasname) in named:
+            named = set()
+        return _locked_relations(item.larg, named) + _locked_relations(item.rarg, named)
+    if isinstance(item, ast.RangeSubselect) and isinstance(item.subquery, ast.SelectStmt):
+        alias = str(item.alias.aliasname) if item.alias else None
+        if named and alias not in named:
+            return []
+        return [rel for sub in item.subquery.fromClause or () for rel in _locked_relations(sub, set())]
+    return []
 
 
 def _from_item_relations(item: ast.Node | None) -> list[ast.RangeVar]:

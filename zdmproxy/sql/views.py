@@ -137,32 +137,6 @@ def _lock_view_relations(
         _lock_view_relations(view_query(info), facts, out, mode, depth + 1)
 
 
-def writes_through_view(target: ast.RangeVar | None, facts: CatalogFacts, out: EffectsBuilder) -> bool:
-    """INSERT / UPDATE / DELETE on a view: whether the target is one, and its locks if so.
-
-    An automatically updatable view passes the write to its one base relation
-    (ROW EXCLUSIVE on both, recursively through views on views), and what the
-    rest of its query reads is read (ACCESS SHARE). A view with an INSTEAD OF
-    trigger or an INSTEAD rule runs code instead: what that locks is unknown.
-    """
-    name, info = resolved(facts, range_var_name(target))
-    query = view_query(info)
-    if info is None or query is None:
-        return False
-    out.lock(name, RE)
-    if info.instead:
-        out.not_catalogued(f"{name} has an INSTEAD OF trigger or an INSTEAD rule: what it runs is unknown")
-        return True
-    base = view_base(query)
-    if base is None:
-        out.not_catalogued(f"{name} is not automatically updatable: the write fails or runs a rule")
-        return True
-    if not writes_through_view(base, facts, out):
-        named_tree(facts, base).lock(out, RE)
-    read_relations(query, facts, out, skip=base)
-    return True
-
-
 def view_base(info_query: ast.Node | None) -> ast.RangeVar | None:
     """The one relation an automatically updatable view writes to: its query's single FROM item."""
     if not isinstance(info_query, ast.SelectStmt) or not info_query.fromClause:

@@ -505,20 +505,31 @@ async def test_changed_renamed_and_out_of_order_files_are_refused_until_allowed(
     assert await witness.files() == ["V1", "V3", "V2", "V4"]
     (folder / "V3__drei.sql").rename(folder / "V3__three.sql")
 
-    # An applied file removed: the folder is the history, unless told it was on purpose.
+    # An older release's folder (a rolled-back deploy): V4 is newer than its newest file, as in
+    # Flyway's "future" migrations: left as it is, said, and nothing runs.
+    four = (folder / "V4__four.sql").read_text()
     (folder / "V4__four.sql").unlink()
+    older = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert older.code == 0, older.stderr
+    message = " ".join(older.stderr.split())
+    assert "1 applied migration(s) newer than this folder's newest file" in message and "V4__four" in message
+    assert await witness.files() == ["V1", "V3", "V2", "V4"]
+    (folder / "V4__four.sql").write_text(four)
+
+    # An applied file removed from the middle: the folder is the history, unless told it was on purpose.
+    (folder / "V2__two.sql").unlink()
     refused = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
     assert refused.code == 3, refused.stderr
     message = " ".join(refused.stderr.split())
-    assert "'V4__four'" in message and "--ignore-missing" in message
+    assert "'V2__two'" in message and "--ignore-missing" in message and "V4__four" not in message
     allowed = await zdm("apply", str(folder), "--dsn", dsn, "--ignore-missing", cwd=cwd)
     assert allowed.code == 0, allowed.stderr
     status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
     assert [(m["id"], m["state"], m["file"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
         ("V1__one", "succeeded", "V1__one.sql"),
-        ("V2__two", "succeeded", "V2__two.sql"),
         ("V3__three", "succeeded", "V3__three.sql"),
-        ("V4__four", "succeeded", None),
+        ("V4__four", "succeeded", "V4__four.sql"),
+        ("V2__two", "succeeded", None),
     ]
     table = await zdm("status", str(folder), "--dsn", dsn, cwd=cwd)
     assert "succeeded (no file)" in table.stdout, table.stdout

@@ -389,6 +389,26 @@ def test_an_applied_migration_whose_file_is_gone_is_refused_unless_ignored() -> 
     check_against_journal([v3], sums((v3, "ccc")), recorded, out_of_order=False, ignore_missing=True)
 
 
+def test_applied_migrations_newer_than_the_folder_are_an_older_release_not_missing() -> None:
+    # A rolled-back deploy runs the older release's folder: Flyway ignores these "future" ones.
+    v1, v2 = file("V1__a.sql"), file("V2__b.sql")
+    recorded = [row("V1__a", "1", "aaa"), row("V2__b", "2", "bbb"), row("V3__c", "3", "ccc")]
+    recorded.append(row("V2.5__d", "2.5", "ddd"))
+    checks = sums((v1, "aaa"), (v2, "bbb"))
+    assert check_against_journal([v1, v2], checks, recorded, out_of_order=False) == ["V2.5__d", "V3__c"]
+    # one gone from below the folder's newest file is still missing
+    with pytest.raises(ChecksumConflict) as refused:
+        check_against_journal([v2], sums((v2, "bbb")), recorded, out_of_order=False)
+    assert "'V1__a'" in refused.value.message and "V3__c" not in refused.value.message
+
+
+def test_the_newest_file_renamed_to_a_lower_version_is_still_refused() -> None:
+    v1, lower = file("V1__a.sql"), file("V2__c_renamed.sql")  # V3__c.sql renamed
+    recorded = [row("V1__a", "1", "aaa"), row("V3__c", "3", "ccc")]
+    with pytest.raises(OutOfOrder):
+        check_against_journal([v1, lower], sums((v1, "aaa"), (lower, "ccc")), recorded, out_of_order=False)
+
+
 def test_a_file_renamed_to_another_version_is_caught_as_missing() -> None:
     v1, moved = file("V1__a.sql"), file("V7__a_moved.sql")  # V5__b.sql renamed to V7__a_moved.sql
     recorded = [row("V1__a", "1", "aaa"), row("V5__b", "5", "bbb")]

@@ -180,8 +180,8 @@ async def _apply_async(
     try:
         checks = {r.migration_id: checksum(parse_script(r.script)) for r in batch.requests}
 
-        async def check(files: Sequence[MigrationFile]) -> None:
-            check_against_journal(
+        async def check(files: Sequence[MigrationFile]) -> list[str]:
+            return check_against_journal(
                 files,
                 checks,
                 await journal.versioned(),
@@ -189,8 +189,11 @@ async def _apply_async(
                 ignore_missing=args.ignore_missing or len(files) < len(batch.folder or ()),
             )
 
-        if batch.folder is not None:
-            await check(batch.folder)
+        if batch.folder is not None and (future := await check(batch.folder)):
+            err.print(
+                f"[dim]{len(future)} applied migration(s) newer than this folder's newest file "
+                f"(a newer release's: {escape(', '.join(future))}) are left as they are[/dim]"
+            )
         coordinator = Coordinator(
             dsn,
             journal,

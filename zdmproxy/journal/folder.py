@@ -174,12 +174,18 @@ def check_against_journal(
     *,
     out_of_order: bool,
     ignore_missing: bool = False,
-) -> None:
+) -> list[str]:
     """Refuse, before anything runs, a folder that disagrees with what the journal recorded
     (Flyway's ``validate``): an applied file whose content changed; a version recorded under
     another file name; a new file older than the newest applied one (unless ``out_of_order``); an
     applied migration whose file is gone (unless ``ignore_missing``), which is also what catches
-    a renamed file, whose SQL would otherwise run again under its new name."""
+    a renamed file, whose SQL would otherwise run again under its new name.
+
+    Returns the applied migrations newer than the folder's newest file (Flyway's "future"
+    ones, which it ignores by default): an older release's folder, run again after a newer one
+    (a rolled-back deploy), must not be refused. None of them can be a renamed file: a file
+    renamed to a higher version leaves its old one behind the new newest (missing), to the same
+    version is recorded under another name, to a lower one is out of order."""
     by_id = {row["id"]: row for row in recorded}
     by_version = {version_key(row["version"]): row for row in by_id.values()}
     applied = [row for row in by_id.values() if row["state"] == "succeeded"]
@@ -208,7 +214,13 @@ def check_against_journal(
                 "that one, or pass --out-of-order to apply it anyway"
             )
     present = {file.migration_id for file in files}
-    missing = sorted(i for i, row in by_id.items() if row["state"] == "succeeded" and i not in present)
+    gone = {i: row for i, row in by_id.items() if row["state"] == "succeeded" and i not in present}
+    newest_file = max((file.version for file in files), default=())
+    future = sorted(
+        (i for i, row in gone.items() if version_key(row["version"]) > newest_file),
+        key=lambda i: version_key(by_id[i]["version"]),
+    )
+    missing = sorted(i for i in gone if i not in future)
     if missing and not ignore_missing:
         raise ChecksumConflict(
             f"applied migration(s) {', '.join(repr(m) for m in missing)} have no file in the folder any "
@@ -216,3 +228,4 @@ def check_against_journal(
             "again); restore removed files (the folder is the history), or pass --ignore-missing "
             "if they were removed on purpose"
         )
+    return future

@@ -82,17 +82,27 @@ SELECT n.nspname, c.relname
 
 -- name: relation_triggers
 -- The user's triggers on $1 (not the foreign keys' internal ones) and the events they fire on,
--- from tgtype's bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE.
+-- from tgtype's bits: 4 INSERT, 8 DELETE, 16 UPDATE, 32 TRUNCATE; 64: INSTEAD OF (on a view).
 SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'), (16, 'UPDATE'),
                                                   (32, 'TRUNCATE')) AS e(bit, event)
-                        WHERE t.tgtype::int & e.bit <> 0) AS events
+                        WHERE t.tgtype::int & e.bit <> 0) AS events,
+       t.tgtype::int & 64 <> 0 AS instead_of
   FROM pg_trigger t
  WHERE t.tgrelid = $1 AND NOT t.tgisinternal
  ORDER BY t.tgname;
 
--- name: relation_row_triggers
--- The row-level triggers on $1 (tgtype bit 1), the foreign keys' internal ones included.
-SELECT t.tgname, t.tgisinternal FROM pg_trigger t WHERE t.tgrelid = $1 AND t.tgtype::int & 1 <> 0;
+-- name: relation_rules
+-- The rules on $1 other than a view's ON SELECT, in the order the rewriter applies them (by
+-- name): the event (ev_type 2 UPDATE, 3 INSERT, 4 DELETE), INSTEAD or ALSO, whether a WHERE
+-- makes it conditional, and the rule as pg_get_ruledef prints it.
+-- A disabled rule (ev_enabled D) does nothing, nor does one enabled for replicas only (R) while
+-- session_replication_role is origin, its default.
+SELECT r.rulename, CASE r.ev_type WHEN '2' THEN 'UPDATE' WHEN '3' THEN 'INSERT' ELSE 'DELETE' END AS event,
+       r.is_instead, r.ev_qual::text <> '<>' AS conditional,
+       pg_get_ruledef(r.oid) AS definition
+  FROM pg_rewrite r
+ WHERE r.ev_class = $1 AND r.ev_type IN ('2', '3', '4') AND r.ev_enabled IN ('O', 'A')
+ ORDER BY r.rulename;
 
 -- name: relation_columns
 SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS identity,
@@ -116,7 +126,12 @@ SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS i
 -- name: relation_foreign_keys
 -- Foreign keys on both sides of relation $1: "outgoing" ones it has, "incoming" ones that
 -- reference it; columns by name, in key order, and the actions on delete and update.
-SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END AS direction,
+-- A partition also holds the copies of its parents' keys whose triggers fire on its rows
+-- ("outgoing_copy": the check of a partitioned referencing table's key; "incoming_copy": the
+-- actions of a key referencing a partitioned table), and the other table of a key, when
+-- partitioned, is queried with its partitions (table_partitions, referenced_partitions).
+SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END
+       || CASE WHEN con.conparentid = 0 THEN '' ELSE '_copy' END AS direction,
        con.conname, tn.nspname AS table_schema, t.relname AS table_name,
        rn.nspname AS ref_schema, r.relname AS ref_name,
        ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
@@ -131,13 +146,38 @@ SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END AS direct
        EXISTS (SELECT FROM pg_index i
                 WHERE i.indrelid = con.conrelid
                   AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] @> con.conkey
-                  AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] <@ con.conkey) AS indexed
+                  AND (i.indkey::int2[])[0:cardinality(con.conkey) - 1] <@ con.conkey) AS indexed,
+       ARRAY(WITH RECURSIVE below(oid) AS (
+                 SELECT h.inhrelid FROM pg_inherits h WHERE h.inhparent = t.oid AND t.relkind = 'p'
+                 UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN below b ON h.inhparent = b.oid)
+             SELECT ARRAY[bn.nspname::text, bc.relname::text, bc.relkind::text] FROM below b
+               JOIN pg_class bc ON bc.oid = b.oid JOIN pg_namespace bn ON bn.oid = bc.relnamespace
+              ORDER BY 1) AS table_partitions,
+       ARRAY(WITH RECURSIVE below(oid) AS (
+                 SELECT h.inhrelid FROM pg_inherits h WHERE h.inhparent = r.oid AND r.relkind = 'p'
+                 UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN below b ON h.inhparent = b.oid)
+             SELECT ARRAY[bn.nspname::text, bc.relname::text, bc.relkind::text] FROM below b
+               JOIN pg_class bc ON bc.oid = b.oid JOIN pg_namespace bn ON bn.oid = bc.relnamespace
+              ORDER BY 1) AS referenced_partitions,
+       -- The key's triggers on either table: DISABLE TRIGGER ALL turns its checks or actions off
+       -- (enabled: O, or A; R fires for replicas only, while session_replication_role is origin).
+       EXISTS (SELECT FROM pg_trigger g WHERE g.tgconstraint = con.oid AND g.tgrelid = con.conrelid
+                  AND g.tgenabled IN ('O', 'A')) AS checks_enabled,
+       EXISTS (SELECT FROM pg_trigger g WHERE g.tgconstraint = con.oid AND g.tgrelid = con.confrelid
+                  AND g.tgenabled IN ('O', 'A')) AS actions_enabled
   FROM pg_constraint con
   JOIN pg_class t ON t.oid = con.conrelid
   JOIN pg_namespace tn ON tn.oid = t.relnamespace
   JOIN pg_class r ON r.oid = con.confrelid
   JOIN pg_namespace rn ON rn.oid = r.relnamespace
- WHERE con.contype = 'f' AND (con.conrelid = $1 OR con.confrelid = $1) AND con.conparentid = 0
+  LEFT JOIN pg_constraint parent ON parent.oid = con.conparentid
+ WHERE con.contype = 'f' AND (con.conrelid = $1 OR con.confrelid = $1)
+   -- A copy made for a partition of the referencing table checks that partition's rows; one made
+   -- for a partition of the referenced table runs the actions for that partition's rows. The
+   -- other copies fire nothing on $1.
+   AND (con.conparentid = 0
+        OR (con.conrelid = $1 AND parent.confrelid = con.confrelid)
+        OR (con.confrelid = $1 AND parent.conrelid = con.conrelid))
  ORDER BY 1, con.conname;
 
 -- name: dropped_with

@@ -8,22 +8,23 @@ relation they name, with a note saying so.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from pglast import ast
-from pglast.enums import ConstrType, DropBehavior, ObjectType, ReindexObjectType
+from pglast import ast, parse_sql
+from pglast.enums import CmdType, ConstrType, DropBehavior, ObjectType, ReindexObjectType
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql import decisions, foreign_keys, objects, partition_bounds, versions, views
-from zdmproxy.sql.alter_table import check_default_partition, classify_alter_table, row_triggers_named
+from zdmproxy.sql import decisions, foreign_keys, objects, versions, views
+from zdmproxy.sql.alter_table import classify_alter_table
 from zdmproxy.sql.effects import Effects, EffectsBuilder
-from zdmproxy.sql.facts import CatalogFacts
+from zdmproxy.sql.facts import CatalogFacts, RuleInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
 from zdmproxy.sql.parse import Statement
-from zdmproxy.sql.relations import named_tree, range_vars, read_relations, resolved
-from zdmproxy.sql.routing import routed_partitions
+from zdmproxy.sql.relations import named_tree, range_vars, read_relations, resolved, view_query
+from zdmproxy.sql.routing import pruned_children, routed_partitions
 from zdmproxy.sql.trees import PARTITIONS, Tree
 
 AS = LockMode.ACCESS_SHARE
@@ -57,22 +58,6 @@ def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsB
         return EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
     target = facts.qualify(range_var_name(node.relation))
     out = EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
-    if node.renameType == ObjectType.OBJECT_ATTRIBUTE:
-        # A composite type's attribute: the type alone (it fails if a typed table uses it), or,
-        # with CASCADE, every typed table and its children too, as ALTER TYPE ... CASCADE does.
-        out.lock(target, AEL, kind="type")
-        if node.behavior == DropBehavior.DROP_CASCADE:
-            out.not_catalogued(
-                "ALTER TYPE ... RENAME ATTRIBUTE ... CASCADE renames the column of every typed table "
-                "of the type, which the facts do not list"
-            )
-        return out
-    if node.renameType == ObjectType.OBJECT_TRIGGER:
-        # A trigger on a partitioned table is renamed on every partition too (its copies, and the
-        # partitions are locked whether the trigger is row- or statement-level).
-        out.lock(target, AEL)
-        named_tree(facts, node.relation, reaches=PARTITIONS).lock_children(out, AEL)
-        return out
     is_index = node.renameType == ObjectType.OBJECT_INDEX
     # Renaming an index takes only SHARE UPDATE EXCLUSIVE since PostgreSQL 12.
     out.lock(target, SUE if is_index else AEL, kind="index" if is_index else "table")
@@ -128,7 +113,7 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
         _drop_with_dependents(node, facts, out)
         return out
     for parts in node.objects or ():
-        if not objects.is_name(parts):  # a function's signature, a cast's types ...
+        if not isinstance(parts, (tuple, list)):
             if cascade:
                 out.not_catalogued(_CASCADE_NOT_FOLLOWED.format(kind=enum_words(kind)))
             continue
@@ -179,24 +164,13 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
             # Partitions go with their partitioned table; inheritance children only with CASCADE.
             Tree(name, info, recurse=info.is_partitioned or cascade).lock_children(out, AEL)
             if info.partition_of is not None:
-                # The parent's partition descriptor changes: dropping a partition blocks its readers,
-                # and widens the parent's default partition (its constraint changes, no row is read).
+                # The parent's partition descriptor changes: dropping a partition blocks its readers.
                 out.lock(info.partition_of, AEL)
-                siblings = facts.resolve(info.partition_of)
-                if siblings is None:
-                    out.note(f"the default partition of {info.partition_of}, if any, is locked too")
-                elif siblings.default_partition is not None and siblings.default_partition != name:
-                    out.lock(siblings.default_partition, AEL)
         elif kind in objects.TABLE_OBJECTS:
             # A trigger, rule or policy is dropped under ACCESS EXCLUSIVE on its table.
             table = objects.object_relation(kind, parts)
             if table is not None:
-                table_name, table_info = resolved(facts, table)
-                out.lock(table_name, AEL)
-                on_partitions = table_info is None or table_info.is_partitioned
-                if kind == ObjectType.OBJECT_TRIGGER and row_triggers_named(table_info, None, name.name):
-                    # A row-level trigger's copies on the partitions are dropped with it.
-                    Tree(table_name, table_info, on_partitions, reaches=PARTITIONS).lock_children(out, AEL)
+                out.lock(facts.qualify(table), AEL)
         elif kind in (ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_FOREIGN_TABLE):
             out.lock(name, AEL)
         elif kind == ObjectType.OBJECT_STATISTIC_EXT:
@@ -290,11 +264,8 @@ def _create_table(node: ast.CreateStmt, facts: CatalogFacts, version: int) -> Ef
             # LIKE reads the source's definition (columns, and what INCLUDING asks for).
             out.lock(facts.qualify(range_var_name(element.relation)), AS)
     for parent in node.inhRelations or ():
-        parent_name, parent_info = resolved(facts, range_var_name(parent))
+        parent_name = facts.qualify(range_var_name(parent))
         out.lock(parent_name, AEL if node.partbound is not None else SUE)
-        if node.partbound is not None and not node.partbound.is_default:
-            check = partition_bounds.attach_check(parent_info, node.partbound)
-            check_default_partition(out, facts, parent_info, check)
     return out
 
 
@@ -367,33 +338,106 @@ def _alter_enum(node: ast.AlterEnumStmt, facts: CatalogFacts, version: int) -> E
 
 
 def _dml(
-    node: ast.UpdateStmt | ast.DeleteStmt | ast.InsertStmt, facts: CatalogFacts, version: int
+    node: ast.UpdateStmt | ast.DeleteStmt | ast.InsertStmt, facts: CatalogFacts, version: int, depth: int = 0
 ) -> EffectsBuilder:
     verb = {ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.InsertStmt: "INSERT"}[type(node)]
     out = EffectsBuilder(kind=verb)
-    if views.writes_through_view(node.relation, facts, out):
-        read_relations(node, facts, out, skip=node.relation)
-        return out
+    _write(node, verb, node.relation, facts, version, out, depth, as_written=True)
+    read_relations(node, facts, out, skip=node.relation)
+    _with_writes(node, facts, version, out, depth)
+    return out
+
+
+def _with_writes(node: ast.Node, facts: CatalogFacts, version: int, out: EffectsBuilder, depth: int) -> None:
+    """A data-modifying WITH query (allowed at the top level only) runs as a statement of its
+    own, with all it fires: its locks join the statement's."""
+    with_clause = getattr(node, "withClause", None)
+    for cte in (with_clause.ctes or ()) if with_clause is not None else ():
+        query = cte.ctequery if isinstance(cte, ast.CommonTableExpr) else None
+        if isinstance(query, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
+            _merge_effects(_dml(query, facts, version, depth + 1), out)
+        elif isinstance(query, ast.MergeStmt):
+            _merge_effects(_merge(query, facts, version), out)
+
+
+def _merge_effects(done: EffectsBuilder, out: EffectsBuilder) -> None:
+    out.locks.extend(done.locks)
+    for scanned in done.scans:
+        out.scan(scanned)
+    for note in done.notes:
+        out.note(note)
+    if done.unverified:
+        out.not_catalogued(done.unverified)
+
+
+# Rules whose actions fire rules: PostgreSQL stops infinite recursion with an error; deeper
+# chains than this are not followed (and said so).
+MAX_RULE_DEPTH = 10
+
+
+def _write(
+    node: ast.UpdateStmt | ast.DeleteStmt | ast.InsertStmt | ast.MergeStmt,
+    verb: str,
+    relation: ast.RangeVar | None,
+    facts: CatalogFacts,
+    version: int,
+    out: EffectsBuilder,
+    depth: int,
+    *,
+    as_written: bool,
+) -> None:
+    """The locks of writing ``relation`` (the statement's target, or the base relation a view
+    passes the write to: ``as_written`` False, the statement's column names are the view's)."""
+    name, info = resolved(facts, range_var_name(relation))
+    rules = info.rules_on(verb) if info is not None else []
+    for rule in rules:
+        _rule_actions(rule, facts, version, out, depth)
+    query = view_query(info)
+    if any(rule.instead and not rule.conditional for rule in rules):
+        # The rewriter puts the rules' actions in the statement's place: its target is locked
+        # by parse analysis only, and an UPDATE's or DELETE's OLD rows are read from it.
+        out.lock(name, RE)
+        if query is not None and verb != "INSERT":
+            read_relations(query, facts, out)
+        return
+    if query is not None:
+        out.lock(name, RE)
+        instead_of = info.instead_of if info is not None and info.instead_of is not None else None
+        if (instead_of is None and info is not None and info.instead and not rules) or (
+            instead_of is not None and verb in instead_of
+        ):
+            out.not_catalogued(f"{name} has an INSTEAD OF {verb} trigger: what it runs is unknown")
+            return
+        base = views.view_base(query)
+        if base is None:
+            out.not_catalogued(f"{name} is not automatically updatable: the write fails or runs a rule")
+            return
+        read_relations(query, facts, out, skip=base)
+        _write(node, verb, base, facts, version, out, depth, as_written=False)
+        return
     if verb == "INSERT":
-        name, info = resolved(facts, range_var_name(node.relation))
         target = Tree(name, info, recurse=False)
         out.lock(name, RE)
         if info is not None and info.is_partitioned:
             assert isinstance(node, ast.InsertStmt)
-            routed = routed_partitions(node, info)
-            for partition in routed or ():
+            routed = routed_partitions(node, info) if as_written else None
+            for partition in routed if routed is not None else [c.name for c in info.children]:
                 out.lock(partition, RE)
             if routed is None:
                 out.note(
                     f"rows inserted into {name} lock the partitions they are routed to (RowExclusiveLock), "
-                    "which the catalogue cannot tell for these rows"
+                    "which the catalogue cannot tell for these rows: it claims them all"
                 )
     else:
         # The planner expands the parent into every child it cannot prune, and locks them all.
-        target = named_tree(facts, node.relation)
+        target = named_tree(facts, relation)
+        if as_written and relation is not None and target.partitioned and target.info is not None:
+            assigned = frozenset(str(t.name) for t in getattr(node, "targetList", None) or ())
+            names = {str(relation.relname), *([str(relation.alias.aliasname)] if relation.alias else [])}
+            kept = pruned_children(getattr(node, "whereClause", None), target.info, names, assigned)
+            target = dataclasses.replace(target, info=dataclasses.replace(target.info, children=kept))
         target.lock(out, RE)
-    read_relations(node, facts, out, skip=node.relation)
-    foreign_keys.dml_locks(node, target.info, out)
+    foreign_keys.dml_locks(node, target.info, out, columns_known=as_written)
     if target.info is not None:
         out.note_triggers(target.info.triggers_on(verb), verb)
     if verb != "DELETE" and target.info is not None:
@@ -405,8 +449,34 @@ def _dml(
         target.scan(out)
         out.note(f"{verb} without WHERE touches every row in one transaction: batch it")
     if target.children and getattr(node, "whereClause", None) is not None:
-        out.note(f"children of {target.name} that the planner prunes for the WHERE clause are not locked")
-    return out
+        out.note(
+            f"children of {target.name} the planner prunes for the WHERE clause are not locked: the "
+            "catalogue prunes partitions for column = constant and IS NULL on the partition key only"
+        )
+
+
+def _rule_actions(rule: RuleInfo, facts: CatalogFacts, version: int, out: EffectsBuilder, depth: int) -> None:
+    """A rule's actions run as statements of their own: the rewriter locks their targets ROW
+    EXCLUSIVE and what they read ACCESS SHARE, and they fire what such statements fire."""
+    if depth >= MAX_RULE_DEPTH:
+        out.not_catalogued(f"rule {rule.name}: rules firing rules deeper than {MAX_RULE_DEPTH} levels")
+        return
+    created = parse_sql(rule.definition)[0].stmt
+    assert isinstance(created, ast.RuleStmt)
+    if created.whereClause is not None:
+        read_relations(created.whereClause, facts, out)
+    for action in created.actions or ():
+        if isinstance(action, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt):
+            done = _dml(action, facts, version, depth + 1)
+        elif isinstance(action, ast.SelectStmt):
+            done = _select(action, facts, version)
+        elif isinstance(action, ast.NotifyStmt):
+            continue
+        else:
+            out.not_catalogued(f"rule {rule.name} runs {type(action).__name__}")
+            continue
+        _merge_effects(done, out)
+    out.note(f"rule {rule.name} runs its actions with the {rule.event}")
 
 
 def _select(node: ast.SelectStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
@@ -419,16 +489,8 @@ def _select(node: ast.SelectStmt, facts: CatalogFacts, version: int) -> EffectsB
 
 def _create_trigger(node: ast.CreateTrigStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="CREATE TRIGGER")
-    # A row-level trigger on a partitioned table is cloned onto every partition; a statement-level
-    # one is not, and inheritance children get none.
-    tree = named_tree(facts, node.relation, reaches=PARTITIONS)
-    if node.row:
-        tree.lock(out, SRE)
-    else:
-        out.lock(tree.name, SRE)
-    if node.constrrel is not None:
-        # CREATE CONSTRAINT TRIGGER ... FROM other: the other table is looked up, ACCESS SHARE.
-        out.lock(facts.qualify(range_var_name(node.constrrel)), AS)
+    # A trigger on a partitioned table is cloned onto every partition; inheritance children get none.
+    named_tree(facts, node.relation, reaches=PARTITIONS).lock(out, SRE)
     return out
 
 
@@ -452,6 +514,7 @@ def _not_catalogued(reason: str) -> Classifier:
         out.not_catalogued(reason)
         return out
 
+    _with_writes(node, facts, version, out, 0)
     return classify_
 
 
@@ -521,9 +584,30 @@ CATALOGUED: dict[type[ast.Node], Classifier] = {
     ast.AlterPolicyStmt: views.classify_policy,
     ast.LockStmt: views.classify_lock,
     ast.CommentStmt: objects.classify_comment,
+    writes = any(clause.commandType != CmdType.CMD_NOTHING for clause in node.mergeWhenClauses or ())
+    name, info = resolved(facts, range_var_name(node.relation))
+    query = view_query(info)
+    if query is not None:
+        # A view (17+): written through like UPDATE; with only DO NOTHING it is only read.
+        if version < versions.MERGE_INTO_VIEWS:
+            out.note(f"PostgreSQL before 17 refuses MERGE into view {name}")
+        if writes:
+            _write(node, "UPDATE", node.relation, facts, version, out, 0, as_written=False)
+            read_relations(query, facts, out)  # joined with the source in full, as a table would be
+        else:
+            out.lock(name, RE)
+            read_relations(query, facts, out)
+        read_relations(node, facts, out, skip=node.relation)
+        _with_writes(node, facts, version, out, 0)
+        return out
     ast.GrantStmt: objects.classify_grant,
     ast.AlterObjectSchemaStmt: objects.classify_set_schema,
     ast.CreateStatsStmt: objects.classify_create_statistics,
+    _with_writes(node, facts, version, out, 0)
+    foreign_keys.merge_locks(node, target.info, out)
+    if target.info is not None:
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            out.note_triggers(target.info.triggers_on(event), event)
     ast.CreatePublicationStmt: objects.classify_publication,
     ast.AlterPublicationStmt: objects.classify_publication,
     ast.CreateSeqStmt: objects.classify_sequence,
@@ -543,13 +627,11 @@ def mentioned_relations(statement: Statement) -> list[RelationName]:
     """Every relation a statement names, as written: what the catalog must be asked about."""
     found = range_vars(statement.node)
     if isinstance(statement.node, ast.DropStmt):
-        found += [dotted_name(p) for p in statement.node.objects or () if objects.is_name(p)]
+        found += [dotted_name(p) for p in statement.node.objects or () if isinstance(p, tuple)]
         kind = statement.node.removeType
         tables = (objects.object_relation(kind, p) for p in statement.node.objects or ())
         found += [t for t in tables if t is not None]
     found += objects.owned_by(statement.node)
-    for body_statement in objects.function_body(statement.node):  # a LANGUAGE sql string body
-        found += range_vars(body_statement)
     if isinstance(statement.node, ast.CommentStmt):
         commented = objects.object_relation(statement.node.objtype, statement.node.object)
         found += [commented] if commented is not None else []

@@ -51,11 +51,31 @@ class ForeignKey:
     on_delete: str = "a"  # pg_constraint.confdeltype: a (no action), r, c, n, d
     on_update: str = "a"  # pg_constraint.confupdtype
     indexed: bool = False  # an index on the referencing table starts with the key's columns
+    # Every partition below a partitioned referencing / referenced table (empty otherwise): the
+    # key's queries name the table without ONLY then, which reaches them.
+    table_partitions: tuple[ChildInfo, ...] = ()
+    referenced_partitions: tuple[ChildInfo, ...] = ()
+    # Whether its triggers on the referencing table (the checks) and on the referenced table (the
+    # actions) are enabled: ALTER TABLE ... DISABLE TRIGGER ALL turns them off.
+    checks_enabled: bool = True
+    actions_enabled: bool = True
 
     @staticmethod
     def action_writes(action: str) -> bool:
         """CASCADE, SET NULL and SET DEFAULT change the referencing rows; the others only check."""
         return action in ("c", "n", "d")
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """A rule on INSERT, UPDATE or DELETE (pg_rewrite): the rewriter adds its actions to the
+    statement (ALSO) or puts them in its place (INSTEAD, unless a WHERE makes it conditional)."""
+
+    name: str
+    event: str  # INSERT, UPDATE, DELETE
+    instead: bool
+    conditional: bool
+    definition: str  # pg_get_ruledef: CREATE RULE ... DO ...
 
 
 @dataclass(frozen=True)
@@ -137,18 +157,22 @@ class RelationInfo:
     partition_key: str | None = None  # a partitioned table's key (pg_get_partkeydef): LIST (kind)
     view_definition: str | None = None  # a view's query (pg_get_viewdef): reading the view reads it
     instead: bool = False  # a view with INSTEAD OF triggers or INSTEAD rules: writes run them
+    # The events its INSTEAD OF triggers fire on (None: not read, ``instead`` says whether any);
+    # and its rules on INSERT, UPDATE and DELETE, in the order they apply.
+    instead_of: frozenset[str] | None = None
+    rules: tuple[RuleInfo, ...] = ()
     # The user's triggers: (name, events it fires on: INSERT, UPDATE, DELETE, TRUNCATE). What their
     # functions lock is code, not catalog: a statement that fires one says so in its notes.
     triggers: tuple[tuple[str, frozenset[str]], ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()  # keys this table has (it references others)
     referenced_by: tuple[ForeignKey, ...] = ()  # keys of other tables that reference this one
+    # A partition's copies of its parents' keys (pg_constraint.conparentid set): their triggers
+    # fire on the partition's rows when it is written to directly.
+    foreign_key_copies: tuple[ForeignKey, ...] = ()
+    referenced_by_copies: tuple[ForeignKey, ...] = ()
     # The primary key's columns in index order (empty: none, or not read): a backfill walks it.
     primary_key: tuple[str, ...] = ()
     index_definitions: tuple[IndexInfo, ...] = ()  # a table's indexes with their definitions
-    # A partitioned table's row-level triggers (FOR EACH ROW) by name, and whether each is internal
-    # (a foreign key's): each has a copy on every partition, which CREATE / DROP TRIGGER and ALTER
-    # TABLE ENABLE / DISABLE TRIGGER reach; statement-level triggers have none. None: not read.
-    row_triggers: dict[str, bool] | None = None
 
     @property
     def is_partitioned(self) -> bool:
@@ -161,6 +185,9 @@ class RelationInfo:
     def constraint(self, name: str) -> ConstraintInfo | None:
         return next((c for c in self.constraints if c.name == name), None)
 
+
+    def rules_on(self, event: str) -> list[RuleInfo]:
+        return [rule for rule in self.rules if rule.event == event]
 
 @dataclass(frozen=True)
 class CatalogFacts:

@@ -13,7 +13,7 @@ import itertools
 import pytest
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql.catalogue import classify
+from zdmproxy.sql.catalogue import classify, mentioned_relations
 from zdmproxy.sql.effects import Effects
 from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ColumnType, RelationInfo
 from zdmproxy.sql.locks import LockMode, LockRequest, RelationName, strongest
@@ -387,3 +387,13 @@ def test_rows_whose_partition_cannot_be_told_say_so(sql: str) -> None:
     (parent,) = ROUTED.relations.values()
     assert set(modes(result)) == {"public.p", *(str(child.name) for child in parent.children)}
     assert any("cannot tell" in note for note in result.notes)
+
+
+@pytest.mark.parametrize(
+    "sql", ["DROP CAST (int AS text)", "DROP TRANSFORM FOR int LANGUAGE sql", "DROP CAST (a AS b) CASCADE"]
+)
+def test_objects_named_by_types_are_no_relations(sql: str) -> None:
+    """DROP CAST names two types, not a relation: no lock, no crash (it raised AttributeError)."""
+    (statement,) = parse_script(sql)
+    assert mentioned_relations(statement) == []
+    assert effects(sql).locks == ()

@@ -69,6 +69,8 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
     # ... and the default partition of a partitioned table: attaching a partition reads it, unless
     # its constraints already exclude the new partition's rows (plan/rules/attach_partition.py).
     others = [i.table for i in relations.values()] + [i.default_partition for i in relations.values()]
+    # ... and a partition's parent: dropping the partition locks the parent's default partition too.
+    others += [i.partition_of for i in relations.values()]
     tables = list(dict.fromkeys(name for name in others if name is not None and name not in known))
     for name, info in zip(tables, await _resolve(session, tables), strict=True):
         if info is not None:
@@ -186,9 +188,12 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
     fk_children = await session.fetch(QUERIES["relation_fk_children"], oid)
     fk_descendants = await session.fetch(QUERIES["relation_fk_descendants"], oid)
     triggers = await session.fetch(QUERIES["relation_triggers"], oid)
+    row_triggers = (
+        await session.fetch(QUERIES["relation_row_triggers"], oid) if row["relkind"] == "p" else None
+    )
+    rules = await session.fetch(QUERIES["relation_rules"], oid) if row["relkind"] in ("r", "p", "v") else []
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
-    rules = await session.fetch(QUERIES["relation_rules"], oid) if row["relkind"] in ("r", "p", "v") else []
     keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
     primary_key = await session.fetchrow(QUERIES["relation_primary_key"], oid)
     children = (
@@ -241,25 +246,26 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
             for c in children
         ),
         partition_of=_name(row["partition_of_schema"], row["partition_of_name"]),
+        row_triggers=None if row_triggers is None else {t["tgname"]: t["tgisinternal"] for t in row_triggers},
         view_definition=row["view_definition"],
         partition_key=row["partition_key"],
         ancestors=tuple(RelationName(schema, name) for schema, name in row["ancestors"]),
         instead=row["instead"],
-        foreign_keys=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing"),
-        referenced_by=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming"),
-        primary_key=tuple(primary_key["columns"]) if primary_key else (),
-        index_definitions=tuple(IndexInfo(i["relname"], i["definition"]) for i in indexes),
-    )
-
         instead_of=frozenset(e for t in triggers if t["instead_of"] for e in t["events"]),
         rules=tuple(
             RuleInfo(r["rulename"], r["event"], r["is_instead"], r["conditional"], r["definition"])
             for r in rules
         ),
-
-def _foreign_key(row: Any) -> ForeignKey:
+        foreign_keys=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing"),
+        referenced_by=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming"),
         foreign_key_copies=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing_copy"),
         referenced_by_copies=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming_copy"),
+        primary_key=tuple(primary_key["columns"]) if primary_key else (),
+        index_definitions=tuple(IndexInfo(i["relname"], i["definition"]) for i in indexes),
+    )
+
+
+def _foreign_key(row: Any) -> ForeignKey:
     return ForeignKey(
         name=row["conname"],
         table=RelationName(row["table_schema"], row["table_name"]),
@@ -269,18 +275,18 @@ def _foreign_key(row: Any) -> ForeignKey:
         on_delete=row["on_delete"],
         on_update=row["on_update"],
         indexed=row["indexed"],
-    )
-
-
-def _column_facts(row: Any) -> ColumnType:
-    """A column's type, nullability, default, identity and generation."""
-    return dataclasses.replace(
         table_partitions=tuple(ChildInfo(RelationName(n, r), k) for n, r, k in row["table_partitions"]),
         referenced_partitions=tuple(
             ChildInfo(RelationName(n, r), k) for n, r, k in row["referenced_partitions"]
         ),
         checks_enabled=row["checks_enabled"],
         actions_enabled=row["actions_enabled"],
+    )
+
+
+def _column_facts(row: Any) -> ColumnType:
+    """A column's type, nullability, default, identity and generation."""
+    return dataclasses.replace(
         _column_type(row["typname"], row["atttypmod"], row["attnotnull"]),
         default=row["default_expr"],
         identity=row["identity"],

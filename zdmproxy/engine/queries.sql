@@ -91,6 +91,10 @@ SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'),
  WHERE t.tgrelid = $1 AND NOT t.tgisinternal
  ORDER BY t.tgname;
 
+-- name: relation_row_triggers
+-- The row-level triggers on $1 (tgtype bit 1), the foreign keys' internal ones included.
+SELECT t.tgname, t.tgisinternal FROM pg_trigger t WHERE t.tgrelid = $1 AND t.tgtype::int & 1 <> 0;
+
 -- name: relation_rules
 -- The rules on $1 other than a view's ON SELECT, in the order the rewriter applies them (by
 -- name): the event (ev_type 2 UPDATE, 3 INSERT, 4 DELETE), INSTEAD or ALSO, whether a WHERE

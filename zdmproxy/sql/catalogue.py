@@ -16,8 +16,8 @@ from pglast import ast, parse_sql
 from pglast.enums import CmdType, ConstrType, DropBehavior, ObjectType, ReindexObjectType
 
 from zdmproxy.errors import UnsupportedStatement
-from zdmproxy.sql import decisions, foreign_keys, objects, versions, views
-from zdmproxy.sql.alter_table import classify_alter_table
+from zdmproxy.sql import decisions, foreign_keys, objects, partition_bounds, versions, views
+from zdmproxy.sql.alter_table import check_default_partition, classify_alter_table, row_triggers_named
 from zdmproxy.sql.effects import Effects, EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RuleInfo
 from zdmproxy.sql.locks import LockMode, RelationName
@@ -58,6 +58,22 @@ def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsB
         return EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
     target = facts.qualify(range_var_name(node.relation))
     out = EffectsBuilder(kind=f"RENAME {enum_words(node.renameType)}")
+    if node.renameType == ObjectType.OBJECT_ATTRIBUTE:
+        # A composite type's attribute: the type alone (it fails if a typed table uses it), or,
+        # with CASCADE, every typed table and its children too, as ALTER TYPE ... CASCADE does.
+        out.lock(target, AEL, kind="type")
+        if node.behavior == DropBehavior.DROP_CASCADE:
+            out.not_catalogued(
+                "ALTER TYPE ... RENAME ATTRIBUTE ... CASCADE renames the column of every typed table "
+                "of the type, which the facts do not list"
+            )
+        return out
+    if node.renameType == ObjectType.OBJECT_TRIGGER:
+        # A trigger on a partitioned table is renamed on every partition too (its copies, and the
+        # partitions are locked whether the trigger is row- or statement-level).
+        out.lock(target, AEL)
+        named_tree(facts, node.relation, reaches=PARTITIONS).lock_children(out, AEL)
+        return out
     is_index = node.renameType == ObjectType.OBJECT_INDEX
     # Renaming an index takes only SHARE UPDATE EXCLUSIVE since PostgreSQL 12.
     out.lock(target, SUE if is_index else AEL, kind="index" if is_index else "table")
@@ -113,7 +129,7 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
         _drop_with_dependents(node, facts, out)
         return out
     for parts in node.objects or ():
-        if not isinstance(parts, (tuple, list)):
+        if not objects.is_name(parts):  # a function's signature, a cast's types ...
             if cascade:
                 out.not_catalogued(_CASCADE_NOT_FOLLOWED.format(kind=enum_words(kind)))
             continue
@@ -164,13 +180,24 @@ def _drop(node: ast.DropStmt, facts: CatalogFacts, version: int) -> EffectsBuild
             # Partitions go with their partitioned table; inheritance children only with CASCADE.
             Tree(name, info, recurse=info.is_partitioned or cascade).lock_children(out, AEL)
             if info.partition_of is not None:
-                # The parent's partition descriptor changes: dropping a partition blocks its readers.
+                # The parent's partition descriptor changes: dropping a partition blocks its readers,
+                # and widens the parent's default partition (its constraint changes, no row is read).
                 out.lock(info.partition_of, AEL)
+                siblings = facts.resolve(info.partition_of)
+                if siblings is None:
+                    out.note(f"the default partition of {info.partition_of}, if any, is locked too")
+                elif siblings.default_partition is not None and siblings.default_partition != name:
+                    out.lock(siblings.default_partition, AEL)
         elif kind in objects.TABLE_OBJECTS:
             # A trigger, rule or policy is dropped under ACCESS EXCLUSIVE on its table.
             table = objects.object_relation(kind, parts)
             if table is not None:
-                out.lock(facts.qualify(table), AEL)
+                table_name, table_info = resolved(facts, table)
+                out.lock(table_name, AEL)
+                on_partitions = table_info is None or table_info.is_partitioned
+                if kind == ObjectType.OBJECT_TRIGGER and row_triggers_named(table_info, None, name.name):
+                    # A row-level trigger's copies on the partitions are dropped with it.
+                    Tree(table_name, table_info, on_partitions, reaches=PARTITIONS).lock_children(out, AEL)
         elif kind in (ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_FOREIGN_TABLE):
             out.lock(name, AEL)
         elif kind == ObjectType.OBJECT_STATISTIC_EXT:
@@ -264,8 +291,11 @@ def _create_table(node: ast.CreateStmt, facts: CatalogFacts, version: int) -> Ef
             # LIKE reads the source's definition (columns, and what INCLUDING asks for).
             out.lock(facts.qualify(range_var_name(element.relation)), AS)
     for parent in node.inhRelations or ():
-        parent_name = facts.qualify(range_var_name(parent))
+        parent_name, parent_info = resolved(facts, range_var_name(parent))
         out.lock(parent_name, AEL if node.partbound is not None else SUE)
+        if node.partbound is not None and not node.partbound.is_default:
+            check = partition_bounds.attach_check(parent_info, node.partbound)
+            check_default_partition(out, facts, parent_info, check)
     return out
 
 
@@ -484,13 +514,22 @@ def _select(node: ast.SelectStmt, facts: CatalogFacts, version: int) -> EffectsB
     if node.intoClause is not None:
         views.classify_select_into(node, facts, out)
     read_relations(node, facts, out)
+    _with_writes(node, facts, version, out, 0)
     return out
 
 
 def _create_trigger(node: ast.CreateTrigStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     out = EffectsBuilder(kind="CREATE TRIGGER")
-    # A trigger on a partitioned table is cloned onto every partition; inheritance children get none.
-    named_tree(facts, node.relation, reaches=PARTITIONS).lock(out, SRE)
+    # A row-level trigger on a partitioned table is cloned onto every partition; a statement-level
+    # one is not, and inheritance children get none.
+    tree = named_tree(facts, node.relation, reaches=PARTITIONS)
+    if node.row:
+        tree.lock(out, SRE)
+    else:
+        out.lock(tree.name, SRE)
+    if node.constrrel is not None:
+        # CREATE CONSTRAINT TRIGGER ... FROM other: the other table is looked up, ACCESS SHARE.
+        out.lock(facts.qualify(range_var_name(node.constrrel)), AS)
     return out
 
 
@@ -514,7 +553,6 @@ def _not_catalogued(reason: str) -> Classifier:
         out.not_catalogued(reason)
         return out
 
-    _with_writes(node, facts, version, out, 0)
     return classify_
 
 
@@ -546,9 +584,30 @@ def _create_foreign_table(
 def _merge(node: ast.MergeStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     """MERGE: ROW EXCLUSIVE on the target (and its children unless ONLY), ACCESS SHARE on the source."""
     out = EffectsBuilder(kind="MERGE")
+    writes = any(clause.commandType != CmdType.CMD_NOTHING for clause in node.mergeWhenClauses or ())
+    name, info = resolved(facts, range_var_name(node.relation))
+    query = view_query(info)
+    if query is not None:
+        # A view (17+): written through like UPDATE; with only DO NOTHING it is only read.
+        if version < versions.MERGE_INTO_VIEWS:
+            out.note(f"PostgreSQL before 17 refuses MERGE into view {name}")
+        if writes:
+            _write(node, "UPDATE", node.relation, facts, version, out, 0, as_written=False)
+            read_relations(query, facts, out)  # joined with the source in full, as a table would be
+        else:
+            out.lock(name, RE)
+            read_relations(query, facts, out)
+        read_relations(node, facts, out, skip=node.relation)
+        _with_writes(node, facts, version, out, 0)
+        return out
     target = named_tree(facts, node.relation)
     target.lock(out, RE)
     read_relations(node, facts, out, skip=node.relation)
+    _with_writes(node, facts, version, out, 0)
+    foreign_keys.merge_locks(node, target.info, out)
+    if target.info is not None:
+        for event in ("INSERT", "UPDATE", "DELETE"):
+            out.note_triggers(target.info.triggers_on(event), event)
     # A MERGE joins the whole target with the whole source: both are read in full.
     target.scan(out)
     source = node.sourceRelation
@@ -584,30 +643,9 @@ CATALOGUED: dict[type[ast.Node], Classifier] = {
     ast.AlterPolicyStmt: views.classify_policy,
     ast.LockStmt: views.classify_lock,
     ast.CommentStmt: objects.classify_comment,
-    writes = any(clause.commandType != CmdType.CMD_NOTHING for clause in node.mergeWhenClauses or ())
-    name, info = resolved(facts, range_var_name(node.relation))
-    query = view_query(info)
-    if query is not None:
-        # A view (17+): written through like UPDATE; with only DO NOTHING it is only read.
-        if version < versions.MERGE_INTO_VIEWS:
-            out.note(f"PostgreSQL before 17 refuses MERGE into view {name}")
-        if writes:
-            _write(node, "UPDATE", node.relation, facts, version, out, 0, as_written=False)
-            read_relations(query, facts, out)  # joined with the source in full, as a table would be
-        else:
-            out.lock(name, RE)
-            read_relations(query, facts, out)
-        read_relations(node, facts, out, skip=node.relation)
-        _with_writes(node, facts, version, out, 0)
-        return out
     ast.GrantStmt: objects.classify_grant,
     ast.AlterObjectSchemaStmt: objects.classify_set_schema,
     ast.CreateStatsStmt: objects.classify_create_statistics,
-    _with_writes(node, facts, version, out, 0)
-    foreign_keys.merge_locks(node, target.info, out)
-    if target.info is not None:
-        for event in ("INSERT", "UPDATE", "DELETE"):
-            out.note_triggers(target.info.triggers_on(event), event)
     ast.CreatePublicationStmt: objects.classify_publication,
     ast.AlterPublicationStmt: objects.classify_publication,
     ast.CreateSeqStmt: objects.classify_sequence,
@@ -627,11 +665,13 @@ def mentioned_relations(statement: Statement) -> list[RelationName]:
     """Every relation a statement names, as written: what the catalog must be asked about."""
     found = range_vars(statement.node)
     if isinstance(statement.node, ast.DropStmt):
-        found += [dotted_name(p) for p in statement.node.objects or () if isinstance(p, tuple)]
+        found += [dotted_name(p) for p in statement.node.objects or () if objects.is_name(p)]
         kind = statement.node.removeType
         tables = (objects.object_relation(kind, p) for p in statement.node.objects or ())
         found += [t for t in tables if t is not None]
     found += objects.owned_by(statement.node)
+    for body_statement in objects.function_body(statement.node):  # a LANGUAGE sql string body
+        found += range_vars(body_statement)
     if isinstance(statement.node, ast.CommentStmt):
         commented = objects.object_relation(statement.node.objtype, statement.node.object)
         found += [commented] if commented is not None else []

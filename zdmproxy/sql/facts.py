@@ -173,6 +173,10 @@ class RelationInfo:
     # The primary key's columns in index order (empty: none, or not read): a backfill walks it.
     primary_key: tuple[str, ...] = ()
     index_definitions: tuple[IndexInfo, ...] = ()  # a table's indexes with their definitions
+    # A partitioned table's row-level triggers (FOR EACH ROW) by name, and whether each is internal
+    # (a foreign key's): each has a copy on every partition, which CREATE / DROP TRIGGER and ALTER
+    # TABLE ENABLE / DISABLE TRIGGER reach; statement-level triggers have none. None: not read.
+    row_triggers: dict[str, bool] | None = None
 
     @property
     def is_partitioned(self) -> bool:
@@ -182,12 +186,12 @@ class RelationInfo:
         """The names of the user's triggers that fire on ``event`` ("INSERT", "TRUNCATE" ...)."""
         return [name for name, events in self.triggers if event in events]
 
+    def rules_on(self, event: str) -> list[RuleInfo]:
+        return [rule for rule in self.rules if rule.event == event]
+
     def constraint(self, name: str) -> ConstraintInfo | None:
         return next((c for c in self.constraints if c.name == name), None)
 
-
-    def rules_on(self, event: str) -> list[RuleInfo]:
-        return [rule for rule in self.rules if rule.event == event]
 
 @dataclass(frozen=True)
 class CatalogFacts:

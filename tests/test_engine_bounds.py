@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import asyncpg
@@ -337,3 +338,45 @@ async def test_a_step_whose_locks_block_no_traffic_runs_past_the_short_statement
             await task
         await writer.close()
         await admin.close()
+
+
+async def test_sessions_queued_behind_a_transactional_steps_row_lock_wait_are_not_left_waiting(
+    dsn: str,
+) -> None:
+    """An UPDATE step waits for a row an application transaction holds (a transactionid wait,
+    not a relation lock) while it holds the rows it already changed: writers of those queue
+    behind our wait. A transactional step rolls back cleanly, so the watchdog cancels that wait
+    within the budget as it would a relation wait; it is not a CONCURRENTLY build's wait for
+    older transactions, which is only reported."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    app = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn)
+    await app.execute("BEGIN; UPDATE items SET n = n + 1 WHERE id = 5000")  # then idle
+    report, task = start_run(
+        dsn, "rows", "UPDATE items SET n = n + 10 WHERE id <= 5000", lock_timeout_ms=5000, deadline_s=30
+    )
+    try:
+        async with asyncio.timeout(10):  # our UPDATE has changed rows 1.. and waits for row 5000
+            while not await admin.fetchval(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.application_name = 'zdmproxy:rows:step1' AND NOT l.granted"
+                " AND l.locktype = 'transactionid'"
+            ):
+                await asyncio.sleep(0.005)
+        started = time.monotonic()
+        await asyncio.wait_for(writer.execute("UPDATE items SET n = n + 100 WHERE id = 1"), 10)
+        waited_s = time.monotonic() - started
+        await app.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        attempts = report.steps[0].attempts
+        assert attempts[0].outcome is Outcome.WATCHDOG_CANCELLED and attempts[-1].outcome is Outcome.SUCCEEDED
+        assert waited_s < 2.5  # not lock_timeout's 5 s (the budget is 0.1 s; 2 shared cores are slow)
+        assert await admin.fetchval("SELECT n FROM items WHERE id = 1") == 110
+        assert await admin.fetchval("SELECT n FROM items WHERE id = 5000") == 11
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        for conn in (app, writer, admin):
+            await conn.close()

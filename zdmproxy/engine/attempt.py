@@ -185,6 +185,7 @@ async def run_attempt(
         policy.watchdog_interval_ms,
         wait_limit_ms=bounds.wait_limit_ms,
         cancel_statement=cancel_statement,
+        transactional=step.transactional or in_transaction,
         report_queue=report_queue,
     )
     in_lock_phase = False

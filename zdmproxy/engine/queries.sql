@@ -349,7 +349,10 @@ SELECT to_regclass(x)::int8 AS oid, (SELECT c.relkind::text FROM pg_class c WHER
 -- we wait for older transactions (a CONCURRENTLY build) is the caller's to tell from our wait.
 WITH ours AS (
     SELECT l.locktype, l.relation::int8 AS relation_oid, l.relation::regclass::text AS relation, l.mode,
-           (EXTRACT(EPOCH FROM clock_timestamp() - l.waitstart) * 1000)::float8 AS waited_ms
+           (EXTRACT(EPOCH FROM clock_timestamp() - l.waitstart) * 1000)::float8 AS waited_ms,
+           -- the lock's whole tag: cancel_if_waiting compares it (a row or transaction lock too)
+           row(l.locktype, l.database, l.relation, l.page, l.tuple, l.virtualxid, l.transactionid,
+               l.classid, l.objid, l.objsubid)::text AS tag
       FROM pg_locks l
      WHERE l.pid = $1 AND NOT l.granted
      LIMIT 1
@@ -392,11 +395,13 @@ SELECT (SELECT row_to_json(ours)::text FROM ours) AS our_wait,
 
 -- name: cancel_if_waiting
 -- Check and cancel in one statement: only while the watched backend ($1) is still waiting for
--- that same relation lock ($2 relation oid, $3 mode), never a statement that got its lock.
+-- that same lock (its tag $2, as the watch query gives it, in mode $3), never a statement that
+-- got its lock.
 SELECT pg_cancel_backend(l.pid)
   FROM pg_locks l
- WHERE l.pid = $1 AND NOT l.granted AND l.locktype = 'relation'
-   AND l.relation = $2::int8::oid AND l.mode = $3;
+ WHERE l.pid = $1 AND NOT l.granted AND l.mode = $3
+   AND row(l.locktype, l.database, l.relation, l.page, l.tuple, l.virtualxid, l.transactionid,
+           l.classid, l.objid, l.objsubid)::text = $2;
 
 -- name: terminate
 SELECT pg_terminate_backend($1);

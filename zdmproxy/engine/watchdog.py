@@ -8,7 +8,9 @@ nothing measurable, a tight loop costs 30% of throughput).
 
 What counts is exact: sessions blocked by our backend while it waits for a
 *relation* lock (queued behind our request, or behind a lock we already hold
-while we ask for the next). A ``CONCURRENTLY`` statement waiting for older
+while we ask for the next), or, in a transactional step, for any lock (an
+UPDATE waiting for a row an application holds, while writers queue for the
+rows it changed: a cancel rolls it all back). A ``CONCURRENTLY`` statement waiting for older
 transactions (a virtualxid) blocks no traffic by waiting; sessions queued
 behind the ShareUpdateExclusiveLock it holds meanwhile (a manual VACUUM,
 other DDL) are a real, long queue that cancelling would only move: they are
@@ -49,6 +51,7 @@ class OurWait:
     relation: str | None
     mode: str
     waited_ms: float
+    tag: str  # the lock's whole identity in pg_locks, for cancel_if_waiting
 
     @property
     def on_relation(self) -> bool:
@@ -72,6 +75,10 @@ class Watchdog:
     # Cancels the running statement from the client side: used when the watch connection is lost
     # while nothing else bounds a traffic-blocking wait.
     cancel_statement: Callable[[], None] | None = None
+    # The step runs in a transaction: a cancel rolls all of it back, so a wait of any kind (a row
+    # or transaction lock too) is cancelled once traffic queues behind us past the budget. Only
+    # a non-transactional statement waiting for older transactions is reported instead.
+    transactional: bool = False
     report_queue: QueueReport | None = None
     cancelled: bool = False
     lost: bool = False  # the watch connection was lost during the attempt
@@ -136,7 +143,7 @@ class Watchdog:
         for raw in [*json.loads(row["blockers"]), *json.loads(row["prepared_blockers"])]:
             blocker = Blocker.from_row(raw)
             self.blockers[blocker.key] = blocker
-        if not wait.on_relation:
+        if not wait.on_relation and not self.transactional:
             # Waiting for older transactions: whoever queues behind what we hold is a long,
             # real queue; cancelling would leave debris and the queue would form again.
             if row["queued"] and not self.reported and self.report_queue is not None:
@@ -154,11 +161,7 @@ class Watchdog:
             # goes on afterwards, so the rest of the attempt stays watched and recorded.
             self.cancelled = True
             if not await self.session.fetchval(
-                QUERIES["cancel_if_waiting"],
-                self.pid,
-                wait.relation_oid,
-                wait.mode,
-                timeout=self.poll_timeout_s,
+                QUERIES["cancel_if_waiting"], self.pid, wait.tag, wait.mode, timeout=self.poll_timeout_s
             ):
                 self.cancelled = False  # it got its lock in the meantime: nothing was cancelled
 

@@ -702,6 +702,12 @@ async def test_a_folder_with_sub_folders_is_applied_whole_in_version_order(
         ),
         pytest.param("R__views.sql", "CREATE VIEW v AS SELECT 1;\n", "repeatable", id="repeatable"),
         pytest.param("sub/V3__b.sql", None, "broken symbolic link", id="in-a-sub-folder"),
+        pytest.param(
+            "V3__c.sql",
+            "CREATE TABLE c (id int);\n-- Down migration: drop c by hand\nCREATE TABLE d (id int);\n",
+            "line 2 ('-- Down migration') reads as a down-section marker",
+            id="down-marker-alone",
+        ),
     ],
 )
 async def test_a_file_zdmproxy_would_have_to_skip_or_record_empty_is_refused_before_anything_runs(

@@ -187,7 +187,6 @@ def test_a_sql_name_that_is_not_a_readable_file_is_refused_not_skipped(tmp_path:
         ),
         ("--up migration\nA;\n  -- DOWN  MIGRATION\nB;\n", "--up migration\nA;\n"),
         ("-- Down Migration\nB;\n-- Up Migration\nA;\n", "-- Up Migration\nA;\n"),  # down first
-        ("A;\n-- Down Migration\nB;\n", "A;\n"),  # no up marker: never the down part
         # dbmate's
         ("-- migrate:up\nA;\n\n-- migrate:down\nB;\n", "-- migrate:up\nA;\n\n"),
         (
@@ -202,6 +201,21 @@ def test_a_sql_name_that_is_not_a_readable_file_is_refused_not_skipped(tmp_path:
 )
 def test_a_files_down_section_is_not_part_of_the_migration(script: str, up: str) -> None:
     assert up_section(script) == up
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "A;\n-- Down Migration\nB;\n",  # a down section, or a comment before B? refused, never guessed
+        "ALTER TABLE a ADD x int;\n-- down migration: drop x by hand\nALTER TABLE b ADD y int;\n",
+        "A;\n-- migrate:down\nB;\n",
+    ],
+)
+def test_a_down_marker_without_an_up_marker_is_refused_naming_its_line(script: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        up_section(script, "V3__x.sql")
+    message = refused.value.message
+    assert message.startswith("V3__x.sql: line 2 (") and "no up marker" in message, message
 
 
 def test_a_change_to_the_down_section_is_not_a_change_of_the_migration() -> None:

@@ -127,7 +127,7 @@ def _batch(args: argparse.Namespace) -> _Batch:
         requests = []
         planned = []
         for file in files:
-            script = up_section(read_script(str(file.path)))
+            script = up_section(read_script(str(file.path)), str(file.path))
             planned.append(_planned(script))
             if not planned[-1]:  # as for a FILE: an empty file is a mistake, not a migration
                 raise UsageError(
@@ -142,7 +142,7 @@ def _batch(args: argparse.Namespace) -> _Batch:
         raise UsageError(
             "apply FILE needs --id ID (the migration's id; a folder's files are named by their names)"
         )
-    script = up_section(read_script(args.path))
+    script = up_section(read_script(args.path), args.path)
     steps = _planned(script)
     if not steps:
         # Decided: a usage error, not a quiet exit 0. A deploy job handed an empty file almost

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from zdmproxy.cli.shared import database_url, err, out, read_script, run_async
-from zdmproxy.errors import ExitCode, SqlParseError, ZdmError
+from zdmproxy.errors import ExitCode, SqlParseError, UsageError, ZdmError
 from zdmproxy.journal import advisory
 from zdmproxy.journal.folder import scan, up_section, version_key
 from zdmproxy.journal.steps import checksum
@@ -196,8 +196,8 @@ async def _folder_status(journal: Journal | None, directory: Path, as_json: bool
 def _file_checksum(path: Path) -> str | None:
     """The checksum apply would record for the file; None if it no longer parses (so it differs)."""
     try:
-        return checksum(parse_script(up_section(read_script(str(path)))))
-    except SqlParseError:
+        return checksum(parse_script(up_section(read_script(str(path)), str(path))))
+    except (SqlParseError, UsageError):
         return None
 
 

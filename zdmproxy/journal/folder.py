@@ -87,21 +87,30 @@ def version_key(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def up_section(script: str) -> str:
+def up_section(script: str, source: str = "the SQL") -> str:
     """The part of a migration file that applies it: without its down section.
 
     node-pg-migrate keeps both directions in one SQL file (``-- Up Migration`` ...
     ``-- Down Migration`` ...), as dbmate does (``-- migrate:up`` / ``-- migrate:down``); run
-    whole, the file would undo itself. The up section runs from its marker (or the file's start)
-    to the down marker, or to the end when the down section comes first; the markers are found
-    as those tools find them, on any line. Everything else is the whole file.
+    whole, the file would undo itself. A file with both markers (found as those tools find
+    them) is sectioned: the up section runs from its marker to the down marker, or to the end
+    when the down section comes first. A down marker without an up marker is refused: it may be
+    a down section (which must not run) or a comment that happens to read like one, in a file
+    whose statements after it must all run; which one only the author knows. Without a down
+    marker, the whole file is the migration.
     """
     down = _MARKERS["down"].search(script)
     if down is None:
         return script
     up = _MARKERS["up"].search(script)
     if up is None:
-        return script[: down.start()]  # node-pg-migrate would run the down part too: never
+        line = script.count("\n", 0, down.end()) + 1
+        raise UsageError(
+            f"{source}: line {line} ({down.group().strip()!r}) reads as a down-section marker "
+            "(node-pg-migrate, dbmate), and there is no up marker: if it starts a down section, "
+            "put `-- Up Migration` (or `-- migrate:up`) above the up part, and only that part runs; "
+            "if it is a comment, reword it"
+        )
     return script[up.start() : down.start() if down.start() > up.start() else None]
 
 

@@ -44,6 +44,19 @@ CREATE VIEW renamed AS SELECT id, account_id AS acc FROM orders;
 """
 )
 
+# A chain of keys whose actions write: deleting from c1 deletes from c2, which sets c3's key NULL.
+CASCADES = """
+CREATE TABLE c1 (id int PRIMARY KEY);
+CREATE TABLE c2 (id int PRIMARY KEY, c1 int REFERENCES c1 ON DELETE CASCADE ON UPDATE CASCADE);
+CREATE INDEX ON c2 (c1);
+CREATE TABLE c3 (id int PRIMARY KEY, c2 int REFERENCES c2 ON DELETE SET NULL);
+CREATE INDEX ON c3 (c2);
+INSERT INTO c1 SELECT generate_series(1, 3000);
+INSERT INTO c2 SELECT g, g FROM generate_series(1, 3000) g;
+INSERT INTO c3 SELECT g, g FROM generate_series(1, 3000) g;
+ANALYZE;
+"""
+
 # A disabled rule, and a key whose triggers are all disabled.
 DISABLED = """
 CREATE TABLE audit (id bigint);
@@ -149,6 +162,8 @@ CASES: dict[str, Case] = {
     "select_for_update_of_subquery": Case(
         "SELECT * FROM (SELECT id FROM keyless) s, accounts a WHERE a.id = s.id AND a.id = 1 FOR UPDATE OF s"
     ),
+    # An action that writes fires the keys of the table it writes, at any depth.
+    "delete_cascading_twice": Case("DELETE FROM c1 WHERE id = 5", extra=CASCADES),
 }
 
 

@@ -62,7 +62,15 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
             if query
             for name in mentioned_relations(parse_script(query)[0])
         )
-        written = list(dict.fromkeys(name for name in in_views if name not in asked))
+        # ... and the tables a foreign key's action writes (CASCADE, SET NULL, SET DEFAULT): their
+        # own keys fire in turn.
+        cascaded = (
+            fk.table
+            for info in relations.values()
+            for fk in info.referenced_by + info.referenced_by_copies
+            if ForeignKey.action_writes(fk.on_delete) or ForeignKey.action_writes(fk.on_update)
+        )
+        written = list(dict.fromkeys(name for name in (*in_views, *cascaded) if name not in asked))
         if not written:
             break
     known = {info.name for info in relations.values()}

@@ -467,7 +467,7 @@ def _write(
             kept = pruned_children(getattr(node, "whereClause", None), target.info, names, assigned)
             target = dataclasses.replace(target, info=dataclasses.replace(target.info, children=kept))
         target.lock(out, RE)
-    foreign_keys.dml_locks(node, target.info, out, columns_known=as_written)
+    foreign_keys.dml_locks(node, target.info, out, columns_known=as_written, facts=facts)
     if target.info is not None:
         out.note_triggers(target.info.triggers_on(verb), verb)
     if verb != "DELETE" and target.info is not None:
@@ -604,7 +604,7 @@ def _merge(node: ast.MergeStmt, facts: CatalogFacts, version: int) -> EffectsBui
     target.lock(out, RE)
     read_relations(node, facts, out, skip=node.relation)
     _with_writes(node, facts, version, out, 0)
-    foreign_keys.merge_locks(node, target.info, out)
+    foreign_keys.merge_locks(node, target.info, out, facts)
     if target.info is not None:
         for event in ("INSERT", "UPDATE", "DELETE"):
             out.note_triggers(target.info.triggers_on(event), event)

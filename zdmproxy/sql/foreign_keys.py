@@ -20,7 +20,7 @@ from pglast import ast
 from pglast.enums import CmdType
 
 from zdmproxy.sql.effects import EffectsBuilder
-from zdmproxy.sql.facts import ChildInfo, ForeignKey, RelationInfo
+from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ForeignKey, RelationInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 
 RS = LockMode.ROW_SHARE
@@ -28,7 +28,12 @@ RE = LockMode.ROW_EXCLUSIVE
 
 
 def dml_locks(
-    node: ast.Node, info: RelationInfo | None, out: EffectsBuilder, *, columns_known: bool = True
+    node: ast.Node,
+    info: RelationInfo | None,
+    out: EffectsBuilder,
+    *,
+    columns_known: bool = True,
+    facts: CatalogFacts | None = None,
 ) -> None:
     """The other tables an INSERT, UPDATE or DELETE on the table ``info`` describes may lock.
 
@@ -47,9 +52,9 @@ def dml_locks(
     if not columns_known and not isinstance(node, ast.DeleteStmt):
         # Written through a view: the statement names the view's columns, not the table's.
         inserting = isinstance(node, ast.InsertStmt)
-        _lock(keys, () if inserting else incoming, not inserting, out)
+        _lock(keys, () if inserting else incoming, not inserting, out, facts)
         if isinstance(node, ast.MergeStmt):
-            _lock((), incoming, False, out)
+            _lock((), incoming, False, out, facts)
         return
     if isinstance(node, ast.InsertStmt):
         checked = tuple(fk for fk in keys if not _inserts_null_keys(node, fk, info))
@@ -70,10 +75,12 @@ def dml_locks(
         checked, actions = (), incoming
     else:
         return
-    _lock(checked, actions, isinstance(node, ast.UpdateStmt), out)
+    _lock(checked, actions, isinstance(node, ast.UpdateStmt), out, facts)
 
 
-def merge_locks(node: ast.MergeStmt, info: RelationInfo | None, out: EffectsBuilder) -> None:
+def merge_locks(
+    node: ast.MergeStmt, info: RelationInfo | None, out: EffectsBuilder, facts: CatalogFacts | None = None
+) -> None:
     """A MERGE's actions fire the keys' triggers as INSERT, UPDATE and DELETE do."""
     if info is None:
         return
@@ -81,7 +88,7 @@ def merge_locks(node: ast.MergeStmt, info: RelationInfo | None, out: EffectsBuil
     incoming = info.referenced_by + info.referenced_by_copies
     for clause in node.mergeWhenClauses or ():
         if clause.commandType == CmdType.CMD_INSERT:
-            _lock(keys, (), False, out)
+            _lock(keys, (), False, out, facts)
         elif clause.commandType == CmdType.CMD_UPDATE:
             assigned = {str(t.name): t.val for t in clause.targetList or () if isinstance(t, ast.ResTarget)}
             checked = tuple(fk for fk in keys if set(assigned) & set(fk.columns))
@@ -89,11 +96,21 @@ def merge_locks(node: ast.MergeStmt, info: RelationInfo | None, out: EffectsBuil
                 checked, tuple(fk for fk in incoming if _changes(assigned, fk.referenced_columns)), True, out
             )
         elif clause.commandType == CmdType.CMD_DELETE:
-            _lock((), incoming, False, out)
+            _lock((), incoming, False, out, facts)
+
+
+# Keys whose actions write tables whose keys' actions write tables ...: deeper chains than this
+# are not followed (and said so).
+MAX_CASCADE_DEPTH = 10
 
 
 def _lock(
-    checked: tuple[ForeignKey, ...], actions: tuple[ForeignKey, ...], updating: bool, out: EffectsBuilder
+    checked: tuple[ForeignKey, ...],
+    actions: tuple[ForeignKey, ...],
+    updating: bool,
+    out: EffectsBuilder,
+    facts: CatalogFacts | None = None,
+    depth: int = 0,
 ) -> None:
     for fk in (fk for fk in checked if fk.checks_enabled):
         out.lock(fk.referenced, RS)
@@ -108,7 +125,33 @@ def _lock(
                 out.scan(table)
             out.note(f"no index on {fk.table} ({', '.join(fk.columns)}): each row changed reads it in full")
         if ForeignKey.action_writes(action):
-            out.note(f"{fk.name} changes rows of {fk.table}: its foreign keys and triggers fire there too")
+            _cascade(fk, action, updating, out, facts, depth)
+
+
+def _cascade(
+    fk: ForeignKey, action: str, updating: bool, out: EffectsBuilder, facts: CatalogFacts | None, depth: int
+) -> None:
+    """An action that writes is a DELETE (ON DELETE CASCADE) or an UPDATE of the key's columns
+    (CASCADE, SET NULL, SET DEFAULT) on the referencing table: its own keys fire there in turn —
+    the actions of the keys that reference it, and the checks of its keys on those columns
+    (none for SET NULL: the new key has a NULL)."""
+    child = facts.resolve(fk.table) if facts is not None else None
+    if child is None or depth >= MAX_CASCADE_DEPTH:
+        out.note(f"{fk.name} changes rows of {fk.table}: its foreign keys and triggers fire there too")
+        return
+    deleting = not updating and action == "c"
+    out.note_triggers(
+        child.triggers_on("DELETE" if deleting else "UPDATE"), "DELETE" if deleting else "UPDATE"
+    )
+    incoming = child.referenced_by + child.referenced_by_copies
+    if deleting:
+        _lock((), incoming, False, out, facts, depth + 1)
+        return
+    columns = set(fk.columns)
+    keys = child.foreign_keys + child.foreign_key_copies
+    checked = () if action == "n" else tuple(k for k in keys if columns & set(k.columns))
+    changed = tuple(k for k in incoming if columns & set(k.referenced_columns))
+    _lock(checked, changed, True, out, facts, depth + 1)
 
 
 def _lock_partitions(

@@ -730,6 +730,18 @@ async def test_a_file_zdmproxy_would_have_to_skip_or_record_empty_is_refused_bef
     assert await witness.public_relations() == [] and await witness.files() == []
 
 
+async def test_a_mistyped_folder_is_named_as_missing_not_taken_for_a_file_or_an_id(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    missing = tmp_path / "migration"  # the deploy job's typo for migrations/
+    applied_to = await zdm("apply", str(missing), "--dsn", dsn, cwd=cwd)
+    assert applied_to.code == 2 and f"{missing}: no such file or folder" in applied_to.stderr, applied_to
+    assert "--id" not in applied_to.stderr
+    shown = await zdm("status", str(missing), "--dsn", dsn, cwd=cwd)
+    assert shown.code == 2 and f"{missing}: no such folder" in shown.stderr, shown
+    assert not await witness.journal_exists()
+
+
 # --- a database is required (issue 9, test 6) ------------------------------------------------
 
 

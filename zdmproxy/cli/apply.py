@@ -136,6 +136,8 @@ def _batch(args: argparse.Namespace) -> _Batch:
                 )
             requests.append(Request(file.migration_id, script, file.version_text, file.path.name))
         return _Batch(tuple(requests), tuple(map(len, planned)), files, _destructive(*planned))
+    if args.path != "-" and not Path(args.path).exists():  # a mistyped folder is not a FILE without --id
+        raise UsageError(f"{args.path}: no such file or folder")
     if args.out_of_order:
         raise UsageError("--out-of-order is for a folder of versioned files")
     if not args.id:

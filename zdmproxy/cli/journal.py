@@ -37,6 +37,8 @@ def status(args: argparse.Namespace) -> int:
     target: str | None = args.target
     if target is not None and Path(target).is_dir():
         return _with_journal(args, lambda journal: _folder_status(journal, Path(target), args.json))
+    if target is not None and "/" in target:  # an id never holds one: a folder that is not there
+        raise UsageError(f"{target}: no such folder")
     if target is not None:
         return _with_journal(args, lambda journal: _migration_status(journal, target, args.json))
     return _with_journal(args, lambda journal: _history(journal, 1000, args.json, unfinished_only=True))

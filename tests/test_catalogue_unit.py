@@ -397,3 +397,10 @@ def test_objects_named_by_types_are_no_relations(sql: str) -> None:
     (statement,) = parse_script(sql)
     assert mentioned_relations(statement) == []
     assert effects(sql).locks == ()
+
+
+def test_a_publication_set_table_is_not_catalogued() -> None:
+    """SET TABLE also locks the tables it takes out of the publication, which no fact lists."""
+    assert effects("ALTER PUBLICATION p SET TABLE t").unverified
+    assert not effects("ALTER PUBLICATION p ADD TABLE t").unverified
+    assert not effects("ALTER PUBLICATION p SET (publish = 'insert')").unverified

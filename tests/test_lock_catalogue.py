@@ -374,6 +374,10 @@ VIEW_CASES: dict[str, tuple[str, int]] = {
         "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM FROM orders; END $$",
         0,
     ),
+    "create_publication_inherited": ("CREATE PUBLICATION pub FOR TABLE base", 0),
+    "create_publication_partitioned": ("CREATE PUBLICATION pub FOR TABLE metrics", 0),
+    "create_publication_only": ("CREATE PUBLICATION pub FOR TABLE ONLY base", 0),
+    "alter_publication_add_inherited": ("ALTER PUBLICATION pub0 ADD TABLE base", 0),
     "create_publication": ("CREATE PUBLICATION pub FOR TABLE orders, accounts", 0),
     "alter_publication": ("ALTER PUBLICATION pub0 ADD TABLE orders", 0),
     "merge_parent": ("MERGE INTO base b USING keyless k ON b.id = k.id WHEN MATCHED THEN DELETE", 0),
@@ -716,6 +720,11 @@ CASES: dict[str, Case] = {
     ),
     "add_unique_deferrable_partitioned": Case(
         "ALTER TABLE logs ADD CONSTRAINT logs_key UNIQUE (id, day) DEFERRABLE"
+    ),
+    # a partition dropped with its schema: its parent elsewhere and the parent's default partition
+    "drop_schema_cascade_partition": Case(
+        "DROP SCHEMA ps CASCADE",
+        extra="CREATE SCHEMA ps; CREATE TABLE ps.events_9 PARTITION OF events FOR VALUES IN (9);",
     ),
     "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),

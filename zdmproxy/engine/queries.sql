@@ -219,6 +219,13 @@ WITH RECURSIVE root(classid, objid) AS (
     UNION SELECT r.ev_class FROM dropped x JOIN pg_rewrite r ON x.classid = 'pg_rewrite'::regclass AND r.oid = x.objid
     UNION SELECT p.polrelid FROM dropped x JOIN pg_policy p ON x.classid = 'pg_policy'::regclass AND p.oid = x.objid
     UNION SELECT a.adrelid FROM dropped x JOIN pg_attrdef a ON x.classid = 'pg_attrdef'::regclass AND a.oid = x.objid
+    -- a dropped partition's parent (its partition descriptor changes) and that parent's default
+    -- partition (its constraint widens), wherever they live
+    UNION SELECT i.inhparent FROM dropped x JOIN pg_class c ON x.classid = 'pg_class'::regclass
+           AND x.objsubid = 0 AND c.oid = x.objid AND c.relispartition JOIN pg_inherits i ON i.inhrelid = c.oid
+    UNION SELECT p.partdefid FROM dropped x JOIN pg_class c ON x.classid = 'pg_class'::regclass
+           AND x.objsubid = 0 AND c.oid = x.objid AND c.relispartition JOIN pg_inherits i ON i.inhrelid = c.oid
+           JOIN pg_partitioned_table p ON p.partrelid = i.inhparent
 )
 SELECT n.nspname, c.relname, c.relkind::text AS relkind
   FROM locked l JOIN pg_class c ON c.oid = l.oid JOIN pg_namespace n ON n.oid = c.relnamespace

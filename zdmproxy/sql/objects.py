@@ -12,7 +12,13 @@ objects outside any table. Checked against pg_locks by tests/test_lock_catalogue
 from __future__ import annotations
 
 from pglast import ast, parse_sql
-from pglast.enums import DropBehavior, FunctionParameterMode, GrantTargetType, ObjectType
+from pglast.enums import (
+    AlterPublicationAction,
+    DropBehavior,
+    FunctionParameterMode,
+    GrantTargetType,
+    ObjectType,
+)
 from pglast.parser import ParseError
 
 from zdmproxy.sql import versions
@@ -20,7 +26,14 @@ from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, enum_words, quote_ident, range_var_name
-from zdmproxy.sql.relations import MAX_VIEW_DEPTH, range_var_visitor, read_relations, resolved, view_query
+from zdmproxy.sql.relations import (
+    MAX_VIEW_DEPTH,
+    named_tree,
+    range_var_visitor,
+    read_relations,
+    resolved,
+    view_query,
+)
 
 AS = LockMode.ACCESS_SHARE
 SUE = LockMode.SHARE_UPDATE_EXCLUSIVE
@@ -124,13 +137,27 @@ def classify_create_statistics(
 def classify_publication(
     node: ast.CreatePublicationStmt | ast.AlterPublicationStmt, facts: CatalogFacts, version: int
 ) -> EffectsBuilder:
-    """Adding tables to a publication (or dropping them) takes SHARE UPDATE EXCLUSIVE on each."""
+    """Adding tables to a publication (or dropping them) takes SHARE UPDATE EXCLUSIVE on each, and
+    on its inheritance children at any depth unless written with ONLY (not on partitions)."""
     creates = isinstance(node, ast.CreatePublicationStmt)
     out = EffectsBuilder(kind="CREATE PUBLICATION" if creates else "ALTER PUBLICATION")
+    if (
+        isinstance(node, ast.AlterPublicationStmt)
+        and node.action == AlterPublicationAction.AP_SetObjects
+        and node.pubobjects
+    ):
+        out.not_catalogued(
+            "ALTER PUBLICATION ... SET TABLE also locks the tables it takes out of the publication, "
+            "which the facts do not list; write ADD TABLE / DROP TABLE"
+        )
     for spec in node.pubobjects or ():
         table = getattr(getattr(spec, "pubtable", None), "relation", None)
         if isinstance(table, ast.RangeVar):
-            out.lock(facts.qualify(range_var_name(table)), SUE)
+            tree = named_tree(facts, table)
+            if tree.partitioned:
+                out.lock(tree.name, SUE)  # its partitions are published through it, not locked
+            else:
+                tree.lock(out, SUE)
         else:
             out.not_catalogued("a publication of whole schemas locks their tables, which are not listed")
     if node.for_all_tables:

@@ -164,6 +164,16 @@ CASES: dict[str, Case] = {
     ),
     # An action that writes fires the keys of the table it writes, at any depth.
     "delete_cascading_twice": Case("DELETE FROM c1 WHERE id = 5", extra=CASCADES),
+    # A WITH name hides neither a recursive view's own name nor a WITH query's write target.
+    "create_or_replace_recursive_view": Case(
+        "CREATE OR REPLACE RECURSIVE VIEW nums (n) AS VALUES (1) UNION ALL SELECT n+1 FROM nums WHERE n < 9",
+        extra="CREATE RECURSIVE VIEW nums (n) AS VALUES (1) UNION ALL SELECT n + 1 FROM nums WHERE n < 5;",
+    ),
+    "create_rule_with_data_modifying_with": Case(
+        "CREATE RULE keyless_ins AS ON INSERT TO keyless DO INSTEAD "
+        "WITH t1 AS (INSERT INTO audit VALUES (1) RETURNING id) INSERT INTO audit2 SELECT id FROM t1",
+        extra="CREATE TABLE audit (id bigint); CREATE TABLE audit2 (id bigint);",
+    ),
 }
 
 

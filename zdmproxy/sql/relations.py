@@ -69,9 +69,15 @@ def read_relations(
     nor what a view reads (the rewriter expands views), and reads nothing.
     """
     if not executed:
-        for rel in range_var_visitor(node).every:
+        visitor = range_var_visitor(node)
+        for rel in visitor.every:
             if rel is not skip:
-                out.lock(resolved(facts, range_var_name(rel))[0], mode)
+                # A data-modifying WITH query's target is opened for writing even when only parsed.
+                written = id(rel) in visitor.write_targets
+                out.lock(
+                    resolved(facts, range_var_name(rel))[0],
+                    max(mode, LockMode.ROW_EXCLUSIVE) if written else mode,
+                )
         return
     _read(node, facts, out, skip, mode, False, depth=0)
 
@@ -180,8 +186,11 @@ def _is_write_target(ancestors: object) -> bool:
     """Whether the RangeVar being visited is what an INSERT, UPDATE, DELETE or MERGE writes: a
     table, even when a WITH query has its name (WITH names only FROM items)."""
     parent = getattr(ancestors, "node", None)
+    member = getattr(ancestors, "member", None)
+    if isinstance(parent, ast.ViewStmt):
+        return member == "view"  # CREATE RECURSIVE VIEW v: its query is a WITH RECURSIVE v
     return isinstance(parent, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt) and (
-        getattr(ancestors, "member", None) == "relation"
+        member == "relation"
     )
 
 

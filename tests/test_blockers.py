@@ -115,6 +115,49 @@ async def test_blockers_hidden_by_missing_privileges_are_waited_for(
         await blocker.close()
 
 
+@pytest.mark.parametrize(
+    ("role", "grant", "why"),
+    [
+        ("migrator_unseeing", "", "whether it is idle is hidden from this role: grant it pg_read_all_stats"),
+        ("migrator_signalling", "GRANT pg_read_all_stats, pg_signal_backend TO {}", "not permitted"),
+    ],
+)
+async def test_the_opt_in_termination_says_why_it_could_not_end_a_blocker(
+    dsn: str, tmp_path: Path, admin: asyncpg.Connection, role: str, grant: str, why: str
+) -> None:
+    """--terminate-idle-blockers-after-s asked for, and the superuser's idle session not ended:
+    the role cannot see that it is idle (no pg_read_all_stats), or may not end it (only a
+    superuser ends a superuser's session). The step gives up saying which, not only "blocked"."""
+    await admin.execute(
+        # a role of its own: the grants must not reach the tests that need a role without them
+        f"DO $$ BEGIN CREATE ROLE {role} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        f"ALTER TABLE items OWNER TO {role};"
+        f"CREATE SCHEMA zdmproxy AUTHORIZATION {role};" + grant.format(role)
+    )
+    blocker = await idle_blocker(dsn, "items")  # a superuser's session
+    try:
+        result = await run_cli(
+            "apply",
+            "--dsn",
+            dsn.replace("postgres@", f"{role}@", 1),
+            "--id",
+            "flag",
+            "--deadline-s",
+            "2",
+            "--terminate-idle-blockers-after-s",
+            "0.2",
+            sql=ALTER,
+            tmp_path=tmp_path,
+        )
+        assert result.code == 75, result.stderr
+        assert f"Not terminated (terminate_idle_blockers_after_s): pid {blocker.get_server_pid()}: {why}" in (
+            result.stderr
+        ), result.stderr
+        assert await blocker.fetchval("SELECT 1") == 1
+    finally:
+        await blocker.close()
+
+
 async def prepare_transaction(dsn: str, table: str) -> str:
     """A transaction that read ``table`` and was PREPAREd: it keeps its AccessShareLock with no
     session at all (pg_locks.pid is NULL) until COMMIT/ROLLBACK PREPARED. Returned once it is

@@ -257,6 +257,9 @@ class _StepRun:
         # Set when an earlier run or attempt may have applied the step before it was cut off:
         # the next attempt first asks the ledger (transactional) or the catalog (not).
         self.recheck = False
+        # Blockers the opt-in termination applied to but could not end, and why (said when the
+        # step gives up waiting for them).
+        self.not_terminated: dict[int, str] = {}
 
     @property
     def session(self) -> Session | None:
@@ -560,9 +563,19 @@ class _StepRun:
                 )
             if time.monotonic() >= self.deadline:
                 self.report.waits.append(tuple(waited.values()))
+                refused = [
+                    f"pid {b.pid}: {self.not_terminated[b.pid]}" for b in long if b.pid in self.not_terminated
+                ]
                 raise LockBudgetExhausted(
                     f"step {self.report.index + 1} waited {self.policy.deadline_s:.0f} s for blockers "
-                    "to finish: " + "; ".join(b.describe() for b in long) + ". Re-run when they are gone."
+                    "to finish: "
+                    + "; ".join(b.describe() for b in long)
+                    + (
+                        ". Not terminated (terminate_idle_blockers_after_s): " + "; ".join(refused)
+                        if refused
+                        else ""
+                    )
+                    + ". Re-run when they are gone."
                 )
             await asyncio.sleep(self.policy.blocker_poll_ms / 1000)
 
@@ -585,10 +598,21 @@ class _StepRun:
     async def _maybe_terminate(self, blocker: Blocker) -> bool:
         """The opt-in policy: end sessions idle in transaction for longer than the threshold."""
         threshold = self.policy.terminate_idle_blockers_after_s
-        if threshold is None or not blocker.idle_in_transaction or (blocker.state_age_s or 0) < threshold:
+        if threshold is None or blocker.prepared:
+            return False
+        if blocker.state is None:  # another role's session, its state hidden from ours
+            self.not_terminated[blocker.pid] = (
+                "whether it is idle is hidden from this role: grant it pg_read_all_stats"
+            )
+            return False
+        if not blocker.idle_in_transaction or (blocker.state_age_s or 0) < threshold:
             return False
         assert self.watch is not None
         if not await terminate(self.watch, blocker.pid):
+            self.not_terminated[blocker.pid] = (
+                "not permitted: the role needs pg_signal_backend, and a superuser's session only a "
+                "superuser may end"
+            )
             return False
         if blocker.pid not in {b.pid for b in self.report.terminated}:
             self.report.terminated.append(blocker)

@@ -380,3 +380,25 @@ async def test_sessions_queued_behind_a_transactional_steps_row_lock_wait_are_no
             await task
         for conn in (app, writer, admin):
             await conn.close()
+
+
+async def test_a_callers_transaction_that_someone_waits_for_is_not_retried_in(dsn: str) -> None:
+    """The front door relays `BEGIN; UPDATE items ... WHERE id = 1; ALTER TABLE items ...`: the
+    client's transaction holds only ROW EXCLUSIVE, but a writer of row 1 waits for it. Trying
+    the ALTER again inside that transaction would keep the writer waiting: the retry decision
+    says no while anyone waits for us, and yes once nobody does."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(ITEMS)
+    client = await asyncpg.connect(dsn)
+    writer = await asyncpg.connect(dsn)
+    try:
+        await client.execute("BEGIN; UPDATE items SET n = n + 1 WHERE id = 1")
+        assert not await holds_traffic_blocking_locks(client)  # nobody waits for row 1 yet
+        write = asyncio.create_task(writer.execute("UPDATE items SET n = n + 1 WHERE id = 1"))
+        await wait_until_blocked(admin, writer.get_server_pid())
+        assert await holds_traffic_blocking_locks(client)
+        await client.execute("COMMIT")
+        await asyncio.wait_for(write, 10)
+    finally:
+        for conn in (client, writer, admin):
+            await conn.close()

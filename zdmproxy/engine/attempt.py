@@ -264,7 +264,8 @@ class WatchLost(Exception):
 
 
 async def holds_traffic_blocking_locks(session: Session) -> bool:
-    """Whether the session's open transaction already holds a lock that blocks reads or writes:
-    then waiting (or retrying) inside it would hold that traffic up, so a caller running steps
-    in its own transaction must stop rather than try again."""
+    """Whether the session's open transaction already holds a lock that blocks reads or writes,
+    or anyone waits right now for a lock it holds (a row it changed): then waiting (or retrying)
+    inside it would hold that traffic up, so a caller running steps in its own transaction must
+    stop rather than try again."""
     return bool(await session.fetchval(QUERIES["holds_traffic_blocking_locks"]))

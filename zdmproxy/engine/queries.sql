@@ -468,11 +468,15 @@ SELECT current_setting('lock_timeout') AS lock_timeout, current_setting('stateme
 SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true);
 
 -- name: holds_traffic_blocking_locks
--- Whether this session holds a relation lock that makes reads or writes wait.
+-- Whether this session holds a relation lock that makes reads or writes wait, or anyone waits
+-- for a lock it holds right now (a row its transaction changed, say).
 SELECT EXISTS (
     SELECT 1 FROM pg_locks l
      WHERE l.pid = pg_backend_pid() AND l.granted AND l.locktype = 'relation'
-       AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'));
+       AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'))
+    OR EXISTS (
+    SELECT 1 FROM pg_locks w
+     WHERE NOT w.granted AND w.pid <> pg_backend_pid() AND pg_backend_pid() = ANY(pg_blocking_pids(w.pid)));
 
 -- name: autovacuum_wraparound
 -- For the autovacuum workers $1: the table each one works on (from the progress views, else

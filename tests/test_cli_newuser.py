@@ -83,6 +83,32 @@ def test_a_file_that_is_not_utf8_is_a_usage_error_naming_the_byte(tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_standard_input_that_is_not_utf8_is_a_usage_error_too(command: str) -> None:
+    extra = ["--id", "x", "--dsn", unreachable_dsn()[0]] if command == "apply" else []
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZDM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "zdmproxy", command, *extra, "-"],
+        input="SELECT 1; ALTER TABLE a ADD COLUMN caf\xe9 int;".encode("latin-1"),
+        capture_output=True,
+        timeout=60,
+        env=environment,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert "standard input: not UTF-8" in stderr and "byte 38 is 0xe9" in stderr
+    assert "Traceback" not in stderr
+    # and a UTF-8 one, with the byte order mark a Windows editor writes, still plans
+    planned = subprocess.run(
+        [sys.executable, "-m", "zdmproxy", "plan", "-"],
+        input="\ufeffCREATE TABLE caf\xe9 (id int);".encode(),
+        capture_output=True,
+        timeout=60,
+        env=environment,
+    )
+    assert planned.returncode == 0, planned.stderr.decode()
+
+
 def test_a_directory_given_as_file_says_it_is_a_directory(tmp_path: Path) -> None:
     folder = tmp_path / "migrations.sql"
     folder.mkdir()

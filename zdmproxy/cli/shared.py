@@ -39,13 +39,15 @@ def read_script(file: str) -> str:
     A leading UTF-8 byte order mark (Windows editors write one) is an encoding mark, not SQL:
     it is dropped, as Flyway drops it, so the file parses and checksums as without it."""
     if file == "-":
-        return sys.stdin.read().removeprefix("\ufeff")
-    path = Path(file)
-    if path.is_dir():
-        raise UsageError(f"{file}: is a directory, not a SQL file")
-    if not path.is_file():
-        raise UsageError(f"{file}: no such file")
-    data = path.read_bytes()
+        data = sys.stdin.buffer.read()  # bytes: the locale's decoding would hide a bad byte
+        file = "standard input"
+    else:
+        path = Path(file)
+        if path.is_dir():
+            raise UsageError(f"{file}: is a directory, not a SQL file")
+        if not path.is_file():
+            raise UsageError(f"{file}: no such file")
+        data = path.read_bytes()
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:

@@ -726,6 +726,15 @@ CASES: dict[str, Case] = {
         "DROP SCHEMA ps CASCADE",
         extra="CREATE SCHEMA ps; CREATE TABLE ps.events_9 PARTITION OF events FOR VALUES IN (9);",
     ),
+    # SET TABLE replaces the list: the tables it takes out are locked too
+    "alter_publication_set_drops": Case(
+        "ALTER PUBLICATION pub0 SET TABLE orders",
+        extra=VIEWS + "ALTER PUBLICATION pub0 ADD TABLE keyless, ONLY base;",
+    ),
+    "alter_publication_set_keeps": Case(
+        "ALTER PUBLICATION pub0 SET TABLE keyless, orders",
+        extra=VIEWS + "ALTER PUBLICATION pub0 ADD TABLE keyless;",
+    ),
     "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),
     "insert_partition": Case("INSERT INTO logs_1 VALUES (1, 1)"),

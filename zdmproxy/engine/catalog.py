@@ -32,7 +32,7 @@ from zdmproxy.sql.facts import (
     RuleInfo,
 )
 from zdmproxy.sql.locks import RelationName
-from zdmproxy.sql.objects import cascade_roots, statistics_names
+from zdmproxy.sql.objects import cascade_roots, replaced_publications, statistics_names
 from zdmproxy.sql.parse import Statement, parse_script
 from zdmproxy.sql.relations import MAX_VIEW_DEPTH
 from zdmproxy.sql.types import function_names, not_null_check_column
@@ -92,6 +92,7 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         known_functions=frozenset(r["proname"] for r in volatility),
         dropped_with=await _dropped_with(session, statements),
         statistics_tables=await _statistics_tables(session, statements),
+        publication_tables=await _publication_tables(session, statements),
         statement_rows=await _statement_rows(session, statements),
         names_in_use=await _names_in_use(session, relations.values()),
         constraint_names_in_use=await _names_in_use(session, relations.values(), "constraint_names_near"),
@@ -170,6 +171,17 @@ async def _statistics_tables(
         row = await session.fetchrow(QUERIES["statistics_table"], stats.schema, stats.name)
         if row is not None:
             found[stats] = RelationName(row["nspname"], row["relname"])
+    return found
+
+
+async def _publication_tables(
+    session: Session, statements: list[Statement]
+) -> dict[str, tuple[RelationName, ...]]:
+    """The tables of each publication an ALTER PUBLICATION ... SET TABLE replaces."""
+    found: dict[str, tuple[RelationName, ...]] = {}
+    for name in dict.fromkeys(n for s in statements for n in replaced_publications(s.node)):
+        rows = await session.fetch(QUERIES["publication_tables"], name)
+        found[name] = tuple(RelationName(r["nspname"], r["relname"]) for r in rows)
     return found
 
 

@@ -232,6 +232,14 @@ SELECT n.nspname, c.relname, c.relkind::text AS relkind
  WHERE l.oid <> 0
  ORDER BY 1, 2;
 
+-- name: publication_tables
+-- The tables publication $1 lists (pg_publication_rel), each by schema and name.
+SELECT n.nspname, c.relname
+  FROM pg_publication p JOIN pg_publication_rel r ON r.prpubid = p.oid
+  JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE p.pubname = $1
+ ORDER BY 1, 2;
+
 -- name: statistics_table
 -- The table a statistics object ($1 schema or NULL for the search path, $2 name) is on.
 SELECT n.nspname, c.relname

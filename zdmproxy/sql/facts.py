@@ -205,6 +205,9 @@ class CatalogFacts:
     # the name as written): the relations it locks ACCESS EXCLUSIVE.
     dropped_with: dict[tuple[str, str], tuple[RelationName, ...]] = field(default_factory=dict)
     statistics_tables: dict[RelationName, RelationName] = field(default_factory=dict)  # by name as written
+    # The tables of each publication an ALTER PUBLICATION ... SET TABLE names (pg_publication_rel),
+    # by its name: SET takes the ones it drops out under SHARE UPDATE EXCLUSIVE too.
+    publication_tables: dict[str, tuple[RelationName, ...]] = field(default_factory=dict)
     # Tables the script's earlier statements created, by name as written (sql/learn.py): nobody's
     # traffic uses them yet, and they hold only the rows the script put there.
     created: frozenset[RelationName] = frozenset()

@@ -141,15 +141,21 @@ def classify_publication(
     on its inheritance children at any depth unless written with ONLY (not on partitions)."""
     creates = isinstance(node, ast.CreatePublicationStmt)
     out = EffectsBuilder(kind="CREATE PUBLICATION" if creates else "ALTER PUBLICATION")
-    if (
-        isinstance(node, ast.AlterPublicationStmt)
-        and node.action == AlterPublicationAction.AP_SetObjects
-        and node.pubobjects
-    ):
-        out.not_catalogued(
-            "ALTER PUBLICATION ... SET TABLE also locks the tables it takes out of the publication, "
-            "which the facts do not list; write ADD TABLE / DROP TABLE"
-        )
+    listed = []
+    for spec in node.pubobjects or ():
+        table = getattr(getattr(spec, "pubtable", None), "relation", None)
+        if isinstance(table, ast.RangeVar):
+            listed.append(facts.qualify(range_var_name(table)))
+    if replaced_publications(node):
+        current = facts.publication_tables.get(str(getattr(node, "pubname", "")))
+        if current is None:
+            out.not_catalogued(
+                "ALTER PUBLICATION ... SET TABLE also locks the tables it takes out of the publication, "
+                "which are unknown without a database"
+            )
+        for table in current or ():
+            if table not in listed:
+                out.lock(table, SUE)  # taken out of the publication
     for spec in node.pubobjects or ():
         table = getattr(getattr(spec, "pubtable", None), "relation", None)
         if isinstance(table, ast.RangeVar):
@@ -175,6 +181,18 @@ def classify_sequence(
     for table in owned_by(node):
         out.lock(facts.qualify(table), AS)
     return out
+
+
+def replaced_publications(node: ast.Node) -> list[str]:
+    """The publication whose table list an ALTER PUBLICATION ... SET replaces (none otherwise)."""
+    if (
+        isinstance(node, ast.AlterPublicationStmt)
+        and node.action == AlterPublicationAction.AP_SetObjects
+        and node.pubobjects
+        and node.pubname
+    ):
+        return [str(node.pubname)]
+    return []
 
 
 def owned_by(node: ast.Node) -> list[RelationName]:

@@ -247,6 +247,18 @@ CREATE TABLE kn (a int NOT NULL, b int) PARTITION BY LIST (a);
 CREATE TABLE kn1 PARTITION OF kn FOR VALUES IN (1);
 """
 
+# Columns of a domain, of a domain over it, and a view showing one (locked and released at once).
+DOMAINS = (
+    VIEWS
+    + """
+INSERT INTO dom VALUES (1, 1);
+CREATE DOMAIN posint2 AS posint;
+CREATE TABLE dom2 (n posint2);
+INSERT INTO dom2 VALUES (2);
+CREATE VIEW dom_v AS SELECT n FROM dom;
+"""
+)
+
 
 ANALYZE_SAMPLE = (
     "ANALYZE reads a sample with its own block sampler, which the tuple counters do not see; on "
@@ -734,6 +746,13 @@ CASES: dict[str, Case] = {
     "alter_publication_set_keeps": Case(
         "ALTER PUBLICATION pub0 SET TABLE keyless, orders",
         extra=VIEWS + "ALTER PUBLICATION pub0 ADD TABLE keyless;",
+    ),
+    # ALTER DOMAIN that checks its columns: SHARE on each table with one (of a domain over it too)
+    "alter_domain_check": Case("ALTER DOMAIN posint ADD CONSTRAINT pos CHECK (VALUE > 0)", extra=DOMAINS),
+    "alter_domain_set_not_null": Case("ALTER DOMAIN posint SET NOT NULL", extra=DOMAINS),
+    "alter_domain_validate": Case(
+        "ALTER DOMAIN posint VALIDATE CONSTRAINT pos",
+        extra=DOMAINS + "ALTER DOMAIN posint ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID;",
     ),
     "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),

@@ -32,7 +32,7 @@ from zdmproxy.sql.facts import (
     RuleInfo,
 )
 from zdmproxy.sql.locks import RelationName
-from zdmproxy.sql.objects import cascade_roots, replaced_publications, statistics_names
+from zdmproxy.sql.objects import cascade_roots, checked_domains, replaced_publications, statistics_names
 from zdmproxy.sql.parse import Statement, parse_script
 from zdmproxy.sql.relations import MAX_VIEW_DEPTH
 from zdmproxy.sql.types import function_names, not_null_check_column
@@ -93,6 +93,7 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         dropped_with=await _dropped_with(session, statements),
         statistics_tables=await _statistics_tables(session, statements),
         publication_tables=await _publication_tables(session, statements),
+        domain_tables=await _domain_tables(session, statements),
         statement_rows=await _statement_rows(session, statements),
         names_in_use=await _names_in_use(session, relations.values()),
         constraint_names_in_use=await _names_in_use(session, relations.values(), "constraint_names_near"),
@@ -181,6 +182,17 @@ async def _publication_tables(
     found: dict[str, tuple[RelationName, ...]] = {}
     for name in dict.fromkeys(n for s in statements for n in replaced_publications(s.node)):
         rows = await session.fetch(QUERIES["publication_tables"], name)
+        found[name] = tuple(RelationName(r["nspname"], r["relname"]) for r in rows)
+    return found
+
+
+async def _domain_tables(
+    session: Session, statements: list[Statement]
+) -> dict[str, tuple[RelationName, ...]]:
+    """The tables each ALTER DOMAIN that checks its columns locks and reads."""
+    found: dict[str, tuple[RelationName, ...]] = {}
+    for name in dict.fromkeys(n for s in statements for n in checked_domains(s.node)):
+        rows = await session.fetch(QUERIES["domain_tables"], name)
         found[name] = tuple(RelationName(r["nspname"], r["relname"]) for r in rows)
     return found
 

@@ -240,6 +240,21 @@ SELECT n.nspname, c.relname
  WHERE p.pubname = $1
  ORDER BY 1, 2;
 
+-- name: domain_tables
+-- The tables and materialized views with a column of domain $1 (a name as written) or of a domain
+-- over it, at any depth: what ALTER DOMAIN locks SHARE and reads when it checks the columns
+-- (get_rels_with_domain; other relations with such a column are locked and released at once).
+WITH RECURSIVE domains(oid) AS (
+    SELECT to_regtype($1)::oid
+    UNION
+    SELECT t.oid FROM pg_type t JOIN domains d ON t.typbasetype = d.oid WHERE t.typtype = 'd'
+)
+SELECT DISTINCT n.nspname, c.relname
+  FROM pg_attribute a JOIN domains d ON a.atttypid = d.oid
+  JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm')
+ ORDER BY 1, 2;
+
 -- name: statistics_table
 -- The table a statistics object ($1 schema or NULL for the search path, $2 name) is on.
 SELECT n.nspname, c.relname

@@ -208,6 +208,9 @@ class CatalogFacts:
     # The tables of each publication an ALTER PUBLICATION ... SET TABLE names (pg_publication_rel),
     # by its name: SET takes the ones it drops out under SHARE UPDATE EXCLUSIVE too.
     publication_tables: dict[str, tuple[RelationName, ...]] = field(default_factory=dict)
+    # The tables (and materialized views) with a column of each domain an ALTER DOMAIN that checks
+    # its columns names, or of a domain over it, by the domain's name as written (dotted).
+    domain_tables: dict[str, tuple[RelationName, ...]] = field(default_factory=dict)
     # Tables the script's earlier statements created, by name as written (sql/learn.py): nobody's
     # traffic uses them yet, and they hold only the rows the script put there.
     created: frozenset[RelationName] = frozenset()

@@ -299,18 +299,32 @@ def _lock_through_views(
 
 def classify_domain(node: ast.AlterDomainStmt, facts: CatalogFacts, version: int) -> EffectsBuilder:
     """ALTER DOMAIN: adding a validated constraint, SET NOT NULL and VALIDATE check every column of
-    the domain's type, taking SHARE on their tables; the rest changes the type alone."""
+    the domain (and of the domains over it): SHARE on each table or materialized view that has one,
+    read in full; the rest changes the type alone."""
     out = EffectsBuilder(kind="ALTER DOMAIN")
+    for name in checked_domains(node):
+        tables = facts.domain_tables.get(name)
+        if tables is None:
+            out.not_catalogued(
+                "it checks every column of the domain, locking their tables SHARE; which tables use "
+                "the domain is unknown without a database"
+            )
+        for table in tables or ():
+            out.lock(table, LockMode.SHARE)
+            out.scan(table)
+    return out
+
+
+def checked_domains(node: ast.Node) -> list[str]:
+    """The domain an ALTER DOMAIN that checks its columns names (dotted, as written), or none."""
+    if not isinstance(node, ast.AlterDomainStmt):
+        return []
     con = node.def_
     checks = node.subtype in ("O", "V") or (
         node.subtype == "C" and isinstance(con, ast.Constraint) and not con.skip_validation
     )
-    if checks:
-        out.not_catalogued(
-            "it checks every column of the domain, locking their tables SHARE; the catalogue does not "
-            "know which tables use the domain"
-        )
-    return out
+    names = [str(part.sval) for part in node.typeName or () if isinstance(part, ast.String)]
+    return [".".join(quote_ident(part) for part in names)] if checks and names else []
 
 
 def cascade_roots(node: ast.Node) -> list[tuple[str, str]]:

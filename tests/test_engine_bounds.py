@@ -402,3 +402,39 @@ async def test_a_callers_transaction_that_someone_waits_for_is_not_retried_in(ds
     finally:
         for conn in (client, writer, admin):
             await conn.close()
+
+
+async def test_the_roles_session_limits_do_not_end_a_step_that_takes_longer(dsn: str) -> None:
+    """A database (or role) with transaction_timeout (17+) and idle_session_timeout below what a
+    step takes: the server would end the step session (FATAL 25P04; 57P05 while pre-flight
+    waits) and, since that reads as a lost connection, end every retry of it the same way.
+    The step session is bounded by the engine's own timeouts instead."""
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(
+        "CREATE TABLE slow_rows (id int PRIMARY KEY);"
+        "INSERT INTO slow_rows SELECT generate_series(1, 100);"
+        "CREATE FUNCTION slow_ok(int) RETURNS bool IMMUTABLE LANGUAGE sql"
+        " AS 'SELECT pg_sleep(0.01) IS NOT NULL';"  # 1 s to validate
+        "ALTER TABLE slow_rows ADD CONSTRAINT slow CHECK (slow_ok(id)) NOT VALID"
+    )
+    database = await admin.fetchval("SELECT current_database()")
+    limits = ["idle_session_timeout", "idle_in_transaction_session_timeout"]
+    if await admin.fetchval("SELECT count(*) FROM pg_settings WHERE name = 'transaction_timeout'"):
+        limits.append("transaction_timeout")  # 17+
+    for limit in limits:
+        await admin.execute(f'ALTER DATABASE "{database}" SET {limit} = 300')
+    blocker = await idle_blocker(dsn, "slow_rows")  # pre-flight waits 1 s: the session sits idle
+    await blocker.execute("".join(f"SET LOCAL {limit} = 0;" for limit in limits))
+    report, task = start_run(dsn, "limits", "ALTER TABLE slow_rows VALIDATE CONSTRAINT slow", deadline_s=8)
+    try:
+        await asyncio.sleep(1.0)
+        await blocker.execute("COMMIT")
+        await asyncio.wait_for(task, 30)
+        assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]
+        assert await admin.fetchval("SELECT convalidated FROM pg_constraint WHERE conname = 'slow'")
+    finally:
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        await blocker.close()
+        await admin.close()

@@ -112,6 +112,7 @@ async def _configure(session: Session, *, step_session: bool) -> None:
     with contextlib.suppress(asyncpg.PostgresError):  # a server without them still works
         await session.execute(QUERIES["keepalives"])
         if step_session:
+            await session.execute(QUERIES["own_bounds"])
             await session.execute(QUERIES["client_connection_check"])
 
 

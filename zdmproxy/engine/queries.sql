@@ -546,6 +546,16 @@ SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalive
 -- The step session (PostgreSQL 14+): a backend whose client is gone stops within a second.
 SET client_connection_check_interval = 1000;
 
+-- name: own_bounds
+-- The step session: its statements are bounded by the lock_timeout and statement_timeout the
+-- engine sets, never ended by the role's or database's session limits, which would end the
+-- session (FATAL) and with it the migration's run lock, and end it again on every retry of a
+-- step that takes longer: transaction_timeout (17+, 25P04), idle_in_transaction_session_timeout
+-- (25P03), idle_session_timeout (57P05, while pre-flight waits). Set only where they exist.
+SELECT set_config(s.name, '0', false)
+  FROM pg_settings s
+ WHERE s.name IN ('transaction_timeout', 'idle_in_transaction_session_timeout', 'idle_session_timeout');
+
 -- name: server_version_num
 SELECT current_setting('server_version_num')::int;
 

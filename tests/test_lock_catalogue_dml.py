@@ -174,6 +174,11 @@ CASES: dict[str, Case] = {
         "WITH t1 AS (INSERT INTO audit VALUES (1) RETURNING id) INSERT INTO audit2 SELECT id FROM t1",
         extra="CREATE TABLE audit (id bigint); CREATE TABLE audit2 (id bigint);",
     ),
+    # ON CONFLICT DO UPDATE of a referenced key runs the keys' actions, as an UPDATE does.
+    "insert_on_conflict_updating_referenced_key": Case(
+        "INSERT INTO accounts (id, email) VALUES (9002, 'z') ON CONFLICT (id) DO UPDATE SET id = 9004",
+        extra=catalogue.KEYS,
+    ),
 }
 
 

@@ -17,7 +17,7 @@ Checked against pg_locks by tests/test_lock_catalogue.py.
 from __future__ import annotations
 
 from pglast import ast
-from pglast.enums import CmdType
+from pglast.enums import CmdType, OnConflictAction
 
 from zdmproxy.sql.effects import EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, ChildInfo, ForeignKey, RelationInfo
@@ -59,6 +59,17 @@ def dml_locks(
     if isinstance(node, ast.InsertStmt):
         checked = tuple(fk for fk in keys if not _inserts_null_keys(node, fk, info))
         actions: tuple[ForeignKey, ...] = ()
+        conflict = node.onConflictClause
+        if conflict is not None and conflict.action == OnConflictAction.ONCONFLICT_UPDATE:
+            # ON CONFLICT DO UPDATE updates the rows it meets: as an UPDATE of its SET list.
+            assigned = {str(t.name): t.val for t in conflict.targetList or () if isinstance(t, ast.ResTarget)}
+            _lock(
+                (),
+                tuple(fk for fk in incoming if _changes(assigned, fk.referenced_columns)),
+                True,
+                out,
+                facts,
+            )
     elif isinstance(node, ast.UpdateStmt):
         assigned = {
             str(target.name): target.val

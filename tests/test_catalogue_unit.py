@@ -404,3 +404,19 @@ def test_a_publication_set_table_is_not_catalogued() -> None:
     assert effects("ALTER PUBLICATION p SET TABLE t").unverified
     assert not effects("ALTER PUBLICATION p ADD TABLE t").unverified
     assert not effects("ALTER PUBLICATION p SET (publish = 'insert')").unverified
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE PUBLICATION p FOR TABLES IN SCHEMA s",
+        "CREATE PUBLICATION p FOR ALL TABLES",
+        "ALTER PUBLICATION p ADD TABLES IN SCHEMA s",
+        "ALTER PUBLICATION p DROP TABLES IN SCHEMA s",
+    ],
+)
+def test_publications_of_schemas_lock_no_table(sql: str) -> None:
+    """A schema or ALL TABLES names no table, and PostgreSQL locks none (pg_locks cases in
+    tests/test_lock_catalogue.py): catalogued, not refused as unknown."""
+    result = effects(sql)
+    assert result.unverified is None and result.locks == ()

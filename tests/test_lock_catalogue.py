@@ -754,6 +754,12 @@ CASES: dict[str, Case] = {
         "ALTER DOMAIN posint VALIDATE CONSTRAINT pos",
         extra=DOMAINS + "ALTER DOMAIN posint ADD CONSTRAINT pos CHECK (VALUE > 0) NOT VALID;",
     ),
+    "create_publication_schema": Case("CREATE PUBLICATION pub FOR TABLES IN SCHEMA side", extra=VIEWS),
+    "create_publication_all_tables": Case("CREATE PUBLICATION pub FOR ALL TABLES", extra=VIEWS),
+    "alter_publication_set_schema": Case(
+        "ALTER PUBLICATION pub0 SET TABLES IN SCHEMA side",
+        extra=VIEWS + "ALTER PUBLICATION pub0 ADD TABLE base;",
+    ),
     "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),
     "insert_partition": Case("INSERT INTO logs_1 VALUES (1, 1)"),

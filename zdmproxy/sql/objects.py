@@ -164,10 +164,7 @@ def classify_publication(
                 out.lock(tree.name, SUE)  # its partitions are published through it, not locked
             else:
                 tree.lock(out, SUE)
-        else:
-            out.not_catalogued("a publication of whole schemas locks their tables, which are not listed")
-    if node.for_all_tables:
-        out.not_catalogued("a publication FOR ALL TABLES: its locks on every table are not catalogued")
+    # TABLES IN SCHEMA and FOR ALL TABLES name no table: no relation is locked (measured on 15, 18).
     return out
 
 

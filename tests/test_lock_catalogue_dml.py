@@ -57,6 +57,21 @@ INSERT INTO c3 SELECT g, g FROM generate_series(1, 3000) g;
 ANALYZE;
 """
 
+# A table under row security whose policy reads another table, and a role it applies to.
+ROW_SECURITY = """
+DO $$ BEGIN CREATE ROLE zdm_rls_user; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+CREATE TABLE secret (id int PRIMARY KEY, v int);
+INSERT INTO secret SELECT g, g FROM generate_series(1, 30000) g;
+CREATE TABLE allowed (v int);
+INSERT INTO allowed SELECT generate_series(1, 1000);  -- rows counted by the check are those it sees
+ALTER TABLE secret ENABLE ROW LEVEL SECURITY;
+CREATE POLICY secret_p ON secret USING (v IN (SELECT v FROM allowed));
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO zdm_rls_user;  -- the check counts every table's rows
+GRANT UPDATE ON secret TO zdm_rls_user;
+ANALYZE;
+SET ROLE zdm_rls_user;
+"""
+
 # A disabled rule, and a key whose triggers are all disabled.
 DISABLED = """
 CREATE TABLE audit (id bigint);
@@ -179,6 +194,9 @@ CASES: dict[str, Case] = {
         "INSERT INTO accounts (id, email) VALUES (9002, 'z') ON CONFLICT (id) DO UPDATE SET id = 9004",
         extra=catalogue.KEYS,
     ),
+    # Row security: the policies' subqueries are read, for a role they apply to.
+    "select_under_row_security": Case("SELECT * FROM secret WHERE id = 5", extra=ROW_SECURITY),
+    "update_under_row_security": Case("UPDATE secret SET v = 2 WHERE id = 1", extra=ROW_SECURITY),
 }
 
 

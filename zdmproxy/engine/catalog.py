@@ -58,7 +58,11 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         in_views = (
             name
             for info in relations.values()
-            for query in (info.view_definition, *(rule.definition for rule in info.rules))
+            for query in (
+                info.view_definition,
+                *(rule.definition for rule in info.rules),
+                *(f"SELECT {expression}" for expression in info.policy_expressions),
+            )
             if query
             for name in mentioned_relations(parse_script(query)[0])
         )
@@ -224,6 +228,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         await session.fetch(QUERIES["relation_row_triggers"], oid) if row["relkind"] == "p" else None
     )
     rules = await session.fetch(QUERIES["relation_rules"], oid) if row["relkind"] in ("r", "p", "v") else []
+    policies = await session.fetch(QUERIES["relation_policies"], oid) if row["relkind"] in ("r", "p") else []
     columns = await session.fetch(QUERIES["relation_columns"], oid)
     views = await session.fetch(QUERIES["relation_views"], oid)
     keys = await session.fetch(QUERIES["relation_foreign_keys"], oid)
@@ -284,6 +289,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         ancestors=tuple(RelationName(schema, name) for schema, name in row["ancestors"]),
         instead=row["instead"],
         instead_of=frozenset(e for t in triggers if t["instead_of"] for e in t["events"]),
+        policy_expressions=tuple(e for p in policies for e in (p["qual"], p["with_check"]) if e is not None),
         rules=tuple(
             RuleInfo(r["rulename"], r["event"], r["is_instead"], r["conditional"], r["definition"])
             for r in rules

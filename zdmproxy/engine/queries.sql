@@ -95,6 +95,15 @@ SELECT t.tgname, ARRAY(SELECT e.event FROM (VALUES (4, 'INSERT'), (8, 'DELETE'),
 -- The row-level triggers on $1 (tgtype bit 1), the foreign keys' internal ones included.
 SELECT t.tgname, t.tgisinternal FROM pg_trigger t WHERE t.tgrelid = $1 AND t.tgtype::int & 1 <> 0;
 
+-- name: relation_policies
+-- The expressions of $1's row-security policies, when row security applies to this role on it
+-- (row_security_active: enabled, and the role neither owns the table without FORCE nor bypasses
+-- it): a statement reading or writing the table evaluates them, and what their subqueries read.
+SELECT pg_get_expr(p.polqual, p.polrelid) AS qual, pg_get_expr(p.polwithcheck, p.polrelid) AS with_check
+  FROM pg_policy p
+ WHERE p.polrelid = $1 AND row_security_active($1)
+ ORDER BY p.polname;
+
 -- name: relation_rules
 -- The rules on $1 other than a view's ON SELECT, in the order the rewriter applies them (by
 -- name): the event (ev_type 2 UPDATE, 3 INSERT, 4 DELETE), INSTEAD or ALSO, whether a WHERE

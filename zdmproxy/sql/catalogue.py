@@ -23,7 +23,7 @@ from zdmproxy.sql.facts import CatalogFacts, RuleInfo
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import dotted_name, enum_words, range_var_name
 from zdmproxy.sql.parse import Statement
-from zdmproxy.sql.relations import named_tree, range_vars, read_relations, resolved, view_query
+from zdmproxy.sql.relations import named_tree, range_vars, read_policies, read_relations, resolved, view_query
 from zdmproxy.sql.routing import pruned_children, routed_partitions
 from zdmproxy.sql.trees import PARTITIONS, Tree
 
@@ -468,6 +468,7 @@ def _write(
             target = dataclasses.replace(target, info=dataclasses.replace(target.info, children=kept))
         target.lock(out, RE)
     foreign_keys.dml_locks(node, target.info, out, columns_known=as_written, facts=facts)
+    read_policies(target.info, facts, out)
     if target.info is not None:
         out.note_triggers(target.info.triggers_on(verb), verb)
     if verb != "DELETE" and target.info is not None:

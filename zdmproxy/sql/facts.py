@@ -161,6 +161,9 @@ class RelationInfo:
     # and its rules on INSERT, UPDATE and DELETE, in the order they apply.
     instead_of: frozenset[str] | None = None
     rules: tuple[RuleInfo, ...] = ()
+    # Its row-security policies' expressions when row security applies to the role the facts were
+    # read as: a statement on the table evaluates them (what their subqueries read is read).
+    policy_expressions: tuple[str, ...] = ()
     # The user's triggers: (name, events it fires on: INSERT, UPDATE, DELETE, TRUNCATE). What their
     # functions lock is code, not catalog: a statement that fires one says so in its notes.
     triggers: tuple[tuple[str, frozenset[str]], ...] = ()

@@ -109,6 +109,7 @@ def _read(
             found = dataclasses.replace(found, info=dataclasses.replace(found.info, children=kept))
         rel_mode = max(mode, LockMode.ROW_SHARE) if id(rel) in visitor.row_locked else mode
         found.lock(out, rel_mode)
+        read_policies(found.info, facts, out, depth)
         in_full = whole or id(rel) in visitor.read_in_full
         if in_full:
             found.scan(out)
@@ -121,6 +122,19 @@ def _read(
             if found.name in out.scans:
                 out.scans.remove(found.name)
             _read(query, facts, out, None, rel_mode, in_full, depth + 1)
+
+
+def read_policies(
+    info: RelationInfo | None, facts: CatalogFacts, out: EffectsBuilder, depth: int = 0
+) -> None:
+    """A table under row security: its policies' expressions run with the statement, and what
+    their subqueries read is read (ACCESS SHARE)."""
+    if info is None or depth >= MAX_VIEW_DEPTH:
+        return
+    for expression in info.policy_expressions:
+        query = parse_sql(f"SELECT {expression}")[0].stmt
+        assert query is not None
+        _read(query, facts, out, None, LockMode.ACCESS_SHARE, False, depth + 1)
 
 
 def view_query(info: RelationInfo | None) -> ast.Node | None:

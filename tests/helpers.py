@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from zdmproxy.engine.queries import QUERIES
 from zdmproxy.engine.runner import MigrationReport, Runner
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.policy import MigrationPolicy
@@ -101,6 +102,26 @@ async def wait_for_session(conn: asyncpg.Connection, app_prefix: str, timeout: f
             if pid is not None:
                 return int(pid)
             await asyncio.sleep(0.01)
+
+
+async def wait_for_preflight(conn: asyncpg.Connection, migration_id: str, timeout: float = 30.0) -> None:
+    """Until the run of ``migration_id`` has looked for blockers at least once (its watch session
+    runs pre-flight's query).
+
+    Seeing the session is not enough: on busy cores the blocker a test releases "after a while"
+    may be gone before pre-flight's first look, and then nothing was in its way to report.
+    pg_stat_activity keeps a session's last query while it idles, so one poll cannot miss it;
+    ``idle`` means that query has finished: it saw whatever was in the way when it ran.
+    """
+    head = QUERIES["conflicting_locks"][:60]
+    async with asyncio.timeout(timeout):
+        while not await conn.fetchval(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity"
+            " WHERE application_name = 'zdmproxy-watch:' || $1 AND state = 'idle' AND left(query, 60) = $2)",
+            migration_id,
+            head,
+        ):
+            await asyncio.sleep(0.005)
 
 
 async def idle_blocker(dsn: str, table: str, app: str = "reporting") -> asyncpg.Connection:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import asyncpg
-from helpers import ITEMS, finish, idle_blocker, start_cli, wait_for_session, wait_until_blocked
+from helpers import ITEMS, finish, idle_blocker, start_cli, wait_for_preflight, wait_until_blocked
 from traffic import LockSampler, Traffic
 
 BUDGET_MS = 100
@@ -54,8 +54,10 @@ async def test_apply_keeps_traffic_flowing_where_naive_alter_stalls(dsn: str, tm
                 sql="ALTER TABLE items ADD COLUMN note text",
                 tmp_path=tmp_path,
             )
-            await wait_for_session(admin, "zdmproxy:add-note")
-            await asyncio.sleep(max(0.0, start + HOLD_S - time.monotonic()))  # the blocker's lifetime
+            await wait_for_preflight(admin, "add-note")
+            # The blocker's lifetime, and at least a second of pre-flight waiting for it (the CLI
+            # can take seconds to start on busy cores).
+            await asyncio.sleep(max(1.0, start + HOLD_S - time.monotonic()))
             await blocker.execute("COMMIT")
             released, released_wall = time.monotonic(), time.time()
             result = await finish(proc)
@@ -88,7 +90,9 @@ async def test_apply_keeps_traffic_flowing_where_naive_alter_stalls(dsn: str, tm
     longest = sampler.longest_wait_behind("zdmproxy", start, finished)
     assert longest <= BUDGET_MS + WATCHDOG_INTERVAL_MS, f"a session waited {longest:.0f} ms behind zdmproxy"
     assert ours_max * 1000 < BUDGET_MS + MARGIN_MS, f"a client waited {ours_max * 1000:.0f} ms"
-    assert finished - released < 1.5, f"ALTER finished {finished - released:.2f} s after the blocker"
+    # The process's exit included (1.7 s seen under five test suites at once); the attempt's own
+    # start is checked tightly below.
+    assert finished - released < 5, f"ALTER finished {finished - released:.2f} s after the blocker"
     step = result.json()["steps"][0]  # type: ignore[index]
     assert step["outcome"] == "succeeded"
     # It starts within a few hundred ms of the blocker's end: polled, not a blind backoff.

@@ -177,12 +177,13 @@ async def test_folder_checks_refuse_a_renamed_file_and_a_missing_one(dsn: str, t
         code, err = await _apply_dir(dsn, renamed)
         assert code == 3 and "'V2__bump'" in err and "renamed" in err, err
         # An applied file removed from the folder: refused unless said to be on purpose.
-        code, err = await _apply_dir(dsn, _folder(tmp_path, {"V1__init.sql": "SELECT 1;"}))
-        assert code == 3 and "'V2__bump'" in err and "--ignore-missing" in err, err
-        code, err = await _apply_dir(
-            dsn, _folder(tmp_path, {"V1__init.sql": "SELECT 1;"}), "--ignore-missing"
-        )
+        code, err = await _apply_dir(dsn, _folder(tmp_path, {"V2__bump.sql": bump}))
+        assert code == 3 and "'V1__init'" in err and "--ignore-missing" in err, err
+        code, err = await _apply_dir(dsn, _folder(tmp_path, {"V2__bump.sql": bump}), "--ignore-missing")
         assert code == 0, err
+        # Without the newest applied file it is an older release's folder: V2 is left as it is.
+        code, err = await _apply_dir(dsn, _folder(tmp_path, {"V1__init.sql": "SELECT 1;"}))
+        assert code == 0 and "V2__bump" in err, err
         # Any-case .sql is a migration, not silently skipped.
         upper = _folder(tmp_path, {"V1__init.sql": "SELECT 1;", "V2__bump.sql": bump, "V4__more.SQL": bump})
         code, err = await _apply_dir(dsn, upper)

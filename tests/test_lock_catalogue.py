@@ -904,6 +904,8 @@ async def test_catalogue_matches_pg_locks(dsn: str, pg_server: object, case_id: 
         (statement,) = parse_script(case.sql)
         facts = await read_facts(conn, [statement])
         effects = classify(statement, facts)
+        # A case is catalogued: "not catalogued" claims no lock and would pass where PostgreSQL takes none.
+        assert effects.unverified is None, effects.unverified
         filenodes = {r["relation"]: r["relfilenode"] for r in await conn.fetch(FILENODES)}
         before = await relations(conn)
         if effects.transactional:

@@ -259,6 +259,21 @@ CREATE VIEW dom_v AS SELECT n FROM dom;
 """
 )
 
+# Typed tables of a composite type, with inheritance children and partitions (a column of the type
+# elsewhere would make ALTER ATTRIBUTE TYPE fail).
+TYPED = """
+CREATE TYPE ct AS (x int, y int);
+CREATE TABLE tt OF ct;
+CREATE TABLE ttc () INHERITS (tt);
+CREATE TABLE ttcc () INHERITS (ttc);
+CREATE TABLE tp OF ct PARTITION BY LIST (x);
+CREATE TABLE tp1 PARTITION OF tp FOR VALUES IN (1);
+INSERT INTO tt VALUES (1, 1);
+INSERT INTO ttc VALUES (2, 2);
+INSERT INTO ttcc VALUES (3, 3);
+INSERT INTO tp VALUES (1, 4);
+"""
+
 
 ANALYZE_SAMPLE = (
     "ANALYZE reads a sample with its own block sampler, which the tuple counters do not see; on "
@@ -759,6 +774,15 @@ CASES: dict[str, Case] = {
     "alter_publication_set_schema": Case(
         "ALTER PUBLICATION pub0 SET TABLES IN SCHEMA side",
         extra=VIEWS + "ALTER PUBLICATION pub0 ADD TABLE base;",
+    ),
+    # ALTER TYPE ... CASCADE: every typed table of the type and every child below one
+    "alter_type_add_attribute_cascade": Case("ALTER TYPE ct ADD ATTRIBUTE z int CASCADE", extra=TYPED),
+    "alter_type_drop_attribute_cascade": Case("ALTER TYPE ct DROP ATTRIBUTE y CASCADE", extra=TYPED),
+    "alter_type_rename_attribute_cascade": Case(
+        "ALTER TYPE ct RENAME ATTRIBUTE x TO xx CASCADE", extra=TYPED
+    ),
+    "alter_type_alter_attribute_cascade": Case(
+        "ALTER TYPE ct ALTER ATTRIBUTE y TYPE bigint CASCADE", extra=TYPED
     ),
     "rename_attribute": Case("ALTER TYPE point3 RENAME ATTRIBUTE x TO xx", extra=VIEWS),
     "validate_already_valid": Case("ALTER TABLE orders VALIDATE CONSTRAINT orders_account_id_fkey"),

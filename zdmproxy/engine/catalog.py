@@ -32,7 +32,13 @@ from zdmproxy.sql.facts import (
     RuleInfo,
 )
 from zdmproxy.sql.locks import RelationName
-from zdmproxy.sql.objects import cascade_roots, checked_domains, replaced_publications, statistics_names
+from zdmproxy.sql.objects import (
+    cascade_roots,
+    checked_domains,
+    replaced_publications,
+    statistics_names,
+    typed_table_types,
+)
 from zdmproxy.sql.parse import Statement, parse_script
 from zdmproxy.sql.relations import MAX_VIEW_DEPTH
 from zdmproxy.sql.types import function_names, not_null_check_column
@@ -98,6 +104,7 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         statistics_tables=await _statistics_tables(session, statements),
         publication_tables=await _publication_tables(session, statements),
         domain_tables=await _domain_tables(session, statements),
+        typed_tables=await _typed_tables(session, statements),
         statement_rows=await _statement_rows(session, statements),
         names_in_use=await _names_in_use(session, relations.values()),
         constraint_names_in_use=await _names_in_use(session, relations.values(), "constraint_names_near"),
@@ -198,6 +205,17 @@ async def _domain_tables(
     for name in dict.fromkeys(n for s in statements for n in checked_domains(s.node)):
         rows = await session.fetch(QUERIES["domain_tables"], name)
         found[name] = tuple(RelationName(r["nspname"], r["relname"]) for r in rows)
+    return found
+
+
+async def _typed_tables(
+    session: Session, statements: list[Statement]
+) -> dict[str, tuple[tuple[RelationName, str], ...]]:
+    """The typed tables (and their children) each ALTER TYPE ... CASCADE alters."""
+    found: dict[str, tuple[tuple[RelationName, str], ...]] = {}
+    for name in dict.fromkeys(n for s in statements for n in typed_table_types(s.node)):
+        rows = await session.fetch(QUERIES["typed_tables"], name)
+        found[name] = tuple((RelationName(r["nspname"], r["relname"]), r["relkind"]) for r in rows)
     return found
 
 

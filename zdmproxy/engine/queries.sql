@@ -264,6 +264,18 @@ SELECT DISTINCT n.nspname, c.relname
  WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm')
  ORDER BY 1, 2;
 
+-- name: typed_tables
+-- The typed tables of composite type $1 (a name as written) and every partition or inheritance
+-- child below them: what ALTER TYPE ... CASCADE alters (ACCESS EXCLUSIVE on each).
+WITH RECURSIVE typed(oid) AS (
+    SELECT c.oid FROM pg_class c WHERE c.reloftype = to_regtype($1)::oid AND c.relkind IN ('r', 'p')
+    UNION
+    SELECT i.inhrelid FROM pg_inherits i JOIN typed t ON i.inhparent = t.oid
+)
+SELECT n.nspname, c.relname, c.relkind::text AS relkind
+  FROM typed t JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace
+ ORDER BY 1, 2;
+
 -- name: statistics_table
 -- The table a statistics object ($1 schema or NULL for the search path, $2 name) is on.
 SELECT n.nspname, c.relname

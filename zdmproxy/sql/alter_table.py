@@ -24,6 +24,7 @@ from zdmproxy.sql.facts import CatalogFacts, RelationInfo
 from zdmproxy.sql.foreign_keys import rebuilt_by_type_change
 from zdmproxy.sql.locks import LockMode, RelationName
 from zdmproxy.sql.names import range_var_name
+from zdmproxy.sql.objects import typed_table_types
 from zdmproxy.sql.trees import PARTITIONS, Tree, pruned
 from zdmproxy.sql.types import (
     NON_VOLATILE_BUILTINS,
@@ -234,7 +235,7 @@ def classify_alter_table(stmt: ast.AlterTableStmt, facts: CatalogFacts, version_
         target_kind = "view"  # ALTER TABLE on a view is accepted, and acts as ALTER VIEW
     cmds = [c for c in stmt.cmds or () if isinstance(c, ast.AlterTableCmd) and c.subtype is not None]
     if target_kind == "type":
-        return _alter_composite_type(stmt, target, cmds)
+        return _alter_composite_type(stmt, target, cmds, facts)
     names = sorted({_SUBCOMMAND_NAMES.get(_subtype(cmd), _subtype(cmd).name[3:]) for cmd in cmds})
     out = EffectsBuilder(kind=f"ALTER {target_kind.upper()} " + ", ".join(names))
     inh = stmt.relation is not None and bool(stmt.relation.inh)
@@ -265,21 +266,41 @@ def parameters_mode(options: object) -> LockMode:
 
 
 def _alter_composite_type(
-    stmt: ast.AlterTableStmt, target: RelationName, cmds: list[ast.AlterTableCmd]
+    stmt: ast.AlterTableStmt, target: RelationName, cmds: list[ast.AlterTableCmd], facts: CatalogFacts
 ) -> EffectsBuilder:
     """ALTER TYPE of a composite type (ADD / DROP / ALTER ATTRIBUTE): the type alone, unless CASCADE.
 
     Without CASCADE it fails if a typed table (CREATE TABLE ... OF type) exists,
     and ALTER ATTRIBUTE TYPE fails whenever a column uses the type; with CASCADE
-    every typed table is altered too, under ACCESS EXCLUSIVE.
+    every typed table, and every partition or inheritance child below one, is
+    altered too, under ACCESS EXCLUSIVE (a column of the type elsewhere is not).
     """
     out = EffectsBuilder(kind="ALTER TYPE (composite)")
     out.lock(target, AEL, kind="type")
     if any(cmd.behavior == DropBehavior.DROP_CASCADE for cmd in cmds):
-        out.not_catalogued(
-            "ALTER TYPE ... CASCADE alters every typed table of the type, which the facts do not list"
-        )
+        retypes = any(cmd.subtype == AT.AT_AlterColumnType for cmd in cmds)
+        lock_typed_tables(out, facts, stmt, rewrites=retypes)
     return out
+
+
+def lock_typed_tables(out: EffectsBuilder, facts: CatalogFacts, node: ast.Node, *, rewrites: bool) -> None:
+    """ALTER TYPE ... CASCADE: ACCESS EXCLUSIVE on every typed table of the type and below them, as
+    the catalog lists them; ``rewrites``: an attribute's type changes, each table with storage is
+    assumed rewritten (its old type is not compared)."""
+    for name in typed_table_types(node):
+        tables = facts.typed_tables.get(name)
+        if tables is None:
+            out.not_catalogued(
+                "ALTER TYPE ... CASCADE alters every typed table of the type, which are unknown "
+                "without a database"
+            )
+            continue
+        for table, relkind in tables:
+            out.lock(table, AEL)
+            if rewrites and relkind == "r":
+                out.rewrite(table)
+        if rewrites and tables:
+            out.note("the typed tables are assumed rewritten: their columns' old type is not compared")
 
 
 def lock_kind(target_kind: str) -> str:

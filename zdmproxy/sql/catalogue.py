@@ -17,7 +17,12 @@ from pglast.enums import CmdType, ConstrType, DropBehavior, ObjectType, ReindexO
 
 from zdmproxy.errors import UnsupportedStatement
 from zdmproxy.sql import decisions, foreign_keys, objects, partition_bounds, versions, views
-from zdmproxy.sql.alter_table import check_default_partition, classify_alter_table, row_triggers_named
+from zdmproxy.sql.alter_table import (
+    check_default_partition,
+    classify_alter_table,
+    lock_typed_tables,
+    row_triggers_named,
+)
 from zdmproxy.sql.effects import Effects, EffectsBuilder
 from zdmproxy.sql.facts import CatalogFacts, RuleInfo
 from zdmproxy.sql.locks import LockMode, RelationName
@@ -62,11 +67,7 @@ def _rename(node: ast.RenameStmt, facts: CatalogFacts, version: int) -> EffectsB
         # A composite type's attribute: the type alone (it fails if a typed table uses it), or,
         # with CASCADE, every typed table and its children too, as ALTER TYPE ... CASCADE does.
         out.lock(target, AEL, kind="type")
-        if node.behavior == DropBehavior.DROP_CASCADE:
-            out.not_catalogued(
-                "ALTER TYPE ... RENAME ATTRIBUTE ... CASCADE renames the column of every typed table "
-                "of the type, which the facts do not list"
-            )
+        lock_typed_tables(out, facts, node, rewrites=False)
         return out
     if node.renameType == ObjectType.OBJECT_TRIGGER:
         # A trigger on a partitioned table is renamed on every partition too (its copies, and the

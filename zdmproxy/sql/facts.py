@@ -214,6 +214,9 @@ class CatalogFacts:
     # The tables (and materialized views) with a column of each domain an ALTER DOMAIN that checks
     # its columns names, or of a domain over it, by the domain's name as written (dotted).
     domain_tables: dict[str, tuple[RelationName, ...]] = field(default_factory=dict)
+    # The typed tables (CREATE TABLE ... OF type) of each composite type an ALTER TYPE ... CASCADE
+    # names, and their partitions and inheritance children at any depth, with their relkind.
+    typed_tables: dict[str, tuple[tuple[RelationName, str], ...]] = field(default_factory=dict)
     # Tables the script's earlier statements created, by name as written (sql/learn.py): nobody's
     # traffic uses them yet, and they hold only the rows the script put there.
     created: frozenset[RelationName] = frozenset()

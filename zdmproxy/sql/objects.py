@@ -180,6 +180,24 @@ def classify_sequence(
     return out
 
 
+def typed_table_types(node: ast.Node) -> list[str]:
+    """The composite type an ALTER TYPE ... CASCADE (ADD / DROP / ALTER / RENAME ATTRIBUTE) alters
+    the typed tables of, quoted and dotted as written; none otherwise."""
+    if isinstance(node, ast.AlterTableStmt) and node.objtype == ObjectType.OBJECT_TYPE:
+        cascade = any(
+            isinstance(cmd, ast.AlterTableCmd) and cmd.behavior == DropBehavior.DROP_CASCADE
+            for cmd in node.cmds or ()
+        )
+        relation = node.relation
+    elif isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_ATTRIBUTE:
+        cascade, relation = node.behavior == DropBehavior.DROP_CASCADE, node.relation
+    else:
+        return []
+    if not cascade or relation is None:
+        return []
+    return [".".join(quote_ident(part) for part in (relation.schemaname, relation.relname) if part)]
+
+
 def replaced_publications(node: ast.Node) -> list[str]:
     """The publication whose table list an ALTER PUBLICATION ... SET replaces (none otherwise)."""
     if (

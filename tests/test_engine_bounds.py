@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, start_run, wait_until_blocked
+from helpers import ITEMS, QUEUE_ANYWAY, idle_blocker, start_run, wait_for_session, wait_until_blocked
 from pgcluster import Cluster, find_bin_dir
 
 from zdmproxy.engine.attempt import AttemptFailed, holds_traffic_blocking_locks, run_attempt
@@ -423,11 +423,18 @@ async def test_the_roles_session_limits_do_not_end_a_step_that_takes_longer(dsn:
         limits.append("transaction_timeout")  # 17+
     for limit in limits:
         await admin.execute(f'ALTER DATABASE "{database}" SET {limit} = 300')
-    blocker = await idle_blocker(dsn, "slow_rows")  # pre-flight waits 1 s: the session sits idle
-    await blocker.execute("".join(f"SET LOCAL {limit} = 0;" for limit in limits))
+    # SHARE conflicts with VALIDATE's SHARE UPDATE EXCLUSIVE: pre-flight waits, the session idles
+    blocker = await asyncpg.connect(dsn)
+    await blocker.execute(
+        "".join(f"SET {limit} = 0;" for limit in limits) + "BEGIN; LOCK TABLE slow_rows IN SHARE MODE"
+    )
+    await asyncio.sleep(0.3)  # older than blocker_min_age_ms: waited for, not queued behind
     report, task = start_run(dsn, "limits", "ALTER TABLE slow_rows VALIDATE CONSTRAINT slow", deadline_s=8)
     try:
+        step_pid = await wait_for_session(admin, "zdmproxy:limits:")
         await asyncio.sleep(1.0)
+        # the step session (and the run lock it holds) outlived idle_session_timeout in pre-flight
+        assert await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", step_pid) == 1
         await blocker.execute("COMMIT")
         await asyncio.wait_for(task, 30)
         assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]

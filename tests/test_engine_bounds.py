@@ -311,8 +311,8 @@ async def test_a_step_whose_locks_block_no_traffic_runs_past_the_short_statement
     admin = await asyncpg.connect(dsn)
     await admin.execute(
         "CREATE TABLE slow_rows (id int PRIMARY KEY);"
-        "INSERT INTO slow_rows SELECT generate_series(1, 150);"
-        # IMMUTABLE is a lie PostgreSQL accepts: each row's check takes 10 ms, 1.5 s in all
+        "INSERT INTO slow_rows SELECT generate_series(1, 300);"
+        # IMMUTABLE is a lie PostgreSQL accepts: each row's check takes 10 ms, 3 s in all
         "CREATE FUNCTION slow_ok(int) RETURNS bool IMMUTABLE LANGUAGE sql"
         " AS 'SELECT pg_sleep(0.01) IS NOT NULL';"
         "ALTER TABLE slow_rows ADD CONSTRAINT slow CHECK (slow_ok(id)) NOT VALID"
@@ -328,7 +328,7 @@ async def test_a_step_whose_locks_block_no_traffic_runs_past_the_short_statement
                 " AND state = 'active' AND wait_event IS DISTINCT FROM 'Lock'"
             ):
                 await asyncio.sleep(0.01)
-        await asyncio.wait_for(writer.execute("INSERT INTO slow_rows VALUES (0)"), 1.0)
+        await asyncio.wait_for(writer.execute("INSERT INTO slow_rows VALUES (0)"), 2.0)
         await asyncio.wait_for(task, 30)
         assert [a.outcome for a in report.steps[0].attempts] == [Outcome.SUCCEEDED]
         assert await admin.fetchval("SELECT convalidated FROM pg_constraint WHERE conname = 'slow'")

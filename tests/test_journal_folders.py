@@ -742,6 +742,32 @@ async def test_a_mistyped_folder_is_named_as_missing_not_taken_for_a_file_or_an_
     assert not await witness.journal_exists()
 
 
+async def test_a_folder_file_whose_id_was_applied_with_apply_file_is_that_migration(
+    dsn: str, witness: Witness, tmp_path: Path, cwd: Path
+) -> None:
+    one = "CREATE TABLE one (id int);\n" + applied("V1")
+    two = "CREATE TABLE two (id int);\n" + applied("V2")
+    single = write_folder(tmp_path / "single", {"two.sql": two})
+    by_id = await zdm("apply", str(single / "two.sql"), "--id", "V2__two", "--dsn", dsn, cwd=cwd)
+    assert by_id.code == 0, by_id.stderr
+    folder = write_folder(tmp_path / "migrations", {"V1__one.sql": one, "V2__two.sql": two + "-- changed\n"})
+    # The same SQL: status says applied, not pending, and apply runs only V1.
+    status = (await zdm("status", str(folder), "--dsn", dsn, "--json", cwd=cwd)).json()
+    assert [(m["id"], m["state"]) for m in status["migrations"]] == [  # type: ignore[attr-defined]
+        ("V1__one", "pending"),
+        ("V2__two", "succeeded"),
+    ]
+    # Other SQL under that id: refused before anything runs, not after V1 ran.
+    (folder / "V2__two.sql").write_text(two.replace("two (id int)", "two (id bigint)"))
+    refused = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert refused.code == 3 and "V2__two.sql" in refused.stderr, refused.stderr
+    assert await witness.files() == ["V2"]
+    (folder / "V2__two.sql").write_text(two)
+    result = await zdm("apply", str(folder), "--dsn", dsn, cwd=cwd)
+    assert result.code == 0, result.stderr
+    assert await witness.files() == ["V2", "V1"]
+
+
 # --- a database is required (issue 9, test 6) ------------------------------------------------
 
 

@@ -416,6 +416,20 @@ def test_applied_migrations_newer_than_the_folder_are_an_older_release_not_missi
     assert "'V1__a'" in refused.value.message and "V3__c" not in refused.value.message
 
 
+def test_a_file_whose_id_was_applied_without_a_version_is_checked_but_not_ordered() -> None:
+    # apply FILE --id V5__e recorded it with no version: it is that file, yet orders nothing.
+    v2, v5 = file("V2__b.sql"), file("V5__e.sql")
+    recorded = [row("V1__a", "1", "aaa"), {**row("V5__e", "5", "eee"), "version": None}]
+    check_against_journal(
+        [v2, v5], sums((v2, "bbb"), (v5, "eee")), recorded, out_of_order=False, ignore_missing=True
+    )
+    with pytest.raises(ChecksumConflict) as refused:
+        check_against_journal(
+            [v2, v5], sums((v2, "bbb"), (v5, "new")), recorded, out_of_order=False, ignore_missing=True
+        )
+    assert "V5__e.sql" in refused.value.message
+
+
 def test_the_newest_file_renamed_to_a_lower_version_is_still_refused() -> None:
     v1, lower = file("V1__a.sql"), file("V2__c_renamed.sql")  # V3__c.sql renamed
     recorded = [row("V1__a", "1", "aaa"), row("V3__c", "3", "ccc")]

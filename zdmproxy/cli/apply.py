@@ -186,7 +186,7 @@ async def _apply_async(
             return check_against_journal(
                 files,
                 checks,
-                await journal.versioned(),
+                await journal.versioned([f.migration_id for f in files]),
                 out_of_order=args.out_of_order,
                 ignore_missing=args.ignore_missing or len(files) < len(batch.folder or ()),
             )

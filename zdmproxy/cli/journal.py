@@ -153,7 +153,8 @@ async def _migration_status(journal: Journal | None, migration_id: str, as_json:
 
 async def _folder_status(journal: Journal | None, directory: Path, as_json: bool) -> None:
     files = scan(directory)
-    recorded = {row["id"]: row for row in await journal.versioned()} if journal is not None else {}
+    ids = [file.migration_id for file in files]
+    recorded = {row["id"]: row for row in await journal.versioned(ids)} if journal is not None else {}
     if journal is None and not as_json:
         err.print(f"{NO_JOURNAL}: every file is pending")
     # One row per file, then per recorded migration whose file is gone (file null). state is the
@@ -171,17 +172,17 @@ async def _folder_status(journal: Journal | None, directory: Path, as_json: bool
             }
         )
     known = {file.migration_id for file in files}
-    for row in sorted(recorded.values(), key=lambda r: version_key(r["version"])):
-        if row["id"] not in known:
-            rows.append(
-                {
-                    "file": None,
-                    "id": row["id"],
-                    "version": row["version"],
-                    "state": row["state"],
-                    "file_changed": False,
-                }
-            )
+    gone = [row for row in recorded.values() if row["id"] not in known]  # each has a version
+    for row in sorted(gone, key=lambda r: version_key(r["version"])):
+        rows.append(
+            {
+                "file": None,
+                "id": row["id"],
+                "version": row["version"],
+                "state": row["state"],
+                "file_changed": False,
+            }
+        )
     if as_json:
         _dump({"folder": str(directory), "migrations": rows})
         return

@@ -196,8 +196,10 @@ def check_against_journal(
     renamed to a higher version leaves its old one behind the new newest (missing), to the same
     version is recorded under another name, to a lower one is out of order."""
     by_id = {row["id"]: row for row in recorded}
-    by_version = {version_key(row["version"]): row for row in by_id.values()}
-    applied = [row for row in by_id.values() if row["state"] == "succeeded"]
+    # A migration recorded under a file's id without a version came from ``apply FILE --id``: it
+    # is that file's migration (same id), but takes no part in the order checks.
+    by_version = {version_key(row["version"]): row for row in by_id.values() if row["version"]}
+    applied = [row for row in by_id.values() if row["state"] == "succeeded" and row["version"]]
     newest = max((version_key(row["version"]) for row in applied), default=None)
     for file in files:
         row = by_id.get(file.migration_id)
@@ -223,7 +225,8 @@ def check_against_journal(
                 "that one, or pass --out-of-order to apply it anyway"
             )
     present = {file.migration_id for file in files}
-    gone = {i: row for i, row in by_id.items() if row["state"] == "succeeded" and i not in present}
+    gone = {i: row for i, row in by_id.items() if row["state"] == "succeeded" and row["version"]}
+    gone = {i: row for i, row in gone.items() if i not in present}
     newest_file = max((file.version for file in files), default=())
     future = sorted(
         (i for i, row in gone.items() if version_key(row["version"]) > newest_file),

@@ -151,8 +151,11 @@ SELECT step_index, run, number, started_at, ended_at, outcome, sqlstate, message
  ORDER BY id;
 
 -- name: versioned_migrations
--- Migrations recorded from a folder (apply DIR): their file versions, for the order checks.
-SELECT id, version, checksum, state, source FROM zdmproxy.migrations WHERE version IS NOT NULL;
+-- Migrations recorded from a folder (apply DIR): their file versions, for the order checks; and
+-- those recorded under one of the ids $1 however they came (apply FILE --id V2__x: version null).
+SELECT id, version, checksum, state, source
+  FROM zdmproxy.migrations
+ WHERE version IS NOT NULL OR id = ANY($1::text[]);
 
 -- name: history
 SELECT m.id, m.state, m.version, m.runs, m.client_host, m.application_name, m.error::text AS error,

@@ -243,8 +243,9 @@ class Journal:
             {**dict(row), "error": _json(row["error"])} for row in await self._call("fetch", "history", limit)
         ]
 
-    async def versioned(self) -> list[dict[str, Any]]:
-        return [dict(row) for row in await self._call("fetch", "versioned_migrations")]
+    async def versioned(self, ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Migrations recorded from a folder, and any recorded under one of ``ids``."""
+        return [dict(row) for row in await self._call("fetch", "versioned_migrations", list(ids))]
 
     async def finish(self, migration_id: str, state: str, run: int, error: ZdmError | None = None) -> None:
         await self._call(

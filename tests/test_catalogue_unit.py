@@ -420,3 +420,13 @@ def test_publications_of_schemas_lock_no_table(sql: str) -> None:
     tests/test_lock_catalogue.py): catalogued, not refused as unknown."""
     result = effects(sql)
     assert result.unverified is None and result.locks == ()
+
+
+def test_dropping_an_attribute_with_cascade_is_not_catalogued() -> None:
+    """DROP ATTRIBUTE ... CASCADE drops what depends on the attribute in any table (alter_table.sql:
+    a CHECK on a column of the type locks that table), which no fact lists; the typed tables are
+    known, the dependents are not."""
+    facts = CatalogFacts(typed_tables={'"ct"': ((RelationName("public", "tt"), "r"),)})
+    assert effects("ALTER TYPE ct DROP ATTRIBUTE y CASCADE", facts=facts).unverified
+    added = effects("ALTER TYPE ct ADD ATTRIBUTE z int CASCADE", facts=facts)
+    assert added.unverified is None and modes(added)["public.tt"] == AEL

@@ -280,6 +280,11 @@ def _alter_composite_type(
     if any(cmd.behavior == DropBehavior.DROP_CASCADE for cmd in cmds):
         retypes = any(cmd.subtype == AT.AT_AlterColumnType for cmd in cmds)
         lock_typed_tables(out, facts, stmt, rewrites=retypes)
+        if any(cmd.subtype == AT.AT_DropColumn for cmd in cmds):
+            out.not_catalogued(
+                "ALTER TYPE ... DROP ATTRIBUTE ... CASCADE also drops what depends on the attribute "
+                "(a CHECK or a view on a column of the type, in any table), which the facts do not list"
+            )
     return out
 
 

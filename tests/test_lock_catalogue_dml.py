@@ -72,6 +72,18 @@ ANALYZE;
 SET ROLE zdm_rls_user;
 """
 
+# A key referencing one partition (lp_1) of a partitioned table, not the table.
+PARTITION_REFERENCED = """
+CREATE TABLE lp (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE lp_1 PARTITION OF lp FOR VALUES FROM (0) TO (5000);
+CREATE TABLE lp_2 PARTITION OF lp FOR VALUES FROM (5000) TO (10000);
+INSERT INTO lp SELECT generate_series(1, 9000);
+CREATE TABLE lref (id int REFERENCES lp_1 ON DELETE CASCADE);
+CREATE INDEX ON lref (id);
+INSERT INTO lref SELECT generate_series(1, 3000);
+ANALYZE;
+"""
+
 # A disabled rule, and a key whose triggers are all disabled.
 DISABLED = """
 CREATE TABLE audit (id bigint);
@@ -197,6 +209,11 @@ CASES: dict[str, Case] = {
     # Row security: the policies' subqueries are read, for a role they apply to.
     "select_under_row_security": Case("SELECT * FROM secret WHERE id = 5", extra=ROW_SECURITY),
     "update_under_row_security": Case("UPDATE secret SET v = 2 WHERE id = 1", extra=ROW_SECURITY),
+    # A key referencing a partition fires when a statement on the partitioned table reaches it.
+    "delete_reaching_a_referenced_partition": Case("DELETE FROM lp WHERE id = 7", extra=PARTITION_REFERENCED),
+    "delete_pruning_a_referenced_partition": Case(
+        "DELETE FROM lp WHERE id = 7000", extra=PARTITION_REFERENCED
+    ),
 }
 
 

@@ -77,7 +77,7 @@ async def read_facts(session: Session, statements: Iterable[Statement]) -> Catal
         cascaded = (
             fk.table
             for info in relations.values()
-            for fk in info.referenced_by + info.referenced_by_copies
+            for fk in info.referenced_by + info.referenced_by_copies + info.referenced_below
             if ForeignKey.action_writes(fk.on_delete) or ForeignKey.action_writes(fk.on_update)
         )
         written = list(dict.fromkeys(name for name in (*in_views, *cascaded) if name not in asked))
@@ -316,6 +316,7 @@ async def _relation_info(session: Session, row: Any) -> RelationInfo:
         referenced_by=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming"),
         foreign_key_copies=tuple(_foreign_key(k) for k in keys if k["direction"] == "outgoing_copy"),
         referenced_by_copies=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming_copy"),
+        referenced_below=tuple(_foreign_key(k) for k in keys if k["direction"] == "incoming_below"),
         primary_key=tuple(primary_key["columns"]) if primary_key else (),
         index_definitions=tuple(IndexInfo(i["relname"], i["definition"]) for i in indexes),
     )

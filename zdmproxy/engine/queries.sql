@@ -143,7 +143,10 @@ SELECT a.attname, t.typname, a.atttypmod, a.attnotnull, a.attidentity::text AS i
 -- ("outgoing_copy": the check of a partitioned referencing table's key; "incoming_copy": the
 -- actions of a key referencing a partitioned table), and the other table of a key, when
 -- partitioned, is queried with its partitions (table_partitions, referenced_partitions).
-SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END
+-- "incoming_below": a key referencing one of $1's partitions itself, whose actions fire when a
+-- statement on $1 changes that partition's rows.
+SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' WHEN con.confrelid = $1 THEN 'incoming'
+            ELSE 'incoming_below' END
        || CASE WHEN con.conparentid = 0 THEN '' ELSE '_copy' END AS direction,
        con.conname, tn.nspname AS table_schema, t.relname AS table_name,
        rn.nspname AS ref_schema, r.relname AS ref_name,
@@ -184,7 +187,13 @@ SELECT CASE WHEN con.conrelid = $1 THEN 'outgoing' ELSE 'incoming' END
   JOIN pg_class r ON r.oid = con.confrelid
   JOIN pg_namespace rn ON rn.oid = r.relnamespace
   LEFT JOIN pg_constraint parent ON parent.oid = con.conparentid
- WHERE con.contype = 'f' AND (con.conrelid = $1 OR con.confrelid = $1)
+ WHERE con.contype = 'f'
+   AND (con.conrelid = $1 OR con.confrelid = $1
+        OR (con.conparentid = 0 AND con.confrelid IN (
+              WITH RECURSIVE below(oid) AS (
+                  SELECT h.inhrelid FROM pg_inherits h WHERE h.inhparent = $1
+                  UNION ALL SELECT h.inhrelid FROM pg_inherits h JOIN below b ON h.inhparent = b.oid)
+              SELECT oid FROM below)))
    -- A copy made for a partition of the referencing table checks that partition's rows; one made
    -- for a partition of the referenced table runs the actions for that partition's rows. The
    -- other copies fire nothing on $1.

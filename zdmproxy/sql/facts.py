@@ -173,6 +173,9 @@ class RelationInfo:
     # fire on the partition's rows when it is written to directly.
     foreign_key_copies: tuple[ForeignKey, ...] = ()
     referenced_by_copies: tuple[ForeignKey, ...] = ()
+    # Keys that reference one of its partitions itself (not this table): their actions fire when a
+    # statement on this table changes that partition's rows.
+    referenced_below: tuple[ForeignKey, ...] = ()
     # The primary key's columns in index order (empty: none, or not read): a backfill walks it.
     primary_key: tuple[str, ...] = ()
     index_definitions: tuple[IndexInfo, ...] = ()  # a table's indexes with their definitions

@@ -49,6 +49,10 @@ def dml_locks(
         return
     keys = info.foreign_keys + info.foreign_key_copies
     incoming = info.referenced_by + info.referenced_by_copies
+    if not isinstance(node, ast.InsertStmt):
+        # Keys referencing a partition the statement reaches (``info``'s children, as pruned).
+        reached = {child.name for child in info.children}
+        incoming += tuple(fk for fk in info.referenced_below if fk.referenced in reached)
     if not columns_known and not isinstance(node, ast.DeleteStmt):
         # Written through a view: the statement names the view's columns, not the table's.
         inserting = isinstance(node, ast.InsertStmt)

@@ -120,6 +120,17 @@ def test_a_directory_given_as_file_says_it_is_a_directory(tmp_path: Path) -> Non
     assert with_id.returncode == 2 and "--id is for a FILE" in with_id.stderr, with_id.stderr
 
 
+def test_plan_of_a_file_with_a_down_section_shows_what_apply_runs(tmp_path: Path) -> None:
+    """A node-pg-migrate / dbmate file: apply runs its up section only, and plan shows that, at the
+    file's own line numbers (the down section first here)."""
+    script = "-- migrate:down\nDROP TABLE gone;\n\n-- migrate:up\nCREATE TABLE kept (id int);\n"
+    result = cli("plan", "--json", sql_file(tmp_path, script))
+    assert result.returncode == 0, result.stderr
+    statements = json.loads(result.stdout)["statements"]
+    assert [s["sql"] for s in statements] == ["CREATE TABLE kept (id int)"], statements
+    assert statements[0]["line"] == 5, statements
+
+
 def test_unreachable_database_names_host_and_port_and_the_real_step_count(tmp_path: Path) -> None:
     dsn, port = unreachable_dsn()
     result = cli("apply", "--dsn", dsn, "--id", "eight", sql_file(tmp_path, EIGHT_STATEMENTS))

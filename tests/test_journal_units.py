@@ -186,7 +186,8 @@ def test_a_sql_name_that_is_not_a_readable_file_is_refused_not_skipped(tmp_path:
             "-- Up Migration\nCREATE TABLE t ();\n",
         ),
         ("--up migration\nA;\n  -- DOWN  MIGRATION\nB;\n", "--up migration\nA;\n"),
-        ("-- Down Migration\nB;\n-- Up Migration\nA;\n", "-- Up Migration\nA;\n"),  # down first
+        # down first: blanked, so positions stay the file's own
+        ("-- Down Migration\nB;\n-- Up Migration\nA;\n", " " * 17 + "\n  \n-- Up Migration\nA;\n"),
         # dbmate's
         ("-- migrate:up\nA;\n\n-- migrate:down\nB;\n", "-- migrate:up\nA;\n\n"),
         (
@@ -201,6 +202,14 @@ def test_a_sql_name_that_is_not_a_readable_file_is_refused_not_skipped(tmp_path:
 )
 def test_a_files_down_section_is_not_part_of_the_migration(script: str, up: str) -> None:
     assert up_section(script) == up
+
+
+def test_the_up_section_keeps_its_positions_in_the_file() -> None:
+    """plan and apply report a statement's line and offset: those of the file the user edits."""
+    script = "-- migrate:down\nDROP TABLE t;\n\n-- migrate:up\nCREATE TABLE t (id int);\n"
+    up = up_section(script)
+    assert up.index("CREATE TABLE") == script.index("CREATE TABLE")
+    assert [s.text for s in parse_script(up)] == ["CREATE TABLE t (id int)"]
 
 
 @pytest.mark.parametrize(

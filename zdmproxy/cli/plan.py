@@ -33,6 +33,7 @@ from zdmproxy.cli.shared import err, out, read_script, run_async
 from zdmproxy.engine.catalog import plan_script
 from zdmproxy.engine.connector import connect
 from zdmproxy.errors import ExitCode
+from zdmproxy.journal.folder import up_section
 from zdmproxy.plan.model import Plan, PlannedStatement
 from zdmproxy.plan.planner import make_plan
 from zdmproxy.plan.verdict import Level, Verdict, verdicts
@@ -46,7 +47,7 @@ _Style = Callable[[str, str], str]  # (text, style name) -> text, with ANSI code
 
 
 def run(args: argparse.Namespace) -> int:
-    script = read_script(args.file)
+    script = up_section(read_script(args.file), args.file)  # what apply would run
     dsn = args.dsn
     with _Progress(err) as progress:
         progress.phase(f"planning {len(script.encode()) / 2**20:.1f} MB of SQL")

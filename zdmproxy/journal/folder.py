@@ -111,7 +111,11 @@ def up_section(script: str, source: str = "the SQL") -> str:
             "put `-- Up Migration` (or `-- migrate:up`) above the up part, and only that part runs; "
             "if it is a comment, reword it"
         )
-    return script[up.start() : down.start() if down.start() > up.start() else None]
+    end = down.start() if down.start() > up.start() else None
+    # What comes before the up marker is blanked, not cut: positions and line numbers in
+    # messages about the up section stay the file's own.
+    before = "".join(c if c == "\n" else " " for c in script[: up.start()])
+    return before + script[up.start() : end]
 
 
 def _files(directory: Path) -> list[Path]:

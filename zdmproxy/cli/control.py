@@ -217,7 +217,9 @@ async def _write(journal: Journal, migration_id: str, action: str, knobs: dict[s
         found = await journal.migration(migration_id)
         if found is None:
             raise NotFound(f"no migration {migration_id!r} in the journal")
-        raise ZdmError(f"migration {migration_id!r} is {found.state}: nothing to {action}")
+        finished = {"succeeded": "has succeeded", "failed": "has failed", "cancelled": "was cancelled"}
+        where = finished.get(found.state, f"is {found.state}")
+        raise ZdmError(f"migration {migration_id!r} {where}: nothing to {action}")
     return {"id": migration_id, "state": state, "message": said}
 
 
